@@ -1,0 +1,1 @@
+"""Structure predictors behind one small protocol (see `protocol.py`); `types.py` holds shared records."""

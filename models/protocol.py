@@ -1,0 +1,34 @@
+"""The one interface every structure predictor offers to the pipelines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+
+from models.types import Prediction, PredictionRequest, Provenance
+
+
+class Predictor(Protocol):
+    """Folds batches of sequences. Loaded once, then called batch after batch.
+
+    `predict` returns one Prediction per request, in order. It raises `torch.OutOfMemoryError`
+    when the batch does not fit; the caller splits the batch and retries (the OOM ladder).
+    """
+
+    provenance: Provenance
+
+    def predict(self, requests: Sequence[PredictionRequest]) -> list[Prediction]: ...
+
+    def set_chunk_size(self, chunk_size: int | None) -> None: ...
+
+
+# What a predictor raises when a batch does not fit in device memory (torch raises it for CUDA and MPS).
+OUT_OF_MEMORY_ERRORS: tuple[type[BaseException], ...] = (torch.OutOfMemoryError,)
+
+
+def release_device_memory() -> None:
+    """Return cached GPU memory after an out-of-memory error, before the retry."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

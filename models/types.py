@@ -1,0 +1,157 @@
+"""Records shared by every layer: what to predict, what a predictor returns, what failed.
+
+Only numpy and the standard library here: `storage` may import this module and nothing else of `models`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# AlphaFold2 residue order, which is also ESMFold's input vocabulary (index 20 = X, unknown).
+STANDARD_RESIDUES = "ARNDCQEGHILKMFPSTWYV"
+# Letters accepted in an input sequence: the 20 standard ones plus those fed to the model as X.
+NONSTANDARD_RESIDUES = "UOBZJX"
+ACCEPTED_RESIDUES = STANDARD_RESIDUES + NONSTANDARD_RESIDUES
+
+PAE_MAX = 31.75  # Å; ESMFold's and AlphaFold's PAE head range, written into the PAE JSON
+
+
+class NonFiniteOutputError(ValueError):
+    """A predictor produced NaN or infinite values (e.g. an fp16 trunk overflowing)."""
+
+
+def to_model_alphabet(sequence: str) -> str:
+    """The sequence as a predictor sees it: every non-standard letter becomes X."""
+    return sequence.translate(_TO_X)
+
+
+_TO_X = str.maketrans({letter: "X" for letter in NONSTANDARD_RESIDUES})
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One structure to write: a whole protein (F1) or one window of a long one (F2, F3 ...)."""
+
+    entry_id: str  # e.g. "SM-P12345-F1"; unique in a database
+    record_id: str  # the FASTA record's id (first header token)
+    source_file: str  # the FASTA file it came from (name, not path)
+    accession: str  # UniProt accession, or the record id for non-UniProt headers
+    sequence: str  # the whole input sequence, uppercase, stop removed; as written (U, O, B, Z, J, X kept)
+    fragment: int  # 1-based fragment number
+    start: int  # 1-based first residue of `sequence` covered by this entry
+    end: int  # 1-based last residue, inclusive
+    sequence_checksum: str  # UniProt CRC64 of `sequence`, 16 upper-case hex digits
+    sequence_md5: str  # MD5 hex of `sequence`
+    prediction_id: str  # content address of the fragment's prediction (fragment MD5 + model settings)
+    entry_name: str = ""  # UniProt entry name (e.g. "TRAP_ECOLI"); "" when unknown
+    database: str = ""  # "sp", "tr" or "" (not UniProt)
+    description: str = ""
+    organism: str = ""
+    tax_id: int | None = None
+    gene: str = ""
+    sequence_version: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.start <= self.end <= len(self.sequence):
+            raise ValueError(f"{self.entry_id}: window {self.start}..{self.end} outside 1..{len(self.sequence)}")
+        if self.fragment < 1:
+            raise ValueError(f"{self.entry_id}: fragment numbers start at 1, got {self.fragment}")
+        if len(self.sequence_checksum) != 16:
+            raise ValueError(f"{self.entry_id}: CRC64 must be 16 hex digits, got {self.sequence_checksum!r}")
+
+    @property
+    def fragment_sequence(self) -> str:
+        """The residues this entry covers, as written in the input."""
+        return self.sequence[self.start - 1 : self.end]
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A row of the failure ledger: an input record (or entry) that did not become a stored prediction."""
+
+    record_id: str
+    source_file: str
+    reason: str  # short code, e.g. "invalid_character", "out_of_memory"
+    message: str  # human-readable detail
+    stage: str  # "ingest", "predict" or "write"
+    entry_id: str = ""  # set once the record had become an entry
+
+    def __post_init__(self) -> None:
+        if not self.reason or " " in self.reason:
+            raise ValueError(f"failure reason must be a short code without spaces, got {self.reason!r}")
+
+
+@dataclass(frozen=True)
+class PredictionRequest:
+    """One unique sequence to fold."""
+
+    prediction_id: str
+    sequence: str  # model alphabet: 20 standard letters and X
+
+    def __post_init__(self) -> None:
+        bad = set(self.sequence) - set(STANDARD_RESIDUES + "X")
+        if bad or not self.sequence:
+            raise ValueError(f"{self.prediction_id}: not a model-alphabet sequence (bad letters {sorted(bad)})")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How a prediction was made; written into every mmCIF file and `builds` row."""
+
+    model: str  # "esmfold" or "esmfold-tiny"
+    model_version: str  # e.g. "v1"
+    weights: str  # local folder or hub id the weights were loaded from
+    weights_sha256: str  # hash over the weight files
+    untrained: bool  # True for random weights: the structures are not real predictions
+    precision: str  # e.g. "stem=fp32,trunk=fp32"
+    num_recycles: int
+    chunk_size: int | None  # trunk chunk size; None = unchunked
+    device: str
+    library_versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def description(self) -> str:
+        """One line for humans, also used as the mmCIF model group name."""
+        text = f"structome {self.model} {self.model_version}"
+        return text + " (untrained random weights)" if self.untrained else text
+
+    def settings_key(self) -> str:
+        """The parameters that change the output; part of every prediction's content address."""
+        return f"{self.model}|{self.weights_sha256}|{self.precision}|r{self.num_recycles}"
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """What a predictor returns for one sequence; only what is stored, never the pair state."""
+
+    prediction_id: str
+    sequence: str  # model alphabet, length L
+    coords: np.ndarray  # [L, 37, 3] float32, Å, atom37 order
+    atom_mask: np.ndarray  # [L, 37] bool, True where the atom exists
+    plddt: np.ndarray  # [L] float32, 0-100 (CA value)
+    ptm: float  # 0-1, computed on this sequence alone (never the padded batch)
+    pae: np.ndarray  # [L, L] uint8, Å rounded to integers, 0..31
+
+    def __post_init__(self) -> None:
+        n = len(self.sequence)
+        expected = {"coords": (n, 37, 3), "atom_mask": (n, 37), "plddt": (n,), "pae": (n, n)}
+        for name, shape in expected.items():
+            actual = getattr(self, name).shape
+            if actual != shape:
+                raise ValueError(f"{self.prediction_id}: {name} has shape {actual}, expected {shape}")
+        if not np.isfinite(self.coords).all() or not np.isfinite(self.plddt).all() or not np.isfinite(self.ptm):
+            raise NonFiniteOutputError(f"{self.prediction_id}: NaN or infinite values in the prediction")
+
+    @property
+    def mean_plddt(self) -> float:
+        return float(self.plddt.mean())

@@ -1,0 +1,1 @@
+"""On-disk layout, schema, writers, archives, catalog and readers."""

@@ -1,0 +1,124 @@
+"""The one place the Parquet and DuckDB schema lives.
+
+Column names of `entries` follow the AlphaFold DB BigQuery table (entryId, uniprotAccession, ...); ours
+are added beside them. Per-residue values live in `residues`, never in `entries`, so a point lookup on
+`entries` reads lean columns only.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+ENTRIES = pa.schema(
+    [
+        ("entryId", pa.string()),
+        ("uniprotAccession", pa.string()),
+        ("uniprotId", pa.string()),  # UniProt entry name, e.g. TRAP_ECOLI
+        ("uniprotDescription", pa.string()),
+        ("gene", pa.string()),
+        ("taxId", pa.int64()),
+        ("organismScientificName", pa.string()),
+        ("uniprotStart", pa.int32()),  # 1-based first residue of the full sequence in this model
+        ("uniprotEnd", pa.int32()),  # inclusive
+        ("uniprotSequence", pa.string()),  # the whole input sequence, as written
+        ("sequenceChecksum", pa.string()),  # UniProt CRC64, 16 upper-case hex digits
+        ("sequenceMd5", pa.string()),  # MD5 of the whole sequence
+        ("sequenceVersion", pa.int32()),
+        ("sourceDatabase", pa.string()),  # sp, tr, or empty for non-UniProt headers
+        ("fragment", pa.int32()),  # the n of -F<n>
+        ("globalMetricValue", pa.float32()),  # mean pLDDT, 0-100
+        ("fractionPlddtVeryLow", pa.float32()),  # pLDDT < 50
+        ("fractionPlddtLow", pa.float32()),  # 50 <= pLDDT < 70
+        ("fractionPlddtConfident", pa.float32()),  # 70 <= pLDDT < 90
+        ("fractionPlddtVeryHigh", pa.float32()),  # pLDDT >= 90
+        ("ptm", pa.float32()),
+        ("predictionId", pa.string()),  # content address shared by entries with the same fragment sequence
+        ("model", pa.string()),
+        ("modelVersion", pa.string()),
+        ("untrained", pa.bool_()),
+        ("latestVersion", pa.int32()),  # the v<k> of the file names
+        ("modelCreatedDate", pa.date32()),
+        ("build", pa.string()),
+        ("recordId", pa.string()),
+        ("sourceFile", pa.string()),
+        ("shard", pa.string()),
+    ]
+)
+
+RESIDUES = pa.schema(
+    [
+        ("entryId", pa.string()),
+        ("residueNumber", pa.int32()),  # 1-based position in the model (label_seq_id)
+        ("uniprotResidueNumber", pa.int32()),  # position in the full sequence
+        ("residue", pa.string()),  # one letter, as written in the input
+        ("pLDDT", pa.float32()),  # 0-100
+    ]
+)
+
+# Where each stored file sits: one ranged read of `archive` at [offset, offset + length).
+FILES = pa.schema(
+    [
+        ("entryId", pa.string()),
+        ("kind", pa.string()),  # cif, pae, confidence
+        ("fileName", pa.string()),  # AFDB-style name, e.g. SM-P12345-F1-model_v1.cif
+        ("archive", pa.string()),  # path relative to the database folder
+        ("member", pa.string()),  # member name inside the archive (fileName + .gz when gzip)
+        ("offset", pa.int64()),  # byte offset of the stored bytes in the archive
+        ("length", pa.int64()),  # stored byte count
+        ("encoding", pa.string()),  # gzip or identity
+        ("size", pa.int64()),  # byte count once decoded
+        ("sha256", pa.string()),  # of the stored bytes
+    ]
+)
+
+FAILURES = pa.schema(
+    [
+        ("recordId", pa.string()),
+        ("sourceFile", pa.string()),
+        ("entryId", pa.string()),  # empty when the record never became an entry
+        ("reason", pa.string()),  # short code
+        ("message", pa.string()),
+        ("stage", pa.string()),  # ingest, predict or write
+        ("build", pa.string()),
+    ]
+)
+
+BUILDS = pa.schema(
+    [
+        ("build", pa.string()),
+        ("status", pa.string()),  # running, completed, failed
+        ("startedAt", pa.timestamp("s", tz="UTC")),
+        ("finishedAt", pa.timestamp("s", tz="UTC")),
+        ("wallSeconds", pa.float64()),
+        ("inputs", pa.list_(pa.string())),
+        ("model", pa.string()),
+        ("modelVersion", pa.string()),
+        ("weights", pa.string()),
+        ("weightsSha256", pa.string()),
+        ("untrained", pa.bool_()),
+        ("precision", pa.string()),
+        ("numRecycles", pa.int32()),
+        ("chunkSize", pa.int32()),
+        ("libraryVersions", pa.string()),  # JSON object
+        ("settings", pa.string()),  # JSON object: ingest and batching settings
+        ("records", pa.int64()),  # FASTA records read
+        ("entriesPlanned", pa.int64()),  # entries this build had to write
+        ("entriesSkipped", pa.int64()),  # already in the database (resume)
+        ("entriesWritten", pa.int64()),
+        ("predictions", pa.int64()),  # unique sequences folded
+        ("residues", pa.int64()),
+        ("failures", pa.int64()),
+        ("shards", pa.int64()),
+        ("structomeVersion", pa.string()),
+    ]
+)
+
+TABLES = {"entries": ENTRIES, "residues": RESIDUES, "files": FILES, "failures": FAILURES, "builds": BUILDS}
+
+# pLDDT bands of AlphaFold DB: (column, lower bound inclusive, upper bound exclusive)
+PLDDT_BANDS = (
+    ("fractionPlddtVeryLow", float("-inf"), 50.0),
+    ("fractionPlddtLow", 50.0, 70.0),
+    ("fractionPlddtConfident", 70.0, 90.0),
+    ("fractionPlddtVeryHigh", 90.0, float("inf")),
+)

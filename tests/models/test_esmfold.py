@@ -1,0 +1,88 @@
+"""The ESMFold wrapper on the tiny model: loading, vocabulary, per-sequence outputs, batch invariance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import EsmForProteinFolding
+from transformers.models.esm.openfold_utils import residue_constants
+
+from models.esmfold import EsmFoldSettings, encode, load_esmfold, weights_sha256
+from models.registry import describe_model, preset
+from models.tiny import build_tiny_model
+from models.types import PredictionRequest
+
+SHORT = PredictionRequest("short", "MKTAYIAKQRQISFVKSHFSRQ")
+LONG = PredictionRequest("long", "MSHHWGYGKHNGPEHWHKDFPIAKGERQSPVDIDTHTAKYDPSLKPLSVSYDQATS")
+
+
+def test_tiny_weights_round_trip_through_from_pretrained(tiny_weights):
+    loaded = EsmForProteinFolding.from_pretrained(tiny_weights, dtype=torch.float32)
+    fresh = build_tiny_model().state_dict()
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, fresh[name]), name
+    assert sum(p.numel() for p in loaded.parameters()) < 1_000_000
+
+
+def test_encoding_uses_the_alphafold2_vocabulary_not_esm2():
+    ids, mask = encode(["ARNDCQEGHILKMFPSTWYVX", "AC"])
+    assert ids[0].tolist() == [residue_constants.restype_order_with_x[c] for c in "ARNDCQEGHILKMFPSTWYVX"]
+    assert ids[0].tolist() == list(range(21))
+    assert mask.tolist()[1] == [1, 1] + [0] * 19
+
+
+def test_outputs_are_per_sequence_and_on_alphafold_scales(tiny_predictor):
+    short, long = tiny_predictor.predict([SHORT, LONG])
+    assert short.coords.shape == (len(SHORT.sequence), 37, 3)
+    assert long.pae.shape == (len(LONG.sequence),) * 2
+    assert short.pae.dtype == np.uint8 and short.pae.max() <= 31
+    assert 0 <= short.plddt.min() and short.plddt.max() <= 100
+    assert short.plddt.max() > 1.5, "pLDDT must be stored on 0-100, not 0-1"
+    assert 0 < short.ptm < 1 and short.ptm != long.ptm
+    # every standard residue has at least its backbone, CB for all but glycine
+    assert short.atom_mask[:, :3].all() and short.atom_mask[:, 3].sum() == len(SHORT.sequence)
+
+
+def test_padded_batch_gives_the_same_prediction_as_alone(tiny_predictor):
+    alone = tiny_predictor.predict([SHORT])[0]
+    padded = tiny_predictor.predict([LONG, SHORT])[1]  # SHORT is padded to LONG's length here
+    assert np.abs(alone.coords - padded.coords).max() < 1e-3
+    assert np.abs(alone.plddt - padded.plddt).max() < 1e-2
+    assert abs(alone.ptm - padded.ptm) < 1e-4
+    assert np.abs(alone.pae.astype(int) - padded.pae.astype(int)).max() <= 1
+    np.testing.assert_array_equal(alone.atom_mask, padded.atom_mask)
+
+
+def test_unknown_residues_have_no_atoms_but_keep_their_plddt(tiny_predictor):
+    """As reference ESMFold: X gets no coordinates; its neighbours and its confidence are kept."""
+    prediction = tiny_predictor.predict([PredictionRequest("x", "MKXXAG")])[0]
+    assert not prediction.atom_mask[2:4].any()
+    assert prediction.atom_mask[[0, 1, 4, 5], 1].all()
+    assert np.isfinite(prediction.plddt[2:4]).all() and len(prediction.plddt) == 6
+
+
+def test_provenance_names_untrained_weights_and_their_hash(tiny_predictor, tiny_weights):
+    provenance = tiny_predictor.provenance
+    assert provenance.untrained and "untrained random weights" in provenance.description
+    assert provenance.weights_sha256 == weights_sha256(tiny_weights)
+    assert provenance.num_recycles == 1 and provenance.library_versions["transformers"]
+    described = describe_model("esmfold-tiny", str(tiny_weights), EsmFoldSettings(num_recycles=1))
+    assert described.settings_key() == provenance.settings_key()
+
+
+def test_weights_hash_changes_with_the_weights(tiny_weights, tmp_path):
+    model = EsmForProteinFolding.from_pretrained(tiny_weights)
+    with torch.no_grad():
+        model.ptm_head.bias += 1.0
+    model.save_pretrained(tmp_path)
+    assert weights_sha256(tmp_path) != weights_sha256(tiny_weights)
+
+
+def test_bad_model_names_and_missing_weights_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown model"):
+        preset("alphafold9")
+    with pytest.raises(FileNotFoundError):
+        load_esmfold(str(tmp_path / "nothing-here"), EsmFoldSettings())
+    with pytest.raises(ValueError):
+        EsmFoldSettings(trunk_precision="fp16")
