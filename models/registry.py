@@ -1,13 +1,22 @@
-"""Named model presets: which weights a model name loads and whether they are trained."""
+"""Named model presets: which weights a model name loads and whether they are trained.
+
+Importing this module is cheap (no torch, no transformers): the CLI lists the presets without loading them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from models.esmfold import EsmFoldPredictor, EsmFoldSettings, describe_esmfold, load_esmfold
-from models.types import Provenance
-from models.tiny import ensure_tiny_weights
+if TYPE_CHECKING:
+    from models.esmfold import EsmFoldPredictor, EsmFoldSettings
+    from models.types import Provenance
+
+
+def _tiny_weights() -> str:
+    from models.tiny import ensure_tiny_weights
+
+    return str(ensure_tiny_weights())
 
 
 @dataclass(frozen=True)
@@ -15,14 +24,11 @@ class ModelPreset:
     name: str
     default_weights: Callable[[], str]
     untrained: bool
-    max_length: int  # longest sequence folded whole; longer ones are fragmented by ingest
 
 
 PRESETS = {
-    "esmfold": ModelPreset("esmfold", lambda: "facebook/esmfold_v1", untrained=False, max_length=2700),
-    "esmfold-tiny": ModelPreset(
-        "esmfold-tiny", lambda: str(ensure_tiny_weights()), untrained=True, max_length=2700
-    ),
+    "esmfold": ModelPreset("esmfold", lambda: "facebook/esmfold_v1", untrained=False),
+    "esmfold-tiny": ModelPreset("esmfold-tiny", _tiny_weights, untrained=True),
 }
 
 
@@ -35,12 +41,16 @@ def preset(name: str) -> ModelPreset:
 
 def load_predictor(name: str, weights: str | None, settings: EsmFoldSettings) -> EsmFoldPredictor:
     """Load the named model from `weights` (folder or hub id), or from the preset's default weights."""
+    from models.esmfold import load_esmfold
+
     chosen = preset(name)
     return load_esmfold(weights or chosen.default_weights(), settings, model_name=name, untrained=chosen.untrained)
 
 
 def describe_model(name: str, weights: str | None, settings: EsmFoldSettings) -> Provenance:
     """Provenance (weights hash included) of the named model, without loading it."""
+    from models.esmfold import describe_esmfold
+
     chosen = preset(name)
     return describe_esmfold(
         weights or chosen.default_weights(), settings, model_name=name, untrained=chosen.untrained

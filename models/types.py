@@ -46,6 +46,7 @@ class Entry:
     sequence_checksum: str  # UniProt CRC64 of `sequence`, 16 upper-case hex digits
     sequence_md5: str  # MD5 hex of `sequence`
     prediction_id: str  # content address of the fragment's prediction (fragment MD5 + model settings)
+    record_number: int = 0  # 1-based position of the record in its file (record ids may repeat)
     entry_name: str = ""  # UniProt entry name (e.g. "TRAP_ECOLI"); "" when unknown
     database: str = ""  # "sp", "tr" or "" (not UniProt)
     description: str = ""
@@ -82,6 +83,7 @@ class Failure:
     message: str  # human-readable detail
     stage: str  # "ingest", "predict" or "write"
     entry_id: str = ""  # set once the record had become an entry
+    record_number: int = 0  # 1-based position of the record in its file (record ids may repeat)
 
     def __post_init__(self) -> None:
         if not self.reason or " " in self.reason:

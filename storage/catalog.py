@@ -27,7 +27,7 @@ _FAILURES_VIEW = f"""
 CREATE OR REPLACE VIEW failures AS
 SELECT * EXCLUDE (newest) FROM (
     SELECT *, row_number() OVER (
-        PARTITION BY sourceFile, recordId, entryId, reason ORDER BY build DESC) AS newest
+        PARTITION BY sourceFile, recordNumber, recordId, entryId, reason ORDER BY build DESC) AS newest
     FROM failures{_RAW_SUFFIX}
 ) WHERE newest = 1 AND (entryId = '' OR entryId NOT IN (SELECT entryId FROM entries))
 """

@@ -48,6 +48,7 @@ def entry_row(
         "modelCreatedDate": created,
         "build": build,
         "recordId": entry.record_id,
+        "recordNumber": entry.record_number,
         "sourceFile": entry.source_file,
         "shard": shard,
     }
@@ -90,6 +91,7 @@ def file_row(entry_id: str, kind: str, archive: str, member: StoredMember) -> di
 def failure_row(failure: Failure, build: str) -> dict:
     return {
         "recordId": failure.record_id,
+        "recordNumber": failure.record_number,
         "sourceFile": failure.source_file,
         "entryId": failure.entry_id,
         "reason": failure.reason,

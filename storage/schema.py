@@ -40,6 +40,7 @@ ENTRIES = pa.schema(
         ("modelCreatedDate", pa.date32()),
         ("build", pa.string()),
         ("recordId", pa.string()),
+        ("recordNumber", pa.int32()),  # 1-based position of the record in its file
         ("sourceFile", pa.string()),
         ("shard", pa.string()),
     ]
@@ -74,6 +75,7 @@ FILES = pa.schema(
 FAILURES = pa.schema(
     [
         ("recordId", pa.string()),
+        ("recordNumber", pa.int32()),  # 1-based position of the record in its file (ids may repeat)
         ("sourceFile", pa.string()),
         ("entryId", pa.string()),  # empty when the record never became an entry
         ("reason", pa.string()),  # short code

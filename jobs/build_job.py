@@ -1,0 +1,73 @@
+"""One `structome build`: lock the database, plan, run on Ray, record the build, refresh the catalog."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs.runner import ModelSpec, RayBuildRunner, RunnerSettings
+from models.esmfold import EsmFoldSettings
+from models.registry import describe_model
+from pipelines.build import BuildCounters, BuildPlan, BuildSettings, build_record, build_report, plan_build
+from pipelines.write import WriteContext
+from storage import rows
+from storage.catalog import refresh_catalog
+from storage.layout import DatabaseLayout, write_parquet_atomic, write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    inputs: tuple[str, ...]
+    db: Path
+    model: str = "esmfold-tiny"
+    weights: str | None = None
+    model_settings: EsmFoldSettings = EsmFoldSettings()
+    build_settings: BuildSettings = BuildSettings()
+    runner: RunnerSettings = RunnerSettings()
+
+
+def run_build(request: BuildRequest) -> dict:
+    """Build (or resume) the database; returns the build report."""
+    for path in request.inputs:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"input {path} does not exist")
+    layout = DatabaseLayout(request.db)
+    layout.create()
+    with layout.lock():
+        layout.clear_staging()
+        provenance = describe_model(request.model, request.weights, request.model_settings)
+        plan = plan_build(request.inputs, layout, request.build_settings, provenance)
+        return _execute(plan, layout, request)
+
+
+def _execute(plan: BuildPlan, layout: DatabaseLayout, request: BuildRequest) -> dict:
+    started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    counters = BuildCounters()
+    _record(layout, plan, counters, "running", started, finished=None)
+    write_parquet_atomic(rows.failures_table(list(plan.ingest_failures), plan.build_id),
+                         layout.ingest_failures(plan.build_id))
+    refresh_catalog(layout)
+    context = WriteContext(layout=layout, provenance=plan.provenance, build_id=plan.build_id, created=started.date())
+    spec = ModelSpec(request.model, plan.provenance.weights, request.model_settings, plan.provenance.settings_key())
+    status = "failed"
+    try:
+        counters = RayBuildRunner(plan, context, spec, request.runner).run()
+        status = "completed"
+    finally:
+        finished = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        report = _record(layout, plan, counters, status, started, finished)
+        refresh_catalog(layout)
+    return report
+
+
+def _record(layout, plan, counters, status, started, finished) -> dict:
+    record = build_record(plan, counters, status=status, started=started, finished=finished)
+    write_parquet_atomic(rows.builds_table(record), layout.build_row(plan.build_id))
+    report = build_report(record, plan, counters)
+    write_text_atomic(json.dumps(report, indent=2) + "\n", layout.build_report(plan.build_id))
+    return report

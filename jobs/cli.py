@@ -1,0 +1,125 @@
+"""The `structome` command line: one group, thin commands."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+import duckdb
+
+from jobs import output
+from models.registry import PRESETS
+from storage import catalog
+from storage.layout import DatabaseLayout, DatabaseLockedError
+from storage.reader import FILE_KINDS, AmbiguousEntryError, EntryNotFoundError, read_entry_file
+
+DB_OPTION = click.option(
+    "--db", "db", required=True, type=click.Path(file_okay=False, path_type=Path), help="Database folder."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """structome: build and use a private AlphaFold-DB-style structure database."""
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@DB_OPTION
+@click.option("--model", type=click.Choice(sorted(PRESETS)), default="esmfold-tiny", show_default=True)
+@click.option("--weights", help="Local weights folder or Hugging Face id (default: the model's own).")
+@click.option("--max-length", type=int, default=2700, show_default=True, help="Longer sequences are fragmented.")
+@click.option("--fragment-window", type=int, default=1400, show_default=True)
+@click.option("--fragment-step", type=int, default=200, show_default=True)
+@click.option("--batch-tokens", type=int, default=4096, show_default=True, help="Padded residues per model call.")
+@click.option("--shard-size", type=int, default=64, show_default=True, help="Unique sequences per shard.")
+@click.option("--num-recycles", type=int, default=4, show_default=True)
+@click.option("--workers", type=int, help="Predictor actors (default: one per GPU, else half the CPUs).")
+@click.option("--address", help="Ray cluster address (default: start Ray in-process).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def build(inputs, db, model, weights, max_length, fragment_window, fragment_step, batch_tokens, shard_size,
+          num_recycles, workers, address, no_progress) -> None:
+    """Predict every protein of the FASTA INPUTS (plain or gzip) into the database; re-runs resume."""
+    # Imported here: torch, transformers and Ray take seconds to import, and only `build` needs them.
+    from jobs.build_job import BuildRequest, run_build
+    from jobs.runner import RunnerSettings
+    from models.esmfold import EsmFoldSettings, default_device
+    from pipelines.build import BuildSettings
+    from pipelines.ingest import IngestSettings
+
+    try:
+        request = BuildRequest(
+            inputs=tuple(inputs),
+            db=db,
+            model=model,
+            weights=weights,
+            model_settings=EsmFoldSettings(num_recycles=num_recycles, device=default_device()),
+            build_settings=BuildSettings(
+                ingest=IngestSettings(max_length=max_length, fragment_window=fragment_window,
+                                      fragment_step=fragment_step),
+                batch_tokens=batch_tokens,
+                shard_size=shard_size,
+            ),
+            runner=RunnerSettings(address=address, workers=workers, progress=not no_progress),
+        )
+        report = run_build(request)
+    except (ValueError, FileNotFoundError, DatabaseLockedError) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(output.build_summary(report), err=True)
+
+
+@main.command()
+@DB_OPTION
+@click.option("--format", "fmt", type=click.Choice(output.SQL_FORMATS), default="table", show_default=True)
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+@click.argument("query")
+def sql(db, fmt, out, query) -> None:
+    """Run a read-only SQL QUERY over the catalog (tables: entries, residues, files, failures, builds)."""
+    try:
+        table = catalog.query(DatabaseLayout(db), query)
+    except (duckdb.Error, FileNotFoundError) as error:
+        raise click.ClickException(str(error).strip()) from error
+    output.write_table(table, fmt, out)
+
+
+@main.command()
+@DB_OPTION
+@click.option("--format", "kind", type=click.Choice(FILE_KINDS), default="cif", show_default=True)
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path),
+              help="File to write, or a folder to write the AFDB-named file into (default: stdout).")
+@click.argument("identifier", metavar="ID")
+def get(db, kind, out, identifier) -> None:
+    """Print or save one entry's file. ID is an entryId (SM-P12345-F1) or an accession (P12345)."""
+    try:
+        stored = read_entry_file(DatabaseLayout(db), identifier, kind)
+    except AmbiguousEntryError as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(2)
+    except (EntryNotFoundError, FileNotFoundError, duckdb.Error) as error:
+        raise click.ClickException(str(error)) from error
+    if out is None:
+        sys.stdout.buffer.write(stored.data)
+        return
+    target = out / stored.file_name if out.is_dir() else out
+    target.write_bytes(stored.data)
+    click.echo(f"wrote {target} ({len(stored.data):,} bytes)", err=True)
+
+
+@main.command()
+@DB_OPTION
+def status(db) -> None:
+    """Builds, counts, and failures by reason."""
+    layout = DatabaseLayout(db)
+    try:
+        click.echo(output.status_text(layout))
+    except (duckdb.Error, FileNotFoundError) as error:
+        raise click.ClickException(str(error).strip()) from error
+
+
+if __name__ == "__main__":
+    main()

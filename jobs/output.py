@@ -1,0 +1,107 @@
+"""Rendering for the CLI: SQL results in four formats, the build summary, `status`."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage import catalog
+from storage.layout import DatabaseLayout
+
+SQL_FORMATS = ("table", "csv", "json", "parquet")
+MAX_CELL = 60  # characters shown per cell in the table format
+
+
+def write_table(table: pa.Table, fmt: str, out: Path | None) -> None:
+    if fmt == "parquet":
+        if out is None and sys.stdout.isatty():
+            raise SystemExit("Error: parquet output is binary; give -o FILE or redirect stdout")
+        pq.write_table(table, out if out is not None else sys.stdout.buffer)
+        return
+    text = {"table": as_text_table, "csv": as_csv, "json": as_json}[fmt](table)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+
+
+def as_json(table: pa.Table) -> str:
+    """A JSON array of row objects."""
+    return json.dumps(table.to_pylist(), default=_json_default, ensure_ascii=False) + "\n"
+
+
+def _json_default(value):
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def as_csv(table: pa.Table) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(table.column_names)
+    for row in table.to_pylist():
+        writer.writerow(["" if v is None else _cell(v, limit=None) for v in row.values()])
+    return buffer.getvalue()
+
+
+def as_text_table(table: pa.Table) -> str:
+    header = table.column_names
+    body = [[_cell(v) for v in row.values()] for row in table.to_pylist()]
+    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    rows = [line(header), line(["-" * w for w in widths]), *(line(r) for r in body)]
+    plural = "" if table.num_rows == 1 else "s"
+    return "\n".join(rows) + f"\n({table.num_rows} row{plural})\n"
+
+
+def _cell(value, limit: int | None = MAX_CELL) -> str:
+    if value is None:
+        return "NULL"
+    text = value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else str(value)
+    if isinstance(value, float):
+        text = f"{value:.4g}"
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def build_summary(report: dict) -> str:
+    reasons = ", ".join(f"{k}: {v}" for k, v in report["failuresByReason"].items()) or "none"
+    return (
+        f"build {report['build']} {report['status']} in {report['wallSeconds']:.1f} s: "
+        f"{report['records']} records, {report['entriesWritten']} entries written, "
+        f"{report['entriesSkipped']} already present, {report['predictions']} sequences folded; "
+        f"failures {report['failures']} ({reasons})"
+    )
+
+
+def status_text(layout: DatabaseLayout) -> str:
+    running = layout.build_running()
+    sections = [
+        f"database {layout.root}",
+        "a build is running now (counts are what it has committed so far)" if running else "no build is running",
+    ]
+    for title, query in _STATUS_QUERIES:
+        table = catalog.query(layout, query, [running] if "?" in query else None)
+        sections.append(f"\n{title}\n" + as_text_table(table))
+    return "\n".join(sections)
+
+
+# A build still marked running while nobody holds the lock was interrupted (killed, crashed).
+_STATUS_QUERIES = (
+    ("builds", "SELECT build, CASE WHEN status = 'running' AND NOT ? THEN 'interrupted' ELSE status END AS status, "
+               "startedAt, wallSeconds, records, entriesWritten, entriesSkipped, failures, model, untrained "
+               "FROM builds ORDER BY build"),
+    ("contents", "SELECT count(*) AS entries, count(DISTINCT uniprotAccession) AS accessions, "
+                 "count(DISTINCT predictionId) AS predictions, coalesce(sum(uniprotEnd - uniprotStart + 1), 0) "
+                 "AS residues, round(avg(globalMetricValue), 2) AS meanPlddt FROM entries"),
+    ("failures by reason", "SELECT stage, reason, count(*) AS records FROM failures GROUP BY ALL ORDER BY records DESC"),
+)

@@ -1,0 +1,213 @@
+"""The build pipeline: ingest -> skip what the database already holds -> length-sorted shards.
+
+The plan is pure data; `jobs.runner` executes it on Ray (predict on model actors, write on CPU tasks).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.types import Entry, Failure, Provenance
+from pipelines.ingest import IngestSettings, ingest
+from pipelines.sharding import ShardPlan, plan_shards
+from storage.layout import DatabaseLayout
+from storage.reader import committed_entries
+
+logger = logging.getLogger(__name__)
+
+
+
+def _structome_version() -> str:
+    try:
+        return importlib.metadata.version("structome")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+STRUCTOME_VERSION = _structome_version()
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    batch_tokens: int = 4096  # padded residues per model call
+    shard_size: int = 64  # unique sequences per shard (the unit of commit and resume)
+
+    def __post_init__(self) -> None:
+        if self.batch_tokens < 1 or self.shard_size < 1:
+            raise ValueError("batch tokens and shard size must be positive")
+
+    def as_dict(self) -> dict:
+        return {
+            "max_length": self.ingest.max_length,
+            "fragment_window": self.ingest.fragment_window,
+            "fragment_step": self.ingest.fragment_step,
+            "entry_prefix": self.ingest.entry_prefix,
+            "batch_tokens": self.batch_tokens,
+            "shard_size": self.shard_size,
+        }
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    build_id: str
+    inputs: tuple[str, ...]
+    settings: BuildSettings
+    provenance: Provenance
+    record_count: int
+    shards: tuple[ShardPlan, ...]  # longest sequences first
+    ingest_failures: tuple[Failure, ...]
+    entries_skipped: int  # already committed by an earlier build
+
+    @property
+    def entries_planned(self) -> int:
+        return sum(len(s.entries) for s in self.shards)
+
+    @property
+    def predictions_planned(self) -> int:
+        return sum(len(s.requests) for s in self.shards)
+
+
+def new_build_id(now: dt.datetime | None = None) -> str:
+    """Sortable by start time: 20261125T031500Z-1a2b3c."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def plan_build(
+    inputs: Sequence[str | Path], layout: DatabaseLayout, settings: BuildSettings, provenance: Provenance,
+    build_id: str | None = None,
+) -> BuildPlan:
+    """Read the inputs and plan only what the database does not hold yet."""
+    result = ingest(inputs, settings.ingest, provenance.settings_key())
+    committed = committed_entries(layout)
+    todo, conflicts = _split_committed(result.entries, committed)
+    wanted = {e.prediction_id for e in todo}
+    requests = [r for r in result.requests() if r.prediction_id in wanted]
+    shards = plan_shards(todo, requests, settings.shard_size)
+    skipped = len(result.entries) - len(todo) - len(conflicts)
+    logger.info(
+        "%d records -> %d entries (%d already in the database), %d unique sequences in %d shards",
+        result.record_count, len(result.entries), skipped, len(requests), len(shards),
+    )
+    return BuildPlan(
+        build_id=build_id or new_build_id(),
+        inputs=tuple(str(Path(p).resolve()) for p in inputs),
+        settings=settings,
+        provenance=provenance,
+        record_count=result.record_count,
+        shards=tuple(shards),
+        ingest_failures=tuple(result.failures) + tuple(conflicts),
+        entries_skipped=skipped,
+    )
+
+
+def _split_committed(entries: Sequence[Entry], committed: dict[str, str]) -> tuple[list[Entry], list[Failure]]:
+    """Entries still to write, and ledger rows for ids the database holds with another prediction."""
+    todo, conflicts = [], []
+    for entry in entries:
+        existing = committed.get(entry.entry_id)
+        if existing is None:
+            todo.append(entry)
+        elif existing != entry.prediction_id:
+            conflicts.append(_conflict(entry, existing))
+    return todo, conflicts
+
+
+def _conflict(entry: Entry, existing: str) -> Failure:
+    return Failure(
+        record_id=entry.record_id,
+        source_file=entry.source_file,
+        reason="conflicts_with_database",
+        message=(
+            f"{entry.entry_id} is already stored with another sequence or model (predictionId {existing}, "
+            f"this input gives {entry.prediction_id}); a database holds one model per entry: use another --db"
+        ),
+        stage="ingest",
+        entry_id=entry.entry_id,
+        record_number=entry.record_number,
+    )
+
+
+@dataclass
+class BuildCounters:
+    """What a running build has done so far; becomes the `builds` row and the JSON report."""
+
+    entries_written: int = 0
+    residues_written: int = 0
+    predictions: int = 0
+    shards_committed: int = 0
+    model_seconds: float = 0.0
+    padded_residues: int = 0
+    folded_residues: int = 0
+    predict_failures: list[Failure] = field(default_factory=list)
+
+    def add_shard(self, summary, stats: dict) -> None:
+        """Count one written shard: its ShardSummary and the predictor's figures for it."""
+        self.entries_written += summary.entries_written
+        self.residues_written += summary.residues_written
+        self.shards_committed += int(summary.committed)
+        self.predict_failures.extend(summary.failures)
+        self.predictions += stats["predictions"]
+        self.model_seconds += stats["model_seconds"]
+        self.padded_residues += stats["padded_residues"]
+        self.folded_residues += stats["folded_residues"]
+
+
+def build_record(
+    plan: BuildPlan, counters: BuildCounters, *, status: str, started: dt.datetime, finished: dt.datetime | None
+) -> dict:
+    """The `builds` row (column names of storage.schema.BUILDS)."""
+    provenance = plan.provenance
+    failures = [*plan.ingest_failures, *counters.predict_failures]
+    return {
+        "build": plan.build_id,
+        "status": status,
+        "startedAt": started,
+        "finishedAt": finished,
+        "wallSeconds": (finished - started).total_seconds() if finished else None,
+        "inputs": list(plan.inputs),
+        "model": provenance.model,
+        "modelVersion": provenance.model_version,
+        "weights": provenance.weights,
+        "weightsSha256": provenance.weights_sha256,
+        "untrained": provenance.untrained,
+        "precision": provenance.precision,
+        "numRecycles": provenance.num_recycles,
+        "chunkSize": provenance.chunk_size,
+        "libraryVersions": json.dumps(provenance.library_versions, sort_keys=True),
+        "settings": json.dumps(plan.settings.as_dict(), sort_keys=True),
+        "records": plan.record_count,
+        "entriesPlanned": plan.entries_planned,
+        "entriesSkipped": plan.entries_skipped,
+        "entriesWritten": counters.entries_written,
+        "predictions": counters.predictions,
+        "residues": counters.residues_written,
+        "failures": len(failures),
+        "shards": counters.shards_committed,
+        "structomeVersion": STRUCTOME_VERSION,
+    }
+
+
+def build_report(record: dict, plan: BuildPlan, counters: BuildCounters) -> dict:
+    """The JSON report: the `builds` row plus efficiency figures and failures by reason."""
+    failures = [*plan.ingest_failures, *counters.predict_failures]
+    by_reason = Counter(f.reason for f in failures)
+    return {
+        **{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in record.items()},
+        "provenance": plan.provenance.as_dict(),
+        "failuresByReason": dict(sorted(by_reason.items())),
+        "shardsPlanned": len(plan.shards),
+        "modelSeconds": round(counters.model_seconds, 3),
+        "paddingEfficiency": (
+            round(counters.folded_residues / counters.padded_residues, 4) if counters.padded_residues else None
+        ),
+    }

@@ -1,0 +1,137 @@
+"""Write stage: a shard's predictions -> mmCIF, PAE and confidence files in an archive, and Parquet rows.
+
+Everything goes into a staging folder that becomes visible with one rename, so a crash never leaves a
+half-written shard in the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.types import Entry, Failure, Prediction, Provenance
+from pipelines.sharding import ShardPlan
+from storage import rows
+from storage.afdb_json import entry_file_names, to_confidence_json, to_pae_json
+from storage.archive import ArchiveWriter
+from storage.layout import DatabaseLayout, write_parquet_atomic
+from storage.mmcif import to_mmcif
+
+logger = logging.getLogger(__name__)
+
+ARCHIVE_NAME = "archive.tar"
+
+
+@dataclass(frozen=True)
+class WriteContext:
+    """What every shard of one build writes with."""
+
+    layout: DatabaseLayout
+    provenance: Provenance
+    build_id: str
+    created: dt.date
+    version: int = 1
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    shard_id: str
+    entries_written: int
+    residues_written: int
+    failures: tuple[Failure, ...]
+    committed: bool  # False when another writer had committed the same shard first
+    write_seconds: float
+
+
+def write_shard(
+    context: WriteContext, shard: ShardPlan, predictions: Sequence[Prediction], failures: Sequence[Failure]
+) -> ShardSummary:
+    """Render and store every entry of the shard that has a prediction; commit the shard atomically."""
+    started = time.perf_counter()
+    by_id = {p.prediction_id: p for p in predictions}
+    pairs = [(entry, by_id[entry.prediction_id]) for entry in shard.entries if entry.prediction_id in by_id]
+    staging = context.layout.new_staging_dir(shard.shard_id)
+    try:
+        written = _write_files(context, shard.shard_id, staging, pairs)
+        all_failures = [*failures, *written.failures]
+        _write_tables(context, staging, written, all_failures)
+        committed = context.layout.commit_shard(staging, shard.shard_id)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ShardSummary(
+        shard_id=shard.shard_id,
+        entries_written=len(written.entry_rows) if committed else 0,
+        residues_written=sum(entry.length for entry, _ in written.pairs) if committed else 0,
+        failures=tuple(all_failures),
+        committed=committed,
+        write_seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass
+class _Written:
+    entry_rows: list[dict] = field(default_factory=list)
+    pairs: list[tuple[Entry, Prediction]] = field(default_factory=list)
+    file_rows: list[dict] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+
+def _write_files(context: WriteContext, shard_id: str, staging: Path, pairs) -> _Written:
+    """Archive members for every entry; an entry whose files cannot be rendered becomes a failure."""
+    written = _Written()
+    archive_path = f"shards/{shard_id}/{ARCHIVE_NAME}"
+    with ArchiveWriter(staging / ARCHIVE_NAME, mtime=time.time()) as archive:
+        for entry, prediction in pairs:
+            try:
+                documents = render_entry(context, entry, prediction)
+            except (ValueError, RuntimeError) as error:
+                written.failures.append(_write_failure(entry, error))
+                continue
+            for kind, (name, text) in documents.items():
+                member = archive.add(name, text.encode())
+                written.file_rows.append(rows.file_row(entry.entry_id, kind, archive_path, member))
+            written.entry_rows.append(
+                rows.entry_row(
+                    entry, prediction, context.provenance, build=context.build_id, shard=shard_id,
+                    created=context.created, version=context.version,
+                )
+            )
+            written.pairs.append((entry, prediction))
+    return written
+
+
+def render_entry(context: WriteContext, entry: Entry, prediction: Prediction) -> dict[str, tuple[str, str]]:
+    """kind -> (AFDB-style file name, text) for one entry."""
+    names = entry_file_names(entry.entry_id, context.version)
+    return {
+        "cif": (names["cif"], to_mmcif(prediction, entry, context.provenance, created=context.created,
+                                       version=context.version)),
+        "pae": (names["pae"], to_pae_json(prediction)),
+        "confidence": (names["confidence"], to_confidence_json(prediction)),
+    }
+
+
+def _write_tables(context: WriteContext, staging: Path, written: _Written, failures) -> None:
+    write_parquet_atomic(rows.entries_table(written.entry_rows), staging / "entries.parquet")
+    write_parquet_atomic(rows.residues_table(written.pairs), staging / "residues.parquet")
+    write_parquet_atomic(rows.files_table(written.file_rows), staging / "files.parquet")
+    write_parquet_atomic(rows.failures_table(list(failures), context.build_id), staging / "failures.parquet")
+
+
+def _write_failure(entry: Entry, error: Exception) -> Failure:
+    logger.warning("%s: could not render files: %s", entry.entry_id, error)
+    return Failure(
+        record_id=entry.record_id,
+        source_file=entry.source_file,
+        reason="write_error",
+        message=f"{type(error).__name__}: {error}",
+        stage="write",
+        entry_id=entry.entry_id,
+        record_number=entry.record_number,
+    )
