@@ -36,8 +36,9 @@ def main(verbose: int) -> None:
 @click.option("--max-length", type=int, default=2700, show_default=True, help="Longer sequences are fragmented.")
 @click.option("--fragment-window", type=int, default=1400, show_default=True)
 @click.option("--fragment-step", type=int, default=200, show_default=True)
-@click.option("--batch-tokens", type=int, default=4096, show_default=True, help="Padded residues per model call.")
-@click.option("--shard-size", type=int, default=64, show_default=True, help="Unique sequences per shard.")
+@click.option("--batch-tokens", type=int,
+              help="Padded residues per model call (count x longest; default 4096 on GPU, 512 on CPU).")
+@click.option("--shard-size", type=int, default=64, show_default=True, help="Unique sequences per shard, at most.")
 @click.option("--num-recycles", type=int, default=4, show_default=True)
 @click.option("--workers", type=int, help="Predictor actors (default: one per GPU, else half the CPUs).")
 @click.option("--address", help="Ray cluster address (default: start Ray in-process).")

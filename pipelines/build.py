@@ -38,12 +38,16 @@ STRUCTOME_VERSION = _structome_version()
 @dataclass(frozen=True)
 class BuildSettings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
-    batch_tokens: int = 4096  # padded residues per model call
-    shard_size: int = 64  # unique sequences per shard (the unit of commit and resume)
+    batch_tokens: int | None = None  # padded residues per model call; None: by device (see jobs.runner)
+    shard_size: int = 64  # unique sequences per shard at most (the unit of commit and resume)
+    min_shards: int = 8  # small inputs are still cut into this many shards, for progress and overlap
 
     def __post_init__(self) -> None:
-        if self.batch_tokens < 1 or self.shard_size < 1:
-            raise ValueError("batch tokens and shard size must be positive")
+        if (self.batch_tokens is not None and self.batch_tokens < 1) or self.shard_size < 1 or self.min_shards < 1:
+            raise ValueError("batch tokens, shard size and shard count must be positive")
+
+    def shard_size_for(self, unique_sequences: int) -> int:
+        return max(1, min(self.shard_size, -(-unique_sequences // self.min_shards)))
 
     def as_dict(self) -> dict:
         return {
@@ -92,7 +96,7 @@ def plan_build(
     todo, conflicts = _split_committed(result.entries, committed)
     wanted = {e.prediction_id for e in todo}
     requests = [r for r in result.requests() if r.prediction_id in wanted]
-    shards = plan_shards(todo, requests, settings.shard_size)
+    shards = plan_shards(todo, requests, settings.shard_size_for(len(requests)))
     skipped = len(result.entries) - len(todo) - len(conflicts)
     logger.info(
         "%d records -> %d entries (%d already in the database), %d unique sequences in %d shards",

@@ -59,23 +59,12 @@ def _matching_globs(layout: DatabaseLayout, table: str) -> list[str]:
 
 
 class _connect_for_writing:
-    """A read-write connection; retries briefly while a reader holds the file."""
+    """A read-write connection, closed on exit."""
 
-    def __init__(self, layout: DatabaseLayout, attempts: int = 50):
-        self.layout = layout
-        self.attempts = attempts
-        self.connection: duckdb.DuckDBPyConnection | None = None
+    def __init__(self, layout: DatabaseLayout):
+        self.connection = _open(layout, read_only=False)
 
     def __enter__(self) -> duckdb.DuckDBPyConnection:
-        for attempt in range(self.attempts):
-            try:
-                self.connection = duckdb.connect(str(self.layout.catalog))
-                break
-            except duckdb.IOException:
-                if attempt == self.attempts - 1:
-                    raise
-                time.sleep(0.1)
-        self.connection.execute(f"SET file_search_path = '{_quote(self.layout.root)}'")
         return self.connection
 
     def __exit__(self, *exc) -> None:
@@ -86,7 +75,19 @@ def connect(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
     """A read-only connection to the catalog, resolving the views' relative paths."""
     if not layout.exists():
         raise FileNotFoundError(f"{layout.root} is not a structome database (no catalog.duckdb)")
-    connection = duckdb.connect(str(layout.catalog), read_only=True)
+    return _open(layout, read_only=True)
+
+
+def _open(layout: DatabaseLayout, *, read_only: bool, attempts: int = 50) -> duckdb.DuckDBPyConnection:
+    """Open the catalog, retrying for a few seconds while another process briefly holds its file lock."""
+    for attempt in range(attempts):
+        try:
+            connection = duckdb.connect(str(layout.catalog), read_only=read_only)
+            break
+        except duckdb.IOException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
     connection.execute(f"SET file_search_path = '{_quote(layout.root)}'")
     return connection
 
