@@ -1,0 +1,92 @@
+"""SIGKILL the build driver mid-build, then re-run: exactly the expected entries, nothing half-written visible."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipelines.ingest import IngestSettings, ingest
+from storage import catalog
+from storage.layout import DatabaseLayout
+
+# Proteins above 100 aa become 60-aa windows: many small shards, each a few tenths of a second on CPU.
+OPTIONS = ["--num-recycles", "0", "--max-length", "100", "--fragment-window", "60", "--fragment-step", "60",
+           "--shard-size", "3", "--no-progress"]
+
+
+def processes_with_marker(marker: str) -> list[int]:
+    """Every process (the driver and the Ray processes it started) that inherited our marker variable."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if f"STRUCTOME_TEST_MARKER={marker}".encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def kill_all(marker: str) -> None:
+    for pid in processes_with_marker(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_build(inputs, db, marker, **kwargs):
+    env = {**os.environ, "STRUCTOME_TEST_MARKER": marker}
+    return subprocess.Popen([sys.executable, "-m", "jobs.cli", "build", *map(str, inputs), "--db", str(db), *OPTIONS],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_killed_build_resumes_without_duplicates_or_partial_files(tmp_path, data_dir):
+    inputs = [data_dir / "fasta" / "ecoli_k12_2020_slice.fasta", data_dir / "fasta" / "awkward.fasta"]
+    db = tmp_path / "db"
+    marker = uuid.uuid4().hex
+    driver = run_build(inputs, db, marker, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((db / "shards").glob("*/entries.parquet")):
+            assert driver.poll() is None, f"build ended before the kill: {driver.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, "no shard committed in time"
+            time.sleep(0.2)
+        kill_all(marker)  # the driver and every Ray process it started, at once
+        driver.wait(timeout=30)
+    finally:
+        kill_all(marker)
+    layout = DatabaseLayout(db)
+    committed = list((db / "shards").iterdir())
+    assert committed and all((s / "archive.tar").exists() and (s / "files.parquet").exists() for s in committed)
+
+    again = run_build(inputs, db, marker)
+    try:
+        _, stderr = again.communicate(timeout=900)
+    finally:
+        kill_all(marker)
+    assert again.returncode == 0, stderr[-3000:]
+    assert not list(layout.staging.iterdir())
+    rows = catalog.query(layout, "SELECT entryId FROM entries").column("entryId").to_pylist()
+    assert len(rows) == len(set(rows))
+    reports = sorted((db / "builds").glob("*.json"))
+    last = json.loads(reports[-1].read_text())
+    assert last["status"] == "completed" and last["entriesSkipped"] > 0
+    # exactly the entries a clean ingest of the inputs gives, each once
+    expected = ingest(inputs, IngestSettings(max_length=100, fragment_window=60, fragment_step=60), "any")
+    assert sorted(rows) == sorted(e.entry_id for e in expected.entries)
+    builds = catalog.query(layout, "SELECT status FROM builds ORDER BY build").column("status").to_pylist()
+    assert builds == ["running", "completed"]  # the killed build never got to record an end
+    status = subprocess.run([sys.executable, "-m", "jobs.cli", "status", "--db", str(db)], capture_output=True,
+                            text=True, check=True).stdout
+    assert "interrupted" in status
