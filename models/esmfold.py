@@ -157,8 +157,13 @@ def resolve_weights(weights: str) -> Path:
     if path.is_absolute() or weights.startswith("."):
         raise FileNotFoundError(f"weights folder {weights} does not exist")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
-    return Path(snapshot_download(weights, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+    patterns = ["*.json", "*.safetensors", "*.txt"]
+    try:  # the local cache first: no network round trip per worker once the weights are there
+        return Path(snapshot_download(weights, allow_patterns=patterns, local_files_only=True))
+    except LocalEntryNotFoundError:
+        return Path(snapshot_download(weights, allow_patterns=patterns))
 
 
 def weights_sha256(folder: Path) -> str:

@@ -86,3 +86,21 @@ def test_bad_model_names_and_missing_weights_are_clear_errors(tmp_path):
         load_esmfold(str(tmp_path / "nothing-here"), EsmFoldSettings())
     with pytest.raises(ValueError):
         EsmFoldSettings(trunk_precision="fp16")
+
+
+def test_a_hub_id_loads_from_the_hugging_face_cache(tiny_weights, tmp_path, monkeypatch):
+    """The hub path is real: an id resolves through huggingface_hub's local cache first (no hub is reachable
+    here, so a network call would fail the test)."""
+    import shutil
+
+    snapshot = tmp_path / "hub" / "models--structome--esmfold-tiny" / "snapshots" / "0123abc"
+    shutil.copytree(tiny_weights, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abc")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    predictor = load_esmfold("structome/esmfold-tiny", EsmFoldSettings(num_recycles=0), untrained=True)
+    assert predictor.provenance.weights == "structome/esmfold-tiny"
+    assert predictor.provenance.weights_sha256 == weights_sha256(tiny_weights)
+    assert len(predictor.predict([SHORT])[0].plddt) == len(SHORT.sequence)
