@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.runner import ModelSpec, RayBuildRunner, RunnerSettings
+from jobs.runner import DEFAULT_LOADER, ModelSpec, RayBuildRunner, RunnerSettings
 from models.esmfold import EsmFoldSettings
 from models.registry import describe_model
 from pipelines.build import BuildCounters, BuildPlan, BuildSettings, build_record, build_report, plan_build
@@ -29,6 +29,7 @@ class BuildRequest:
     model_settings: EsmFoldSettings = EsmFoldSettings()
     build_settings: BuildSettings = BuildSettings()
     runner: RunnerSettings = RunnerSettings()
+    loader: str = DEFAULT_LOADER  # how workers load the model ("module:function"); tests inject faults here
 
 
 def run_build(request: BuildRequest) -> dict:
@@ -49,20 +50,27 @@ def _execute(plan: BuildPlan, layout: DatabaseLayout, request: BuildRequest) -> 
     started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     counters = BuildCounters()
     _record(layout, plan, counters, "running", started, finished=None)
-    write_parquet_atomic(rows.failures_table(list(plan.ingest_failures), plan.build_id),
-                         layout.ingest_failures(plan.build_id))
+    _write_build_failures(layout, plan, counters)
     refresh_catalog(layout)
     context = WriteContext(layout=layout, provenance=plan.provenance, build_id=plan.build_id, created=started.date())
-    spec = ModelSpec(request.model, plan.provenance.weights, request.model_settings, plan.provenance.settings_key())
+    spec = ModelSpec(request.model, plan.provenance.weights, request.model_settings, plan.provenance.settings_key(),
+                     loader=request.loader)
     status = "failed"
     try:
         counters = RayBuildRunner(plan, context, spec, request.runner).run()
         status = "completed"
     finally:
         finished = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        _write_build_failures(layout, plan, counters)
         report = _record(layout, plan, counters, status, started, finished)
         refresh_catalog(layout)
     return report
+
+
+def _write_build_failures(layout: DatabaseLayout, plan: BuildPlan, counters: BuildCounters) -> None:
+    """The ledger rows no shard file holds: ingest failures, and entries of shards that never committed."""
+    failures = [*plan.ingest_failures, *counters.shard_failures]
+    write_parquet_atomic(rows.failures_table(failures, plan.build_id), layout.build_failures(plan.build_id))
 
 
 def _record(layout, plan, counters, status, started, finished) -> dict:

@@ -40,15 +40,19 @@ def main(verbose: int) -> None:
               help="Padded residues per model call (count x longest; default 4096 on GPU, 512 on CPU).")
 @click.option("--shard-size", type=int, default=64, show_default=True, help="Unique sequences per shard, at most.")
 @click.option("--num-recycles", type=int, default=4, show_default=True)
-@click.option("--workers", type=int, help="Predictor actors (default: one per GPU, else half the CPUs).")
+@click.option("--workers", type=int, help="Predictor actors (default: one per GPU, else one per 4 CPUs).")
+@click.option("--gpus-per-worker", type=float, default=1.0, show_default=True,
+              help="GPUs per predictor actor; fractions share a GPU.")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
+              help="auto: GPU workers if the cluster has GPUs at start; cuda: always (lets an autoscaler add GPU nodes).")
 @click.option("--address", help="Ray cluster address (default: start Ray in-process).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def build(inputs, db, model, weights, max_length, fragment_window, fragment_step, batch_tokens, shard_size,
-          num_recycles, workers, address, no_progress) -> None:
+          num_recycles, workers, gpus_per_worker, device, address, no_progress) -> None:
     """Predict every protein of the FASTA INPUTS (plain or gzip) into the database; re-runs resume."""
     # Imported here: torch, transformers and Ray take seconds to import, and only `build` needs them.
     from jobs.build_job import BuildRequest, run_build
-    from jobs.runner import RunnerSettings
+    from jobs.runner import BuildError, RunnerSettings
     from models.esmfold import EsmFoldSettings, default_device
     from pipelines.build import BuildSettings
     from pipelines.ingest import IngestSettings
@@ -66,10 +70,11 @@ def build(inputs, db, model, weights, max_length, fragment_window, fragment_step
                 batch_tokens=batch_tokens,
                 shard_size=shard_size,
             ),
-            runner=RunnerSettings(address=address, workers=workers, progress=not no_progress),
+            runner=RunnerSettings(address=address, workers=workers, gpus_per_worker=gpus_per_worker, device=device,
+                                  progress=not no_progress),
         )
         report = run_build(request)
-    except (ValueError, FileNotFoundError, DatabaseLockedError) as error:
+    except (ValueError, FileNotFoundError, DatabaseLockedError, BuildError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(output.build_summary(report), err=True)
 
@@ -120,6 +125,46 @@ def status(db) -> None:
         click.echo(output.status_text(layout))
     except (duckdb.Error, FileNotFoundError) as error:
         raise click.ClickException(str(error).strip()) from error
+
+
+@main.command(context_settings={"allow_interspersed_args": False})
+@click.option("--address", required=True, help="The Ray cluster's dashboard URL, e.g. http://HEAD:8265.")
+@click.option("--wait", is_flag=True, help="Stream the job's logs (stderr) until it ends; exit 0 only if it succeeded.")
+@click.option("--status", "status_id", metavar="JOB_ID", help="Print a job's status and message.")
+@click.option("--stop", "stop_id", metavar="JOB_ID", help="Stop a job and print its final status.")
+@click.option("--logs", "logs_id", metavar="JOB_ID", help="Print a job's logs.")
+@click.argument("build_args", nargs=-1, type=click.UNPROCESSED, metavar="-- build INPUT... --db DIR ...")
+def submit(address, wait, status_id, stop_id, logs_id, build_args) -> None:
+    """Run `structome build` on a Ray cluster as a job (Ray Jobs API); print the job id.
+
+    Inputs and --db must be on storage every node sees at the same path; relative paths are made absolute.
+    """
+    # Imported here: Ray's job client takes a second to import, and only `submit` needs it.
+    from jobs.submit import SubmitError, connect, follow_job, job_logs, job_state, prepare_build, stop_job, submit_build
+
+    queries = sum(1 for value in (status_id, stop_id, logs_id) if value)
+    if queries > 1 or (queries and (build_args or wait)) or not (queries or build_args):
+        raise click.UsageError("give one of --status, --stop, --logs JOB_ID, or `-- build ...` to submit a build")
+    state = None
+    try:
+        job = prepare_build(build_args, build) if build_args else None
+        client = connect(address)
+        if status_id or stop_id:
+            click.echo(job_state(client, status_id) if status_id else stop_job(client, stop_id))
+        elif logs_id:
+            click.echo(job_logs(client, logs_id), nl=False)
+        else:
+            job_id = submit_build(client, job)
+            click.echo(job_id)
+            state = follow_job(client, job_id, sys.stderr) if wait else None
+    except SubmitError as error:
+        raise click.ClickException(str(error)) from error
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; a submitted job runs on (`--stop JOB_ID` ends it)") from None
+    if state is not None:
+        click.echo(f"job {job_id} {state}", err=True)
+        if state.status != "SUCCEEDED":
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -89,10 +89,31 @@ def status_text(layout: DatabaseLayout) -> str:
         f"database {layout.root}",
         "a build is running now (counts are what it has committed so far)" if running else "no build is running",
     ]
+    progress = _latest_progress(layout, running)
+    if progress:
+        sections.append(progress)
     for title, query in _STATUS_QUERIES:
         table = catalog.query(layout, query, [running] if "?" in query else None)
         sections.append(f"\n{title}\n" + as_text_table(table))
     return "\n".join(sections)
+
+
+def _latest_progress(layout: DatabaseLayout, running: bool) -> str | None:
+    """The newest build's shard progress from its manifest: done/planned, rate, ETA."""
+    from jobs.manifest import read_progress
+
+    manifests = sorted(layout.root.glob("builds/*.manifest.json"))
+    if not manifests:
+        return None
+    progress = read_progress(layout, manifests[-1].name.removesuffix(".manifest.json"), running=running)
+    rate, eta = progress.residues_per_second, progress.eta_seconds
+    return (
+        f"\nlatest build {progress.build}: {progress.shards_committed}/{progress.shards_planned} shards, "
+        f"{progress.entries_done}/{progress.entries_planned} entries, {progress.residues_done:,} residues"
+        + (f", {rate:,.0f} residues/s" if rate else "")
+        + (f", ETA {eta:,.0f} s" if running and eta is not None else "")
+        + f"; {progress.shards_running} running, {progress.retries} retried, {progress.shards_failed} failed"
+    )
 
 
 # A build still marked running while nobody holds the lock was interrupted (killed, crashed).

@@ -1,24 +1,28 @@
 """Execute a build plan on Ray: one long-lived predictor actor per GPU (or CPU slot), writers as CPU tasks.
 
 Shards go to free actors longest first; a finished shard's predictions pass from the actor to a writer
-task through the object store (the driver never holds them), so writing overlaps folding. The number of
-shards being written at once is bounded, which keeps memory flat over a long build.
+task through the object store (the driver only sees a small stats record), so writing overlaps folding.
+The number of shards being written at once is bounded, which keeps memory flat over a long build.
+An actor that dies mid-shard is replaced and the shard retried elsewhere, up to `shard_retries` times;
+then the shard's entries go to the failure ledger.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import importlib
 import logging
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import RayActorError, RayError
 from tqdm import tqdm
 
+from jobs.manifest import ManifestWriter
 from models.esmfold import EsmFoldSettings
-from models.registry import load_predictor
 from models.types import Failure
 from pipelines.build import BuildCounters, BuildPlan
 from pipelines.predict import ShardPredictions, predict_shard
@@ -31,6 +35,11 @@ logger = logging.getLogger(__name__)
 # cache misses (measured on the tiny model: 4 x 150 aa batched took 12.5 s, one at a time 10.5 s).
 GPU_BATCH_TOKENS = 4096
 CPU_BATCH_TOKENS = 512
+DEFAULT_LOADER = "models.registry:load_predictor"
+
+
+class BuildError(RuntimeError):
+    """The build cannot go on (workers cannot start, a writer failed)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class ModelSpec:
     weights: str | None
     settings: EsmFoldSettings
     settings_key: str
+    loader: str = DEFAULT_LOADER  # "module:function(name, weights, settings) -> Predictor"
 
 
 @dataclass(frozen=True)
@@ -49,9 +59,17 @@ class RunnerSettings:
     workers: int | None = None  # predictor actors; None: one per GPU, else one per 4 CPUs
     gpus_per_worker: float = 1.0
     cpus_per_worker: int = 1  # reserved per actor; on CPU-only clusters torch may use more threads
+    worker_resources: dict[str, float] = field(default_factory=dict)  # custom resources each actor needs
+    device: str = "auto"  # auto: GPU actors when the cluster has GPUs now; cuda: always (autoscaled GPU nodes)
     max_writes_in_flight: int = 4
-    actor_restarts: int = 2  # a dead actor is replaced and its shard retried this many times
+    shard_retries: int = 2  # a shard whose actor died is retried on a fresh actor this many times
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cuda", "cpu"):
+            raise ValueError(f"device must be auto, cuda or cpu, got {self.device!r}")
+        if self.gpus_per_worker <= 0 or self.shard_retries < 0 or self.max_writes_in_flight < 1:
+            raise ValueError("gpus per worker and writes in flight must be positive, shard retries >= 0")
 
 
 class PredictorWorker:
@@ -63,25 +81,40 @@ class PredictorWorker:
 
         torch.set_num_threads(max(1, threads))
         transformers_logging.disable_progress_bar()  # one bar per build, the driver's
-        settings = dataclasses.replace(model.settings, device=device)
-        self.predictor = load_predictor(model.name, model.weights, settings)
+        module, function = model.loader.split(":")
+        load = getattr(importlib.import_module(module), function)
+        self.predictor = load(model.name, model.weights, dataclasses.replace(model.settings, device=device))
         key = self.predictor.provenance.settings_key()
         if key != model.settings_key:
             raise RuntimeError(f"this worker's model ({key}) differs from the planned one ({model.settings_key})")
+        self.label = f"{ray.get_runtime_context().get_node_id()[:8]}/pid{os.getpid()}"
 
-    def predict(self, shard: ShardPlan, batch_tokens: int) -> ShardPredictions:
-        return predict_shard(self.predictor, shard, batch_tokens)
+    def describe(self) -> str:
+        return self.label
+
+    def predict(self, shard: ShardPlan, batch_tokens: int) -> tuple[dict, ShardPredictions]:
+        """Two returns: small stats for the driver, the predictions for the writer."""
+        result = predict_shard(self.predictor, shard, batch_tokens)
+        stats = {
+            "worker": self.label,
+            "predictions": len(result.predictions),
+            "model_seconds": result.model_seconds,
+            "padded_residues": result.padded_residues,
+            "folded_residues": sum(len(p.sequence) for p in result.predictions),
+        }
+        return stats, result
 
 
-def _write(context: WriteContext, shard: ShardPlan, predicted: ShardPredictions) -> tuple[ShardSummary, dict]:
-    summary = write_shard(context, shard, predicted.predictions, predicted.failures)
-    stats = {
-        "predictions": len(predicted.predictions),
-        "model_seconds": predicted.model_seconds,
-        "padded_residues": predicted.padded_residues,
-        "folded_residues": sum(len(p.sequence) for p in predicted.predictions),
-    }
-    return summary, stats
+def _write(context: WriteContext, shard: ShardPlan, predicted: ShardPredictions) -> ShardSummary:
+    return write_shard(context, shard, predicted.predictions, predicted.failures)
+
+
+@dataclass
+class _Running:
+    worker: object
+    shard: ShardPlan
+    attempt: int
+    result: object  # ObjectRef of the ShardPredictions
 
 
 class RayBuildRunner:
@@ -98,69 +131,135 @@ class RayBuildRunner:
     def run(self) -> BuildCounters:
         if not self.plan.shards:
             return self.counters
-        started_ray = _ensure_ray(self.settings.address)
+        connected = _ensure_ray(self.settings.address)
+        manifest = ManifestWriter(self.context.layout, self.plan)
         try:
-            self._run_shards(self._start_workers())
+            _Loop(self, manifest).run()
         finally:
-            if started_ray:
+            manifest.close()
+            if connected:
                 ray.shutdown()
         return self.counters
 
-    def _start_workers(self) -> list:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        cpus = int(ray.cluster_resources().get("CPU", 1))
+    def start_worker(self):
+        return self._actor_class.remote(self.model, self._device, self._threads)
+
+    def start_workers(self) -> list:
+        resources = ray.cluster_resources()
+        gpus, cpus = resources.get("GPU", 0), int(resources.get("CPU", 1))
+        if self.settings.device == "cpu":
+            gpus = 0
+        elif self.settings.device == "cuda":  # GPU actors even before a GPU node is up (an autoscaler adds them)
+            gpus = max(gpus, self.settings.gpus_per_worker)
         count = self.settings.workers or (int(gpus // self.settings.gpus_per_worker) if gpus else max(1, cpus // 4))
         count = max(1, min(count, len(self.plan.shards)))
-        threads = self.settings.cpus_per_worker if gpus else max(1, cpus // count)
-        options = {"num_cpus": self.settings.cpus_per_worker, "max_restarts": self.settings.actor_restarts,
-                   "max_task_retries": self.settings.actor_restarts}
+        options = {"num_cpus": self.settings.cpus_per_worker, "max_restarts": 0}
         if gpus:
             options["num_gpus"] = self.settings.gpus_per_worker
-        device = "cuda" if gpus else "cpu"
-        self.batch_tokens = self.plan.settings.batch_tokens or (GPU_BATCH_TOKENS if gpus else CPU_BATCH_TOKENS)
-        actor_class = ray.remote(PredictorWorker).options(**options)
-        logger.info("starting %d predictor worker(s) on %s, %d padded residues per batch", count, device,
+        if self.settings.worker_resources:
+            options["resources"] = dict(self.settings.worker_resources)
+        self._device = "cuda" if gpus else "cpu"
+        self._threads = self.settings.cpus_per_worker if gpus else max(1, cpus // count)
+        self._actor_class = ray.remote(PredictorWorker).options(**options)
+        self.batch_tokens = self.batch_tokens or (GPU_BATCH_TOKENS if gpus else CPU_BATCH_TOKENS)
+        logger.info("starting %d predictor worker(s) on %s, %d padded residues per batch", count, self._device,
                     self.batch_tokens)
-        return [actor_class.remote(self.model, device, threads) for _ in range(count)]
-
-    def _run_shards(self, workers: list) -> None:
-        write_task = ray.remote(num_cpus=1)(_write)
-        pending = collections.deque(self.plan.shards)
-        idle = list(workers)
-        predicting: dict = {}
-        writing: dict = {}
-        with tqdm(total=self.plan.entries_planned, unit="entry", disable=not self.settings.progress) as bar:
-            while pending or predicting or writing:
-                while idle and pending and len(writing) < self.settings.max_writes_in_flight:
-                    worker, shard = idle.pop(), pending.popleft()
-                    predicting[worker.predict.remote(shard, self.batch_tokens)] = (worker, shard)
-                ready, _ = ray.wait([*predicting, *writing], num_returns=1)
-                if ready[0] in predicting:
-                    worker, shard = predicting.pop(ready[0])
-                    idle.append(worker)
-                    writing[write_task.remote(self.context, shard, ready[0])] = shard
-                else:
-                    self._finish_shard(writing.pop(ready[0]), ready[0], bar)
-
-    def _finish_shard(self, shard: ShardPlan, ref, bar: tqdm) -> None:
+        workers = [self.start_worker() for _ in range(count)]
         try:
-            summary, stats = ray.get(ref)
-        except RayError as error:  # the shard's worker died beyond its restarts: its entries go to the ledger
-            logger.error("shard %s failed: %s", shard.shard_id, error)
-            self.counters.predict_failures.extend(_shard_failures(shard, error))
-            bar.update(len(shard.entries))
+            ray.get([w.describe.remote() for w in workers])
+        except RayError as error:
+            raise BuildError(f"predictor workers could not start: {_first_line(error)}") from error
+        return workers
+
+
+class _Loop:
+    """The scheduling loop: dispatch shards to idle workers, hand results to writers, retry on worker death."""
+
+    def __init__(self, runner: RayBuildRunner, manifest: ManifestWriter):
+        self.runner = runner
+        self.counters = runner.counters
+        self.manifest = manifest
+        self.pending = collections.deque((shard, 0) for shard in runner.plan.shards)
+        self.predicting: dict = {}  # stats ref -> _Running
+        self.writing: dict = {}  # write ref -> (shard, stats)
+        self.write_task = ray.remote(num_cpus=1)(_write)
+        self.started = time.monotonic()
+
+    def run(self) -> None:
+        self.idle = self.runner.start_workers()
+        self.bar = tqdm(total=self.runner.plan.entries_planned, unit="entry", disable=not self.runner.settings.progress)
+        with self.bar:
+            while self.pending or self.predicting or self.writing:
+                self._dispatch()
+                (ready,), _ = ray.wait([*self.predicting, *self.writing], num_returns=1)
+                if ready in self.predicting:
+                    self._on_predicted(ready, self.predicting.pop(ready))
+                else:
+                    self._on_written(ready, *self.writing.pop(ready))
+
+    def _dispatch(self) -> None:
+        while self.idle and self.pending and len(self.writing) < self.runner.settings.max_writes_in_flight:
+            worker, (shard, attempt) = self.idle.pop(), self.pending.popleft()
+            stats, result = worker.predict.options(num_returns=2).remote(shard, self.runner.batch_tokens)
+            self.predicting[stats] = _Running(worker, shard, attempt, result)
+            self.manifest.record(shard.shard_id, "started", attempt=attempt)
+
+    def _on_predicted(self, ref, running: _Running) -> None:
+        try:
+            stats = ray.get(ref)
+        except RayError as error:
+            self._on_worker_failure(running, error)
             return
+        self.idle.append(running.worker)
+        self.writing[self.write_task.remote(self.runner.context, running.shard, running.result)] = (running.shard, stats)
+
+    def _on_worker_failure(self, running: _Running, error: RayError) -> None:
+        shard = running.shard
+        if isinstance(error, RayActorError):  # the process died: replace it
+            ray.kill(running.worker, no_restart=True)
+            self.idle.append(self.runner.start_worker())
+        else:
+            self.idle.append(running.worker)
+        if running.attempt < self.runner.settings.shard_retries:
+            logger.warning("shard %s: worker failed (%s); retrying", shard.shard_id, _first_line(error))
+            self.counters.retried_shards += 1
+            self.pending.appendleft((shard, running.attempt + 1))
+            self.manifest.record(shard.shard_id, "retried", error=_first_line(error))
+            return
+        logger.error("shard %s failed %d times; its entries go to the ledger", shard.shard_id, running.attempt + 1)
+        self.counters.shard_failures.extend(_shard_failures(shard, error, running.attempt + 1))
+        self.manifest.record(shard.shard_id, "failed", error=_first_line(error))
+        self._advance(len(shard.entries))
+
+    def _on_written(self, ref, shard: ShardPlan, stats: dict) -> None:
+        try:
+            summary = ray.get(ref)
+        except RayError as error:  # storage trouble is not a protein's fault: stop the build
+            raise BuildError(f"writing shard {shard.shard_id} failed: {_first_line(error)}") from error
         self.counters.add_shard(summary, stats)
-        bar.update(len(shard.entries))
-        bar.set_postfix(failures=len(self.counters.predict_failures) + len(self.plan.ingest_failures))
+        self.manifest.record(shard.shard_id, "committed", entries=summary.entries_written, worker=stats["worker"])
+        self._advance(len(shard.entries))
+
+    def _advance(self, entries: int) -> None:
+        elapsed = time.monotonic() - self.started
+        counters = self.counters
+        failures = len(counters.predict_failures) + len(counters.shard_failures) + len(self.runner.plan.ingest_failures)
+        self.bar.set_postfix(residues_per_s=f"{self.counters.residues_written / elapsed:.0f}", failures=failures,
+                             refresh=False)
+        self.bar.update(entries)
 
 
-def _shard_failures(shard: ShardPlan, error: Exception) -> list[Failure]:
-    message = f"worker failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+def _shard_failures(shard: ShardPlan, error: Exception, attempts: int) -> list[Failure]:
+    message = f"worker failed {attempts} time(s) on this shard: {_first_line(error)}"
     return [
         Failure(e.record_id, e.source_file, "worker_failed", message, "predict", e.entry_id, e.record_number)
         for e in shard.entries
     ]
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _ensure_ray(address: str | None) -> bool:

@@ -153,6 +153,9 @@ class BuildCounters:
     padded_residues: int = 0
     folded_residues: int = 0
     predict_failures: list[Failure] = field(default_factory=list)
+    shard_failures: list[Failure] = field(default_factory=list)  # of shards that never committed (not in any shard file)
+    retried_shards: int = 0
+    per_worker: dict[str, dict] = field(default_factory=dict)  # worker label -> shards, residues, model seconds
 
     def add_shard(self, summary, stats: dict) -> None:
         """Count one written shard: its ShardSummary and the predictor's figures for it."""
@@ -164,6 +167,10 @@ class BuildCounters:
         self.model_seconds += stats["model_seconds"]
         self.padded_residues += stats["padded_residues"]
         self.folded_residues += stats["folded_residues"]
+        worker = self.per_worker.setdefault(stats["worker"], {"shards": 0, "residues": 0, "modelSeconds": 0.0})
+        worker["shards"] += 1
+        worker["residues"] += stats["folded_residues"]
+        worker["modelSeconds"] += stats["model_seconds"]
 
 
 def build_record(
@@ -171,7 +178,7 @@ def build_record(
 ) -> dict:
     """The `builds` row (column names of storage.schema.BUILDS)."""
     provenance = plan.provenance
-    failures = [*plan.ingest_failures, *counters.predict_failures]
+    failures = [*plan.ingest_failures, *counters.predict_failures, *counters.shard_failures]
     return {
         "build": plan.build_id,
         "status": status,
@@ -203,15 +210,23 @@ def build_record(
 
 def build_report(record: dict, plan: BuildPlan, counters: BuildCounters) -> dict:
     """The JSON report: the `builds` row plus efficiency figures and failures by reason."""
-    failures = [*plan.ingest_failures, *counters.predict_failures]
+    failures = [*plan.ingest_failures, *counters.predict_failures, *counters.shard_failures]
     by_reason = Counter(f.reason for f in failures)
     return {
         **{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in record.items()},
         "provenance": plan.provenance.as_dict(),
         "failuresByReason": dict(sorted(by_reason.items())),
         "shardsPlanned": len(plan.shards),
+        "retriedShards": counters.retried_shards,
         "modelSeconds": round(counters.model_seconds, 3),
         "paddingEfficiency": (
             round(counters.folded_residues / counters.padded_residues, 4) if counters.padded_residues else None
         ),
+        "workers": {name: _worker_figures(figures) for name, figures in sorted(counters.per_worker.items())},
     }
+
+
+def _worker_figures(figures: dict) -> dict:
+    seconds = figures["modelSeconds"]
+    rate = round(figures["residues"] / seconds, 1) if seconds else None
+    return {**figures, "modelSeconds": round(seconds, 3), "residuesPerSecond": rate}

@@ -4,8 +4,9 @@
       catalog.duckdb                 views over the Parquet files below
       shards/<shard>/                one committed shard (appears by a single rename)
         entries.parquet residues.parquet files.parquet failures.parquet archive.tar
-      failures/<build>.parquet       ingest failures of one build
-      builds/<build>.parquet         one row per build; builds/<build>.json is its report
+      failures/<build>.parquet       failures of one build no shard holds (ingest, never-committed shards)
+      builds/<build>.parquet         one row per build; builds/<build>.report.json its report,
+                                     .manifest.json its planned shards, .events.jsonl shard progress
       .staging/                      shards being written; never read
       .build.lock                    held by the build that is writing
 """
@@ -63,9 +64,18 @@ class DatabaseLayout:
         return self.root / "builds" / f"{build_id}.parquet"
 
     def build_report(self, build_id: str) -> Path:
-        return self.root / "builds" / f"{build_id}.json"
+        return self.root / "builds" / f"{build_id}.report.json"
 
-    def ingest_failures(self, build_id: str) -> Path:
+    def build_manifest(self, build_id: str) -> Path:
+        """The plan of a build: its shards with their sizes (written once, at the start)."""
+        return self.root / "builds" / f"{build_id}.manifest.json"
+
+    def build_events(self, build_id: str) -> Path:
+        """Append-only log of shard state changes (started, committed, retried, failed)."""
+        return self.root / "builds" / f"{build_id}.events.jsonl"
+
+    def build_failures(self, build_id: str) -> Path:
+        """Failures of a build not held by any shard file (ingest, and shards that never committed)."""
         return self.root / "failures" / f"{build_id}.parquet"
 
     def table_globs(self, table: str) -> tuple[str, ...]:

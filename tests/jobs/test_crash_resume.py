@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
+from processes import kill_all
 
 from pipelines.ingest import IngestSettings, ingest
 from storage import catalog
@@ -20,28 +19,6 @@ from storage.layout import DatabaseLayout
 # Proteins above 100 aa become 60-aa windows: many small shards, each a few tenths of a second on CPU.
 OPTIONS = ["--num-recycles", "0", "--max-length", "100", "--fragment-window", "60", "--fragment-step", "60",
            "--shard-size", "3", "--no-progress"]
-
-
-def processes_with_marker(marker: str) -> list[int]:
-    """Every process (the driver and the Ray processes it started) that inherited our marker variable."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if f"STRUCTOME_TEST_MARKER={marker}".encode() in (proc / "environ").read_bytes():
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
-
-
-def kill_all(marker: str) -> None:
-    for pid in processes_with_marker(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def run_build(inputs, db, marker, **kwargs):
@@ -79,7 +56,7 @@ def test_killed_build_resumes_without_duplicates_or_partial_files(tmp_path, data
     assert not list(layout.staging.iterdir())
     rows = catalog.query(layout, "SELECT entryId FROM entries").column("entryId").to_pylist()
     assert len(rows) == len(set(rows))
-    reports = sorted((db / "builds").glob("*.json"))
+    reports = sorted((db / "builds").glob("*.report.json"))
     last = json.loads(reports[-1].read_text())
     assert last["status"] == "completed" and last["entriesSkipped"] > 0
     # exactly the entries a clean ingest of the inputs gives, each once

@@ -61,7 +61,7 @@ def built(tmp_path_factory, inputs) -> tuple[Path, dict]:
     db = tmp_path_factory.mktemp("e2e") / "db"
     result = structome("build", *map(str, inputs), "--db", str(db), *BUILD_OPTIONS)
     assert "completed" in result.stderr
-    (report,) = [json.loads(p.read_text()) for p in (db / "builds").glob("*.json")]
+    (report,) = [json.loads(p.read_text()) for p in (db / "builds").glob("*.report.json")]
     return db, report
 
 

@@ -126,7 +126,7 @@ def test_failures_view_drops_entries_that_a_later_run_predicted(database):
 
     old = Failure("sp|P1|X_ECOLI", "in.fasta", "out_of_memory", "earlier run", "predict", "SM-P1-F1")
     write_parquet_atomic(rows.failures_table([old, old], "20200101T000000Z-000000"),
-                         layout.ingest_failures("20200101T000000Z-000000"))
+                         layout.build_failures("20200101T000000Z-000000"))
     catalog.refresh_catalog(layout)
     reasons = catalog.query(layout, "SELECT entryId FROM failures ORDER BY entryId").column("entryId").to_pylist()
     assert reasons == ["SM-P4-F1"]

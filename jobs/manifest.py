@@ -1,0 +1,111 @@
+"""Build manifests: which shards a build planned, and an append-only log of what happened to each.
+
+The manifest is written once when the build starts; each shard state change (started, committed, retried,
+failed) is one JSON line appended to the events file, so `structome status` can follow a running build
+from another terminal and a killed build leaves an exact record of how far it got.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.build import BuildPlan
+from storage.layout import DatabaseLayout, write_text_atomic
+
+STATES = ("started", "committed", "retried", "failed")
+
+
+class ManifestWriter:
+    def __init__(self, layout: DatabaseLayout, plan: BuildPlan):
+        self.events_path = layout.build_events(plan.build_id)
+        shards = [
+            {"shard": s.shard_id, "sequences": len(s.requests), "entries": len(s.entries), "residues": s.residues}
+            for s in plan.shards
+        ]
+        manifest = {"build": plan.build_id, "startedAt": time.time(), "shards": shards,
+                    "entries": plan.entries_planned, "residues": sum(s["residues"] for s in shards)}
+        write_text_atomic(json.dumps(manifest) + "\n", layout.build_manifest(plan.build_id))
+        self._handle = open(self.events_path, "a", buffering=1)
+
+    def record(self, shard_id: str, state: str, **details) -> None:
+        if state not in STATES:
+            raise ValueError(f"unknown shard state {state!r}")
+        line = json.dumps({"t": round(time.time(), 3), "shard": shard_id, "state": state, **details})
+        self._handle.write(line + "\n")
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a build got, read back from its manifest and events."""
+
+    build: str
+    shards_planned: int
+    shards_committed: int
+    shards_running: int
+    shards_failed: int
+    retries: int
+    entries_planned: int
+    entries_done: int
+    residues_planned: int
+    residues_done: int
+    elapsed_seconds: float
+
+    @property
+    def residues_per_second(self) -> float | None:
+        return self.residues_done / self.elapsed_seconds if self.elapsed_seconds > 0 else None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        rate = self.residues_per_second
+        return (self.residues_planned - self.residues_done) / rate if rate else None
+
+
+def read_progress(layout: DatabaseLayout, build_id: str, *, running: bool = False) -> Progress | None:
+    """None when the build left no manifest; a running build's elapsed time runs to now."""
+    path = layout.build_manifest(build_id)
+    if not path.exists():
+        return None
+    manifest = json.loads(path.read_text())
+    sizes = {s["shard"]: s for s in manifest["shards"]}
+    latest, counts, last_time = _replay(layout.build_events(build_id))
+    done = [shard for shard, state in latest.items() if state == "committed"]
+    return Progress(
+        build=build_id,
+        shards_planned=len(sizes),
+        shards_committed=len(done),
+        shards_running=sum(1 for state in latest.values() if state == "started"),
+        shards_failed=sum(1 for state in latest.values() if state == "failed"),
+        retries=counts["retried"],
+        entries_planned=manifest["entries"],
+        entries_done=sum(sizes[s]["entries"] for s in done if s in sizes),
+        residues_planned=manifest["residues"],
+        residues_done=sum(sizes[s]["residues"] for s in done if s in sizes),
+        elapsed_seconds=max(0.0, (time.time() if running else last_time or manifest["startedAt"]) - manifest["startedAt"]),
+    )
+
+
+def _replay(events: Path) -> tuple[dict[str, str], Counter, float | None]:
+    """Latest state per shard; a torn last line (a killed writer) is ignored."""
+    latest: dict[str, str] = {}
+    counts: Counter = Counter()
+    last_time = None
+    if not events.exists():
+        return latest, counts, last_time
+    for line in events.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        latest[event["shard"]] = event["state"]
+        counts[event["state"]] += 1
+        last_time = event["t"]
+    return latest, counts, last_time

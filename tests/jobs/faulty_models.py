@@ -1,0 +1,66 @@
+"""Predictor loaders that inject faults, for the fault tests. Ray workers import them by name
+("tests.jobs.faulty_models:..."), so they run inside real actor processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import torch
+
+from models.registry import load_predictor
+
+
+class _Wrapped:
+    def __init__(self, inner):
+        self.inner = inner
+        self.provenance = inner.provenance
+
+    def set_chunk_size(self, chunk_size):
+        self.inner.set_chunk_size(chunk_size)
+
+
+class OutOfMemoryAbove(_Wrapped):
+    """Raises torch.OutOfMemoryError for any batch holding a sequence longer than the limit."""
+
+    limit = int(os.environ.get("STRUCTOME_TEST_OOM_ABOVE", "60"))
+
+    def predict(self, requests):
+        if max(len(r.sequence) for r in requests) > self.limit:
+            raise torch.OutOfMemoryError(f"injected: longer than {self.limit}")
+        return self.inner.predict(requests)
+
+
+class DieOnce(_Wrapped):
+    """SIGKILLs its own process at its first prediction, once per build (a marker file remembers)."""
+
+    def predict(self, requests):
+        marker = Path(os.environ["STRUCTOME_TEST_DIE_MARKER"])
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner.predict(requests)
+
+
+class DieOnLength(_Wrapped):
+    """SIGKILLs its own process whenever a batch holds a sequence of exactly this length: a poison shard."""
+
+    length = int(os.environ.get("STRUCTOME_TEST_DIE_LENGTH", "0"))
+
+    def predict(self, requests):
+        if any(len(r.sequence) == self.length for r in requests):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner.predict(requests)
+
+
+def oom_above(name, weights, settings):
+    return OutOfMemoryAbove(load_predictor(name, weights, settings))
+
+
+def die_once(name, weights, settings):
+    return DieOnce(load_predictor(name, weights, settings))
+
+
+def die_on_length(name, weights, settings):
+    return DieOnLength(load_predictor(name, weights, settings))

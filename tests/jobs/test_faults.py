@@ -1,0 +1,112 @@
+"""Faults during a build, in real Ray actor processes: a worker killed mid-shard, a poison shard that kills
+every worker it meets, an out-of-memory protein, and a second build on the same database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs.build_job import BuildRequest, run_build
+from jobs.runner import RunnerSettings
+from models.esmfold import EsmFoldSettings
+from pipelines.build import BuildSettings
+from storage import catalog
+from storage.layout import DatabaseLayout, DatabaseLockedError
+
+SEQUENCES = {f"T{i}": "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ"[: 20 + 7 * i]
+             for i in range(7)}  # lengths 20, 27, ..., 62
+
+
+def write_fasta(path: Path) -> Path:
+    path.write_text("".join(f">{name} test protein\n{sequence}\n" for name, sequence in SEQUENCES.items()))
+    return path
+
+
+def build(tmp_path, loader: str, **runner) -> tuple[dict, DatabaseLayout]:
+    db = tmp_path / "db"
+    request = BuildRequest(
+        inputs=(str(write_fasta(tmp_path / "in.fasta")),),
+        db=db,
+        model_settings=EsmFoldSettings(num_recycles=0),
+        build_settings=BuildSettings(shard_size=2),
+        runner=RunnerSettings(workers=1, progress=False, **runner),
+        loader=loader,
+    )
+    return run_build(request), DatabaseLayout(db)
+
+
+def entries(layout) -> list[str]:
+    return sorted(catalog.query(layout, "SELECT entryId FROM entries").column("entryId").to_pylist())
+
+
+def failures(layout) -> list[tuple[str, str]]:
+    rows = catalog.query(layout, "SELECT entryId, reason FROM failures ORDER BY entryId").to_pylist()
+    return [(r["entryId"], r["reason"]) for r in rows]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("STRUCTOME_TEST_DIE_MARKER", str(tmp_path / "died"))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))  # Ray workers import tests.jobs
+
+
+def test_a_worker_killed_mid_shard_is_replaced_and_its_shard_retried(tmp_path):
+    report, layout = build(tmp_path, "tests.jobs.faulty_models:die_once")
+    assert (tmp_path / "died").exists(), "the fault was not injected"
+    assert report["status"] == "completed" and report["retriedShards"] == 1
+    assert entries(layout) == sorted(f"SM-{name}-F1" for name in SEQUENCES)
+    assert failures(layout) == []
+    killed_pid = (tmp_path / "died").read_text()
+    (worker,) = report["workers"]  # the replacement did every shard; the killed one committed none
+    assert not worker.endswith(f"pid{killed_pid}")
+
+
+def test_a_poison_shard_goes_to_the_ledger_after_its_retries(tmp_path, monkeypatch):
+    monkeypatch.setenv("STRUCTOME_TEST_DIE_LENGTH", "41")  # T3
+    report, layout = build(tmp_path, "tests.jobs.faulty_models:die_on_length", shard_retries=1)
+    assert report["status"] == "completed" and report["retriedShards"] == 1
+    poisoned = {entry for entry, reason in failures(layout) if reason == "worker_failed"}
+    assert poisoned == {"SM-T3-F1"}  # 7 sequences give 7 one-sequence shards (at least 8 shards wanted)
+    assert set(entries(layout)) | poisoned == {f"SM-{name}-F1" for name in SEQUENCES}
+    message = catalog.query(layout, "SELECT message FROM failures LIMIT 1").column("message")[0].as_py()
+    assert "2 time(s)" in message
+
+
+def test_out_of_memory_fails_only_the_protein_that_does_not_fit(tmp_path, monkeypatch):
+    monkeypatch.setenv("STRUCTOME_TEST_OOM_ABOVE", "55")  # T6 (62 aa) never fits, even alone and chunked
+    report, layout = build(tmp_path, "tests.jobs.faulty_models:oom_above")
+    assert failures(layout) == [("SM-T6-F1", "out_of_memory")]
+    assert len(entries(layout)) == len(SEQUENCES) - 1
+    assert report["failuresByReason"] == {"out_of_memory": 1}
+
+
+def test_a_second_build_on_the_same_database_is_refused(tmp_path):
+    fasta = Path(__file__).resolve().parents[2] / "examples" / "ecoli_k12_sample.fasta"  # a build of ~30 s
+    db = tmp_path / "db"
+    first = subprocess.Popen([sys.executable, "-m", "jobs.cli", "build", str(fasta), "--db", str(db),
+                              "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not DatabaseLayout(db).build_running():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        second = subprocess.run([sys.executable, "-m", "jobs.cli", "build", str(fasta), "--db", str(db)],
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode != 0
+        assert "another build is writing" in second.stderr and "Traceback" not in second.stderr
+        status = subprocess.run([sys.executable, "-m", "jobs.cli", "status", "--db", str(db)],
+                                capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0 and "a build is running now" in status.stdout
+        assert "latest build" in status.stdout and "shards" in status.stdout
+    finally:
+        _, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr[-2000:]
+    with pytest.raises(DatabaseLockedError):
+        with DatabaseLayout(db).lock():
+            with DatabaseLayout(db).lock():
+                pass
