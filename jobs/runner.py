@@ -142,34 +142,52 @@ class RayBuildRunner:
         return self.counters
 
     def start_worker(self):
-        return self._actor_class.remote(self.model, self._device, self._threads)
+        return self._actor_class.remote(self.model, self.pool.device, self.pool.threads)
 
     def start_workers(self) -> list:
-        resources = ray.cluster_resources()
-        gpus, cpus = resources.get("GPU", 0), int(resources.get("CPU", 1))
-        if self.settings.device == "cpu":
-            gpus = 0
-        elif self.settings.device == "cuda":  # GPU actors even before a GPU node is up (an autoscaler adds them)
-            gpus = max(gpus, self.settings.gpus_per_worker)
-        count = self.settings.workers or (int(gpus // self.settings.gpus_per_worker) if gpus else max(1, cpus // 4))
-        count = max(1, min(count, len(self.plan.shards)))
-        options = {"num_cpus": self.settings.cpus_per_worker, "max_restarts": 0}
-        if gpus:
-            options["num_gpus"] = self.settings.gpus_per_worker
-        if self.settings.worker_resources:
-            options["resources"] = dict(self.settings.worker_resources)
-        self._device = "cuda" if gpus else "cpu"
-        self._threads = self.settings.cpus_per_worker if gpus else max(1, cpus // count)
-        self._actor_class = ray.remote(PredictorWorker).options(**options)
-        self.batch_tokens = self.batch_tokens or (GPU_BATCH_TOKENS if gpus else CPU_BATCH_TOKENS)
-        logger.info("starting %d predictor worker(s) on %s, %d padded residues per batch", count, self._device,
-                    self.batch_tokens)
-        workers = [self.start_worker() for _ in range(count)]
+        self.pool = plan_workers(self.settings, ray.cluster_resources(), len(self.plan.shards))
+        self.batch_tokens = self.batch_tokens or self.pool.batch_tokens
+        self._actor_class = ray.remote(PredictorWorker).options(**self.pool.actor_options)
+        logger.info("starting %d predictor worker(s) on %s, %d padded residues per batch", self.pool.count,
+                    self.pool.device, self.batch_tokens)
+        workers = [self.start_worker() for _ in range(self.pool.count)]
         try:
             ray.get([w.describe.remote() for w in workers])
         except RayError as error:
             raise BuildError(f"predictor workers could not start: {_first_line(error)}") from error
         return workers
+
+
+@dataclass(frozen=True)
+class WorkerPool:
+    count: int
+    device: str  # cuda or cpu
+    threads: int  # torch threads per actor
+    actor_options: dict
+    batch_tokens: int  # default padded residues per batch for this device
+
+
+def plan_workers(settings: RunnerSettings, resources: dict, shards: int) -> WorkerPool:
+    """How many predictor actors, where, with what: one per GPU (or fraction), else one per 4 CPUs."""
+    gpus, cpus = resources.get("GPU", 0), int(resources.get("CPU", 1))
+    if settings.device == "cpu":
+        gpus = 0
+    elif settings.device == "cuda":  # GPU actors even before a GPU node is up (an autoscaler adds them)
+        gpus = max(gpus, settings.gpus_per_worker)
+    count = settings.workers or (int(gpus // settings.gpus_per_worker) if gpus else max(1, cpus // 4))
+    count = max(1, min(count, shards))
+    options = {"num_cpus": settings.cpus_per_worker, "max_restarts": 0}
+    if gpus:
+        options["num_gpus"] = settings.gpus_per_worker
+    if settings.worker_resources:
+        options["resources"] = dict(settings.worker_resources)
+    return WorkerPool(
+        count=count,
+        device="cuda" if gpus else "cpu",
+        threads=settings.cpus_per_worker if gpus else max(1, cpus // count),
+        actor_options=options,
+        batch_tokens=GPU_BATCH_TOKENS if gpus else CPU_BATCH_TOKENS,
+    )
 
 
 class _Loop:
