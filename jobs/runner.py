@@ -25,9 +25,9 @@ from jobs.manifest import ManifestWriter
 from models.esmfold import EsmFoldSettings
 from models.types import Failure
 from pipelines.build import BuildCounters, BuildPlan
-from pipelines.predict import ShardPredictions, predict_shard
-from pipelines.sharding import ShardPlan
-from pipelines.write import ShardSummary, WriteContext, write_shard
+from pipelines.predict import predict_shard
+from pipelines.sharding import ShardPlan, ShardPredictions
+from pipelines.write import WriteContext, write_predicted_shard
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 GPU_BATCH_TOKENS = 4096
 CPU_BATCH_TOKENS = 512
 DEFAULT_LOADER = "models.registry:load_predictor"
+# Shards queued per actor: while it folds one, the next is already there, so the driver's round trip
+# (result to the object store, ray.wait, dispatch) does not leave the device idle between shards.
+SHARDS_PER_WORKER = 2
 
 
 class BuildError(RuntimeError):
@@ -103,10 +106,6 @@ class PredictorWorker:
             "folded_residues": sum(len(p.sequence) for p in result.predictions),
         }
         return stats, result
-
-
-def _write(context: WriteContext, shard: ShardPlan, predicted: ShardPredictions) -> ShardSummary:
-    return write_shard(context, shard, predicted.predictions, predicted.failures)
 
 
 @dataclass
@@ -200,11 +199,13 @@ class _Loop:
         self.pending = collections.deque((shard, 0) for shard in runner.plan.shards)
         self.predicting: dict = {}  # stats ref -> _Running
         self.writing: dict = {}  # write ref -> (shard, stats)
-        self.write_task = ray.remote(num_cpus=1)(_write)
+        # Defined in pipelines.write, so writer processes import gemmi and pyarrow but never torch.
+        self.write_task = ray.remote(num_cpus=1)(write_predicted_shard)
         self.started = time.monotonic()
+        self.queued: dict = collections.defaultdict(list)  # worker -> its stats refs in dispatch order
 
     def run(self) -> None:
-        self.idle = self.runner.start_workers()
+        self.idle = [w for w in self.runner.start_workers() for _ in range(SHARDS_PER_WORKER)]  # one slot per queued shard
         self.bar = tqdm(total=self.runner.plan.entries_planned, unit="entry", disable=not self.runner.settings.progress)
         with self.bar:
             while self.pending or self.predicting or self.writing:
@@ -220,24 +221,41 @@ class _Loop:
             worker, (shard, attempt) = self.idle.pop(), self.pending.popleft()
             stats, result = worker.predict.options(num_returns=2).remote(shard, self.runner.batch_tokens)
             self.predicting[stats] = _Running(worker, shard, attempt, result)
+            self.queued[worker].append(stats)
             self.manifest.record(shard.shard_id, "started", attempt=attempt)
 
     def _on_predicted(self, ref, running: _Running) -> None:
         try:
             stats = ray.get(ref)
-        except RayError as error:
-            self._on_worker_failure(running, error)
+        except RayActorError as error:
+            self._on_worker_death(ref, running, error)
             return
+        except RayError as error:  # the predictor raised: the worker lives on
+            self.queued[running.worker].remove(ref)
+            self.idle.append(running.worker)
+            self._retry_or_fail(running, error)
+            return
+        self.queued[running.worker].remove(ref)
         self.idle.append(running.worker)
+        self._dispatch()  # the next shard first, the write after: the actor's queue never runs dry
         self.writing[self.write_task.remote(self.runner.context, running.shard, running.result)] = (running.shard, stats)
 
-    def _on_worker_failure(self, running: _Running, error: RayError) -> None:
+    def _on_worker_death(self, ref, running: _Running, error: RayError) -> None:
+        """Replace the dead worker. Its oldest shard was running and counts an attempt; the ones merely
+        queued behind it go back to the queue as they were (innocent bystanders of a poison shard)."""
+        refs = self.queued.pop(running.worker)
+        ray.kill(running.worker, no_restart=True)
+        self.idle.extend([self.runner.start_worker()] * SHARDS_PER_WORKER)
+        for position, queued_ref in enumerate(refs):
+            queued = running if queued_ref == ref else self.predicting.pop(queued_ref)
+            if position == 0:
+                self._retry_or_fail(queued, error)
+            else:
+                self.pending.appendleft((queued.shard, queued.attempt))
+                self.manifest.record(queued.shard.shard_id, "retried", error="requeued: its worker died")
+
+    def _retry_or_fail(self, running: _Running, error: RayError) -> None:
         shard = running.shard
-        if isinstance(error, RayActorError):  # the process died: replace it
-            ray.kill(running.worker, no_restart=True)
-            self.idle.append(self.runner.start_worker())
-        else:
-            self.idle.append(running.worker)
         if running.attempt < self.runner.settings.shard_retries:
             logger.warning("shard %s: worker failed (%s); retrying", shard.shard_id, _first_line(error))
             self.counters.retried_shards += 1

@@ -9,21 +9,12 @@ from dataclasses import dataclass
 
 from models.protocol import OUT_OF_MEMORY_ERRORS, Predictor, release_device_memory
 from models.types import Failure, NonFiniteOutputError, Prediction, PredictionRequest
-from pipelines.sharding import ShardPlan, plan_batches
+from pipelines.sharding import ShardPlan, ShardPredictions, plan_batches
 
 logger = logging.getLogger(__name__)
 
 # Chunk sizes tried, in order, for a single protein that still does not fit.
 CHUNK_LADDER = (64, 32, 16, 8)
-
-
-@dataclass(frozen=True)
-class ShardPredictions:
-    shard_id: str
-    predictions: tuple[Prediction, ...]
-    failures: tuple[Failure, ...]  # one per affected entry
-    model_seconds: float  # time spent inside the predictor
-    padded_residues: int  # residues folded including padding
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models.types import Entry, PredictionRequest
+from models.types import Entry, Failure, Prediction, PredictionRequest
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,17 @@ class ShardPlan:
     @property
     def residues(self) -> int:
         return sum(len(r.sequence) for r in self.requests)
+
+
+@dataclass(frozen=True)
+class ShardPredictions:
+    """A shard's folding results on their way to the writer (this module stays free of torch)."""
+
+    shard_id: str
+    predictions: tuple[Prediction, ...]
+    failures: tuple[Failure, ...]  # one per affected entry
+    model_seconds: float  # time spent inside the predictor
+    padded_residues: int  # residues folded including padding
 
 
 def plan_shards(entries: Sequence[Entry], requests: Sequence[PredictionRequest], shard_size: int) -> list[ShardPlan]:

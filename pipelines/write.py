@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.types import Entry, Failure, Prediction, Provenance
-from pipelines.sharding import ShardPlan
+from pipelines.sharding import ShardPlan, ShardPredictions
 from storage import rows
 from storage.afdb_json import entry_file_names, to_confidence_json, to_pae_json
 from storage.archive import ArchiveWriter
@@ -80,6 +80,11 @@ class _Written:
     pairs: list[tuple[Entry, Prediction]] = field(default_factory=list)
     file_rows: list[dict] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+
+
+def write_predicted_shard(context: WriteContext, shard: ShardPlan, predicted: ShardPredictions) -> ShardSummary:
+    """The writer task's entry point (runs in CPU workers, which never import torch)."""
+    return write_shard(context, shard, predicted.predictions, predicted.failures)
 
 
 def _write_files(context: WriteContext, shard_id: str, staging: Path, pairs) -> _Written:

@@ -54,3 +54,12 @@ def test_only_jobs_uses_ray():
     for package in ("models", "pipelines", "storage"):
         for path in sources(package):
             assert "ray" not in {m.split(".")[0] for m in imported_modules(path)}, path.name
+
+
+def test_writer_processes_never_import_torch():
+    """Ray writer tasks import pipelines.write; pulling in torch there costs ~400 MB and seconds per process."""
+    import subprocess
+    import sys
+
+    code = "import sys, pipelines.write, storage.catalog; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
