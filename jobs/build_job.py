@@ -48,21 +48,21 @@ def run_build(request: BuildRequest) -> dict:
 
 def _execute(plan: BuildPlan, layout: DatabaseLayout, request: BuildRequest) -> dict:
     started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    counters = BuildCounters()
-    _record(layout, plan, counters, "running", started, finished=None)
-    _write_build_failures(layout, plan, counters)
-    refresh_catalog(layout)
     context = WriteContext(layout=layout, provenance=plan.provenance, build_id=plan.build_id, created=started.date())
     spec = ModelSpec(request.model, plan.provenance.weights, request.model_settings, plan.provenance.settings_key(),
                      loader=request.loader)
+    runner = RayBuildRunner(plan, context, spec, request.runner)
+    _record(layout, plan, runner.counters, "running", started, finished=None)
+    _write_build_failures(layout, plan, runner.counters)
+    refresh_catalog(layout)
     status = "failed"
     try:
-        counters = RayBuildRunner(plan, context, spec, request.runner).run()
+        runner.run()
         status = "completed"
-    finally:
+    finally:  # a failed build still records what it committed before failing
         finished = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-        _write_build_failures(layout, plan, counters)
-        report = _record(layout, plan, counters, status, started, finished)
+        _write_build_failures(layout, plan, runner.counters)
+        report = _record(layout, plan, runner.counters, status, started, finished)
         refresh_catalog(layout)
     return report
 
