@@ -16,7 +16,6 @@ from pathlib import Path
 
 import gemmi
 import pytest
-from Bio import SeqIO
 from Bio.PDB.MMCIFParser import MMCIFParser
 
 from storage.mmcif import validate_mmcif

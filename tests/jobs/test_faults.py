@@ -3,7 +3,6 @@ every worker it meets, an out-of-memory protein, and a second build on the same 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
