@@ -70,7 +70,7 @@ def bench_write(length: int = 300, count: int = 60) -> None:
     with tempfile.TemporaryDirectory() as folder:
         context = WriteContext(DatabaseLayout(folder), provenance, "bench", dt.date.today())
         per_entry = []
-        with ArchiveWriter(Path(folder) / "a.tar", mtime=0) as archive:
+        with open(Path(folder) / "a.tar", "wb") as stream, ArchiveWriter(stream, mtime=0) as archive:
             for entry, prediction in pairs:
                 started = time.perf_counter()
                 for name, text in render_entry(context, entry, prediction).values():

@@ -167,8 +167,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def read_events(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def read_events(layout, build_id: str) -> list[dict]:
+    return [json.loads(line) for line in layout.read_lines(layout.build_events(build_id)) if line.strip()]
 
 
 def read_trace(folder: Path) -> list[dict]:
@@ -342,7 +342,7 @@ def main(argv: list[str]) -> None:
     load_after = os.getloadavg()
 
     layout = DatabaseLayout(db)
-    events = read_events(layout.build_events(report["build"]))
+    events = read_events(layout, report["build"])
     calls = read_trace(trace)
     shards = shard_timeline(events, calls, prediction_shards(db))
     samples = [json.loads(line) for line in memory_log.read_text().splitlines()]

@@ -15,7 +15,7 @@ from pipelines.build import BuildCounters, BuildPlan, BuildSettings, build_recor
 from pipelines.write import WriteContext
 from storage import rows
 from storage.catalog import refresh_catalog
-from storage.layout import DatabaseLayout, write_parquet_atomic, write_text_atomic
+from storage.layout import DatabaseLayout
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BuildRequest:
     inputs: tuple[str, ...]
-    db: Path
+    db: str  # a folder or an object-store URI
     model: str = "esmfold-tiny"
     weights: str | None = None
     model_settings: EsmFoldSettings = EsmFoldSettings()
@@ -70,12 +70,12 @@ def _execute(plan: BuildPlan, layout: DatabaseLayout, request: BuildRequest) -> 
 def _write_build_failures(layout: DatabaseLayout, plan: BuildPlan, counters: BuildCounters) -> None:
     """The ledger rows no shard file holds: ingest failures, and entries of shards that never committed."""
     failures = [*plan.ingest_failures, *counters.shard_failures]
-    write_parquet_atomic(rows.failures_table(failures, plan.build_id), layout.build_failures(plan.build_id))
+    layout.write_parquet_atomic(rows.failures_table(failures, plan.build_id), layout.build_failures(plan.build_id))
 
 
 def _record(layout, plan, counters, status, started, finished) -> dict:
     record = build_record(plan, counters, status=status, started=started, finished=finished)
-    write_parquet_atomic(rows.builds_table(record), layout.build_row(plan.build_id))
+    layout.write_parquet_atomic(rows.builds_table(record), layout.build_row(plan.build_id))
     report = build_report(record, plan, counters)
-    write_text_atomic(json.dumps(report, indent=2) + "\n", layout.build_report(plan.build_id))
+    layout.write_text_atomic(json.dumps(report, indent=2) + "\n", layout.build_report(plan.build_id))
     return report

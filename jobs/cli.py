@@ -16,7 +16,8 @@ from storage.layout import DatabaseLayout, DatabaseLockedError
 from storage.reader import FILE_KINDS, AmbiguousEntryError, EntryNotFoundError, read_entry_file
 
 DB_OPTION = click.option(
-    "--db", "db", required=True, type=click.Path(file_okay=False, path_type=Path), help="Database folder."
+    "--db", "db", required=True,
+    help="Database: a folder, or an object-store URI (s3://bucket/prefix, gs://bucket/prefix).",
 )
 
 

@@ -1,46 +1,57 @@
 """Build manifests: which shards a build planned, and an append-only log of what happened to each.
 
 The manifest is written once when the build starts; each shard state change (started, committed, retried,
-failed) is one JSON line appended to the events file, so `structome status` can follow a running build
-from another terminal and a killed build leaves an exact record of how far it got.
+failed) is one JSON line appended to the events log, so `structome status` can follow a running build
+from another terminal and a killed build leaves a record of how far it got. Locally every line is
+appended and synced at once; on object stores (no appends) lines go out as part objects every few seconds.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 from pipelines.build import BuildPlan
-from storage.layout import DatabaseLayout, write_text_atomic
+from storage.layout import DatabaseLayout
 
 STATES = ("started", "committed", "retried", "failed")
 
 
+OBJECT_STORE_FLUSH_SECONDS = 5.0
+
+
 class ManifestWriter:
     def __init__(self, layout: DatabaseLayout, plan: BuildPlan):
-        self.events_path = layout.build_events(plan.build_id)
+        self.layout = layout
+        self.events = layout.build_events(plan.build_id)
+        self._pending: list[str] = []
+        self._flush_every = 0.0 if layout.is_local else OBJECT_STORE_FLUSH_SECONDS
+        self._flushed_at = time.monotonic()
         shards = [
             {"shard": s.shard_id, "sequences": len(s.requests), "entries": len(s.entries), "residues": s.residues}
             for s in plan.shards
         ]
         manifest = {"build": plan.build_id, "startedAt": time.time(), "shards": shards,
                     "entries": plan.entries_planned, "residues": sum(s["residues"] for s in shards)}
-        write_text_atomic(json.dumps(manifest) + "\n", layout.build_manifest(plan.build_id))
-        self._handle = open(self.events_path, "a", buffering=1)
+        layout.write_text_atomic(json.dumps(manifest) + "\n", layout.build_manifest(plan.build_id))
 
     def record(self, shard_id: str, state: str, **details) -> None:
         if state not in STATES:
             raise ValueError(f"unknown shard state {state!r}")
         line = json.dumps({"t": round(time.time(), 3), "shard": shard_id, "state": state, **details})
-        self._handle.write(line + "\n")
-        os.fsync(self._handle.fileno())
+        self._pending.append(line)
+        if time.monotonic() - self._flushed_at >= self._flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        self.layout.append_lines(self._pending, self.events)
+        self._pending = []
+        self._flushed_at = time.monotonic()
 
     def close(self) -> None:
-        self._handle.close()
+        self.flush()
 
 
 @dataclass(frozen=True)
@@ -72,11 +83,11 @@ class Progress:
 def read_progress(layout: DatabaseLayout, build_id: str, *, running: bool = False) -> Progress | None:
     """None when the build left no manifest; a running build's elapsed time runs to now."""
     path = layout.build_manifest(build_id)
-    if not path.exists():
+    if not layout.exists(path):
         return None
-    manifest = json.loads(path.read_text())
+    manifest = json.loads(layout.read_text(path))
     sizes = {s["shard"]: s for s in manifest["shards"]}
-    latest, counts, last_time = _replay(layout.build_events(build_id))
+    latest, counts, last_time = _replay(layout.read_lines(layout.build_events(build_id)))
     done = [shard for shard, state in latest.items() if state == "committed"]
     return Progress(
         build=build_id,
@@ -93,14 +104,12 @@ def read_progress(layout: DatabaseLayout, build_id: str, *, running: bool = Fals
     )
 
 
-def _replay(events: Path) -> tuple[dict[str, str], Counter, float | None]:
+def _replay(lines: list[str]) -> tuple[dict[str, str], Counter, float | None]:
     """Latest state per shard; a torn last line (a killed writer) is ignored."""
     latest: dict[str, str] = {}
     counts: Counter = Counter()
     last_time = None
-    if not events.exists():
-        return latest, counts, last_time
-    for line in events.read_text().splitlines():
+    for line in lines:
         try:
             event = json.loads(line)
         except json.JSONDecodeError:

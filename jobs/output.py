@@ -86,7 +86,7 @@ def build_summary(report: dict) -> str:
 def status_text(layout: DatabaseLayout) -> str:
     running = layout.build_running()
     sections = [
-        f"database {layout.root}",
+        f"database {layout.location}",
         "a build is running now (counts are what it has committed so far)" if running else "no build is running",
     ]
     progress = _latest_progress(layout, running)
@@ -102,10 +102,11 @@ def _latest_progress(layout: DatabaseLayout, running: bool) -> str | None:
     """The newest build's shard progress from its manifest: done/planned, rate, ETA."""
     from jobs.manifest import read_progress
 
-    manifests = sorted(layout.root.glob("builds/*.manifest.json"))
+    manifests = [f for f in layout.list_files("builds") if f.endswith(".manifest.json")]
     if not manifests:
         return None
-    progress = read_progress(layout, manifests[-1].name.removesuffix(".manifest.json"), running=running)
+    build_id = manifests[-1].removeprefix("builds/").removesuffix(".manifest.json")
+    progress = read_progress(layout, build_id, running=running)
     rate, eta = progress.residues_per_second, progress.eta_seconds
     return (
         f"\nlatest build {progress.build}: {progress.shards_committed}/{progress.shards_planned} shards, "

@@ -1,25 +1,25 @@
 """Write stage: a shard's predictions -> mmCIF, PAE and confidence files in an archive, and Parquet rows.
 
-Everything goes into a staging folder that becomes visible with one rename, so a crash never leaves a
-half-written shard in the database.
+Everything goes into a private folder that the layout commits at once (a rename, or a commit marker on
+object stores), so a crash never leaves a half-written shard visible in the database.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+
+import pyarrow.parquet as pq
 
 from models.types import Entry, Failure, Prediction, Provenance
 from pipelines.sharding import ShardPlan, ShardPredictions
 from storage import rows
 from storage.afdb_json import entry_file_names, to_confidence_json, to_pae_json
 from storage.archive import ArchiveWriter
-from storage.layout import DatabaseLayout, write_parquet_atomic
+from storage.layout import DatabaseLayout, ShardTarget
 from storage.mmcif import to_mmcif
 
 logger = logging.getLogger(__name__)
@@ -55,14 +55,14 @@ def write_shard(
     started = time.perf_counter()
     by_id = {p.prediction_id: p for p in predictions}
     pairs = [(entry, by_id[entry.prediction_id]) for entry in shard.entries if entry.prediction_id in by_id]
-    staging = context.layout.new_staging_dir(shard.shard_id)
+    target = context.layout.begin_shard(shard.shard_id)
     try:
-        written = _write_files(context, shard.shard_id, staging, pairs)
+        written = _write_files(context, target, pairs)
         all_failures = [*failures, *written.failures]
-        _write_tables(context, staging, written, all_failures)
-        committed = context.layout.commit_shard(staging, shard.shard_id)
+        _write_tables(context, target, written, all_failures)
+        committed = context.layout.commit_shard(target)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        context.layout.abandon_shard(target)
         raise
     return ShardSummary(
         shard_id=shard.shard_id,
@@ -87,11 +87,12 @@ def write_predicted_shard(context: WriteContext, shard: ShardPlan, predicted: Sh
     return write_shard(context, shard, predicted.predictions, predicted.failures)
 
 
-def _write_files(context: WriteContext, shard_id: str, staging: Path, pairs) -> _Written:
+def _write_files(context: WriteContext, target: ShardTarget, pairs) -> _Written:
     """Archive members for every entry; an entry whose files cannot be rendered becomes a failure."""
     written = _Written()
-    archive_path = f"shards/{shard_id}/{ARCHIVE_NAME}"
-    with ArchiveWriter(staging / ARCHIVE_NAME, mtime=time.time()) as archive:
+    archive_path = f"{target.relative}/{ARCHIVE_NAME}"
+    stream = context.layout.fs.open_output_stream(f"{target.folder}/{ARCHIVE_NAME}")
+    with stream, ArchiveWriter(stream, mtime=time.time()) as archive:
         for entry, prediction in pairs:
             try:
                 documents = render_entry(context, entry, prediction)
@@ -103,7 +104,7 @@ def _write_files(context: WriteContext, shard_id: str, staging: Path, pairs) -> 
                 written.file_rows.append(rows.file_row(entry.entry_id, kind, archive_path, member))
             written.entry_rows.append(
                 rows.entry_row(
-                    entry, prediction, context.provenance, build=context.build_id, shard=shard_id,
+                    entry, prediction, context.provenance, build=context.build_id, shard=target.shard_id,
                     created=context.created, version=context.version,
                 )
             )
@@ -122,11 +123,15 @@ def render_entry(context: WriteContext, entry: Entry, prediction: Prediction) ->
     }
 
 
-def _write_tables(context: WriteContext, staging: Path, written: _Written, failures) -> None:
-    write_parquet_atomic(rows.entries_table(written.entry_rows), staging / "entries.parquet")
-    write_parquet_atomic(rows.residues_table(written.pairs), staging / "residues.parquet")
-    write_parquet_atomic(rows.files_table(written.file_rows), staging / "files.parquet")
-    write_parquet_atomic(rows.failures_table(list(failures), context.build_id), staging / "failures.parquet")
+def _write_tables(context: WriteContext, target: ShardTarget, written: _Written, failures) -> None:
+    tables = {
+        "entries": rows.entries_table(written.entry_rows),
+        "residues": rows.residues_table(written.pairs),
+        "files": rows.files_table(written.file_rows),
+        "failures": rows.failures_table(list(failures), context.build_id),
+    }
+    for name, table in tables.items():  # the folder is private until the commit: no temporary names needed
+        pq.write_table(table, f"{target.folder}/{name}.parquet", filesystem=context.layout.fs, compression="zstd")
 
 
 def _write_failure(entry: Entry, error: Exception) -> Failure:

@@ -11,7 +11,7 @@ import hashlib
 import io
 import tarfile
 from dataclasses import dataclass
-from pathlib import Path
+from typing import BinaryIO
 
 GZIP_LEVEL = 6
 
@@ -32,10 +32,10 @@ class StoredMember:
 class ArchiveWriter:
     """Appends files to a new tar archive and records each member's offset and checksum."""
 
-    def __init__(self, path: Path, *, mtime: float):
-        self.path = Path(path)
+    def __init__(self, stream: BinaryIO, *, mtime: float):
+        """`stream`: a writable file object positioned at 0 (closed by the caller)."""
         self._mtime = int(mtime)
-        self._tar = tarfile.open(self.path, "w", format=tarfile.PAX_FORMAT)
+        self._tar = tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT)
 
     def add(self, file_name: str, data: bytes, *, compress: bool = True) -> StoredMember:
         stored = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0) if compress else data
@@ -70,15 +70,12 @@ class ArchiveChecksumError(IOError):
     """The bytes read from an archive do not match the recorded checksum."""
 
 
-def read_stored(path: Path, offset: int, length: int, sha256: str | None = None) -> bytes:
-    """One ranged read of a member's stored bytes, verified against its checksum when given."""
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        data = handle.read(length)
+def verify_stored(data: bytes, where: str, offset: int, length: int, sha256: str | None = None) -> bytes:
+    """A member's stored bytes as read, checked against the recorded length and checksum."""
     if len(data) != length:
-        raise ArchiveChecksumError(f"{path}: short read at {offset} ({len(data)} of {length} bytes)")
+        raise ArchiveChecksumError(f"{where}: short read at {offset} ({len(data)} of {length} bytes)")
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise ArchiveChecksumError(f"{path}: checksum mismatch for bytes {offset}..{offset + length}")
+        raise ArchiveChecksumError(f"{where}: checksum mismatch for bytes {offset}..{offset + length}")
     return data
 
 

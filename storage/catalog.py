@@ -1,9 +1,16 @@
-"""`catalog.duckdb`: views over the database's Parquet files, opened for SQL.
+"""The SQL catalog: DuckDB views over the database's Parquet files.
 
-Views use paths relative to the database folder; every connection sets DuckDB's `file_search_path`
-to that folder, so the database can be moved or mounted elsewhere. (With the plain `duckdb` CLI, run it
-from inside the database folder.) Each table always reads an empty, typed `schema/<table>.parquet`
-too, so its columns exist before the first shard lands.
+A local database keeps them in `catalog.duckdb`, with paths relative to the database folder; every
+connection sets DuckDB's `file_search_path` to that folder, so the database can be moved or mounted
+elsewhere. (With the plain `duckdb` CLI, run it from inside the database folder.) Globs make new shards
+visible to queries as soon as they commit.
+
+An object-store database has no catalog file (DuckDB files cannot live there): each connection is an
+in-memory DuckDB that reads the store through its pyarrow file system, with views over the committed
+shards listed at connect time.
+
+Each table always reads an empty, typed `schema/<table>.parquet` too, so its columns exist before the
+first shard lands.
 """
 
 from __future__ import annotations
@@ -13,18 +20,20 @@ import time
 
 import duckdb
 import pyarrow as pa
+from fsspec.implementations.arrow import ArrowFSWrapper
 
 from storage import schema
-from storage.layout import DatabaseLayout, write_parquet_atomic
+from storage.layout import DatabaseLayout
 
 logger = logging.getLogger(__name__)
 
 _RAW_SUFFIX = "_all"  # raw views that the public views filter
+_PROTOCOL = "structome"  # DuckDB reads object-store databases as structome://<path in the store>
 
 # Failures: the newest row per (record, entry, reason), and none for entries that now exist
 # (a protein that failed once and succeeded on a re-run is not a failure any more).
 _FAILURES_VIEW = f"""
-CREATE OR REPLACE VIEW failures AS
+CREATE OR REPLACE {{temporary}} VIEW failures AS
 SELECT * EXCLUDE (newest) FROM (
     SELECT *, row_number() OVER (
         PARTITION BY sourceFile, recordNumber, recordId, entryId, reason ORDER BY build DESC) AS newest
@@ -33,53 +42,55 @@ SELECT * EXCLUDE (newest) FROM (
 """
 
 
-def schema_file(layout: DatabaseLayout, table: str):
-    return layout.root / "schema" / f"{table}.parquet"
-
-
 def refresh_catalog(layout: DatabaseLayout) -> None:
-    """(Re)create every view over the Parquet files that exist now."""
+    """Write the typed empty table files; for a local database, (re)create the views in catalog.duckdb."""
     layout.create()
-    with _connect_for_writing(layout) as connection:
-        for table, table_schema in schema.TABLES.items():
-            empty = schema_file(layout, table)
-            if not empty.exists():
-                write_parquet_atomic(table_schema.empty_table(), empty)
-            sources = [str(empty.relative_to(layout.root))] + _matching_globs(layout, table)
-            name = table + _RAW_SUFFIX if table == "failures" else table
-            listing = ", ".join(f"'{source}'" for source in sources)
-            connection.execute(
-                f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet([{listing}], union_by_name = true)"
-            )
-        connection.execute(_FAILURES_VIEW)
+    for table, table_schema in schema.TABLES.items():
+        if not layout.exists(layout.schema_file(table)):
+            layout.write_parquet_atomic(table_schema.empty_table(), layout.schema_file(table))
+    if layout.is_local:
+        connection = _open(layout, read_only=False)
+        try:
+            _create_views(connection, layout)
+        finally:
+            connection.close()
 
 
-def _matching_globs(layout: DatabaseLayout, table: str) -> list[str]:
-    return [pattern for pattern in layout.table_globs(table) if next(layout.root.glob(pattern), None)]
+def _create_views(connection: duckdb.DuckDBPyConnection, layout: DatabaseLayout) -> None:
+    temporary = "" if layout.is_local else "TEMPORARY"
+    for table in schema.TABLES:
+        listing = ", ".join(f"'{_quote(source)}'" for source in _sources(layout, table))
+        name = table + _RAW_SUFFIX if table == "failures" else table
+        connection.execute(
+            f"CREATE OR REPLACE {temporary} VIEW {name} AS "
+            f"SELECT * FROM read_parquet([{listing}], union_by_name = true)"
+        )
+    connection.execute(_FAILURES_VIEW.format(temporary=temporary))
 
 
-class _connect_for_writing:
-    """A read-write connection, closed on exit."""
-
-    def __init__(self, layout: DatabaseLayout):
-        self.connection = _open(layout, read_only=False)
-
-    def __enter__(self) -> duckdb.DuckDBPyConnection:
-        return self.connection
-
-    def __exit__(self, *exc) -> None:
-        self.connection.close()
+def _sources(layout: DatabaseLayout, table: str) -> list[str]:
+    """The schema file and the table's data: globs that match something (local), committed files (object store)."""
+    if layout.is_local:
+        globs = [g for g in layout.table_globs(table) if next(layout.root.glob(g), None)]
+        return [layout.schema_file(table), *globs]
+    files = [layout.schema_file(table), *layout.table_files(table)]
+    return [f"{_PROTOCOL}://{layout.path(f)}" for f in files]
 
 
 def connect(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the catalog, resolving the views' relative paths."""
+    """A read-only connection to the catalog."""
     if not layout.exists():
-        raise FileNotFoundError(f"{layout.root} is not a structome database (no catalog.duckdb)")
-    return _open(layout, read_only=True)
+        raise FileNotFoundError(f"{layout.location} is not a structome database (no catalog)")
+    if layout.is_local:
+        return _open(layout, read_only=True)
+    connection = duckdb.connect()
+    connection.register_filesystem(_DuckDBFileSystem(layout.fs))
+    _create_views(connection, layout)
+    return connection
 
 
 def _open(layout: DatabaseLayout, *, read_only: bool, attempts: int = 50) -> duckdb.DuckDBPyConnection:
-    """Open the catalog, retrying for a few seconds while another process briefly holds its file lock."""
+    """Open catalog.duckdb, retrying for a few seconds while another process briefly holds its file lock."""
     for attempt in range(attempts):
         try:
             connection = duckdb.connect(str(layout.catalog), read_only=read_only)
@@ -90,6 +101,18 @@ def _open(layout: DatabaseLayout, *, read_only: bool, attempts: int = 50) -> duc
             time.sleep(0.1)
     connection.execute(f"SET file_search_path = '{_quote(layout.root)}'")
     return connection
+
+
+class _DuckDBFileSystem(ArrowFSWrapper):
+    """A pyarrow file system as an fsspec one, which DuckDB can read through (no httpfs extension needed)."""
+
+    protocol = _PROTOCOL
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        return path.removeprefix(f"{_PROTOCOL}://").rstrip("/")
 
 
 def query(layout: DatabaseLayout, sql: str, parameters: list | None = None) -> pa.Table:

@@ -1,30 +1,44 @@
-"""The database folder: where every table, archive and report lives, and how things appear atomically.
+"""The database: where every table, archive and report lives, and how things appear atomically.
 
     DB/
-      catalog.duckdb                 views over the Parquet files below
-      shards/<shard>/                one committed shard (appears by a single rename)
+      catalog.duckdb                 views over the Parquet files below (local databases only)
+      shards/<shard>/                one committed shard:
         entries.parquet residues.parquet files.parquet failures.parquet archive.tar
       failures/<build>.parquet       failures of one build no shard holds (ingest, never-committed shards)
       builds/<build>.parquet         one row per build; builds/<build>.report.json its report,
                                      .manifest.json its planned shards, .events.jsonl shard progress
+      schema/<table>.parquet         an empty, typed file per table
       .staging/                      shards being written; never read
       .build.lock                    held by the build that is writing
+
+DB is a folder (local or a shared file system) or an object-store URI (`s3://bucket/prefix`,
+`gs://bucket/prefix`; pyarrow's file systems, options in the URI query such as `?endpoint_override=...`).
+A local shard is written under .staging and appears by one rename. Object stores have no rename: a shard
+is written under `shards/<shard>/<attempt>/` and appears when the marker `shards/<shard>/<attempt>.committed`
+is written; readers only ever see attempts with a marker.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
+import secrets
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from storage.locks import BuildLock, DatabaseLockedError, LeaseLock, lease_is_fresh
 
+__all__ = ["DatabaseLayout", "DatabaseLockedError", "ShardTarget", "write_parquet_atomic", "write_text_atomic"]
+
+COMMIT_SUFFIX = ".committed"
+SHARD_TABLES = ("entries", "residues", "files", "failures")
+_LOCK = ".build.lock"
 _TABLE_GLOBS = {
     "entries": ("shards/*/entries.parquet",),
     "residues": ("shards/*/residues.parquet",),
@@ -32,149 +46,248 @@ _TABLE_GLOBS = {
     "failures": ("failures/*.parquet", "shards/*/failures.parquet"),
     "builds": ("builds/*.parquet",),
 }
-
-
-class DatabaseLockedError(RuntimeError):
-    """Another build is writing this database."""
+_LOOSE_TABLES = {"failures": "failures", "builds": "builds"}  # tables with files outside shards
 
 
 @dataclass(frozen=True)
-class DatabaseLayout:
-    root: Path
+class ShardTarget:
+    """Where a writer puts a shard's files before the commit."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root).resolve())
+    shard_id: str
+    folder: str  # file-system path to write into
+    relative: str  # the shard's folder relative to the database once committed
+
+
+class DatabaseLayout:
+    """Names and atomic file operations of one database, on a local folder or an object store."""
+
+    def __init__(self, location: str | os.PathLike):
+        text = os.fspath(location)
+        if "://" in text:
+            self.fs, base = pafs.FileSystem.from_uri(text)
+            self.location = text.split("?", 1)[0].rstrip("/")
+        else:
+            self.fs, base = pafs.LocalFileSystem(), str(Path(text).resolve())
+            self.location = base
+        self.base = base.rstrip("/")
+        self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"DatabaseLayout({self.location!r})"
+
+    @property
+    def root(self) -> Path:
+        """The database folder (local databases only)."""
+        if not self.is_local:
+            raise ValueError(f"{self.location} is not a local folder")
+        return Path(self.base)
+
+    def path(self, relative: str) -> str:
+        """A file-system path from a path relative to the database."""
+        return f"{self.base}/{relative}" if relative else self.base
+
+    # ---- names --------------------------------------------------------------------------------------
 
     @property
     def catalog(self) -> Path:
         return self.root / "catalog.duckdb"
 
     @property
-    def shards(self) -> Path:
-        return self.root / "shards"
-
-    @property
     def staging(self) -> Path:
         return self.root / ".staging"
 
-    def shard(self, shard_id: str) -> Path:
-        return self.shards / shard_id
+    def shard(self, shard_id: str) -> str:
+        """A committed local shard's folder, relative to the database."""
+        return f"shards/{shard_id}"
 
-    def build_row(self, build_id: str) -> Path:
-        return self.root / "builds" / f"{build_id}.parquet"
+    def build_row(self, build_id: str) -> str:
+        return f"builds/{build_id}.parquet"
 
-    def build_report(self, build_id: str) -> Path:
-        return self.root / "builds" / f"{build_id}.report.json"
+    def build_report(self, build_id: str) -> str:
+        return f"builds/{build_id}.report.json"
 
-    def build_manifest(self, build_id: str) -> Path:
+    def build_manifest(self, build_id: str) -> str:
         """The plan of a build: its shards with their sizes (written once, at the start)."""
-        return self.root / "builds" / f"{build_id}.manifest.json"
+        return f"builds/{build_id}.manifest.json"
 
-    def build_events(self, build_id: str) -> Path:
+    def build_events(self, build_id: str) -> str:
         """Append-only log of shard state changes (started, committed, retried, failed)."""
-        return self.root / "builds" / f"{build_id}.events.jsonl"
+        return f"builds/{build_id}.events.jsonl"
 
-    def build_failures(self, build_id: str) -> Path:
+    def build_failures(self, build_id: str) -> str:
         """Failures of a build not held by any shard file (ingest, and shards that never committed)."""
-        return self.root / "failures" / f"{build_id}.parquet"
+        return f"failures/{build_id}.parquet"
+
+    def schema_file(self, table: str) -> str:
+        return f"schema/{table}.parquet"
 
     def table_globs(self, table: str) -> tuple[str, ...]:
-        """Globs of a table's Parquet files, relative to the database folder."""
+        """Globs of a table's Parquet files, relative to the database folder (local databases)."""
         return _TABLE_GLOBS[table]
 
-    def exists(self) -> bool:
-        return self.catalog.exists()
+    # ---- files --------------------------------------------------------------------------------------
+
+    def exists(self, relative: str | None = None) -> bool:
+        """Whether a file exists; without an argument, whether this is a structome database."""
+        if relative is None:
+            return self.catalog.exists() if self.is_local else self.exists(self.schema_file("entries"))
+        return self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound
 
     def create(self) -> None:
-        for folder in (self.root, self.shards, self.staging, self.root / "builds", self.root / "failures"):
-            folder.mkdir(parents=True, exist_ok=True)
+        if self.is_local:
+            for folder in ("", "shards", ".staging", "builds", "failures", "schema"):
+                Path(self.path(folder)).mkdir(parents=True, exist_ok=True)
 
-    def is_committed(self, shard_id: str) -> bool:
-        return self.shard(shard_id).is_dir()
+    def read_bytes(self, relative: str) -> bytes:
+        with self.fs.open_input_stream(self.path(relative)) as stream:
+            return stream.read()
 
-    def new_staging_dir(self, shard_id: str) -> Path:
-        self.staging.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f"{shard_id}.", dir=self.staging))
+    def read_text(self, relative: str) -> str:
+        return self.read_bytes(relative).decode()
 
-    def commit_shard(self, staging_dir: Path, shard_id: str) -> bool:
-        """Make a fully written shard visible with one rename. False if it was already committed."""
-        for file in staging_dir.iterdir():
+    def read_range(self, relative: str, offset: int, length: int) -> bytes:
+        """One ranged read (a single GET with a Range header on object stores)."""
+        with self.fs.open_input_file(self.path(relative)) as handle:
+            return handle.read_at(length, offset)
+
+    def list_files(self, folder: str) -> list[str]:
+        """Paths (relative to the database) of every file under a folder, recursively, sorted."""
+        selector = pafs.FileSelector(self.path(folder), recursive=True, allow_not_found=True)
+        prefix = len(self.base) + 1
+        return sorted(info.path[prefix:] for info in self.fs.get_file_info(selector) if info.is_file)
+
+    def write_bytes_atomic(self, data: bytes, relative: str) -> None:
+        """Readers see the old file or the whole new one, never a part (object PUTs are atomic)."""
+        if self.is_local:
+            _replace_atomically(Path(self.path(relative)), lambda temporary: temporary.write_bytes(data))
+            return
+        with self.fs.open_output_stream(self.path(relative)) as stream:
+            stream.write(data)
+
+    def write_text_atomic(self, text: str, relative: str) -> None:
+        self.write_bytes_atomic(text.encode(), relative)
+
+    def write_parquet_atomic(self, table: pa.Table, relative: str) -> None:
+        if self.is_local:
+            write_parquet_atomic(table, Path(self.path(relative)))
+        else:
+            pq.write_table(table, self.path(relative), filesystem=self.fs, compression="zstd")
+
+    def append_lines(self, lines: list[str], relative: str) -> None:
+        """Append to a log: a durable append locally; a new part object on object stores (no appends)."""
+        if not lines:
+            return
+        text = "".join(line + "\n" for line in lines)
+        if self.is_local:
+            with open(self.path(relative), "a") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            return
+        self.write_text_atomic(text, f"{relative}.parts/{time.time_ns():020d}-{secrets.token_hex(3)}")
+
+    def read_lines(self, relative: str) -> list[str]:
+        if self.is_local:
+            return self.read_text(relative).splitlines() if self.exists(relative) else []
+        return [line for part in self.list_files(f"{relative}.parts") for line in self.read_text(part).splitlines()]
+
+    # ---- shards -------------------------------------------------------------------------------------
+
+    def begin_shard(self, shard_id: str) -> ShardTarget:
+        """A private folder for one attempt at writing a shard."""
+        if self.is_local:
+            Path(self.staging).mkdir(parents=True, exist_ok=True)
+            folder = tempfile.mkdtemp(prefix=f"{shard_id}.", dir=self.staging)
+            return ShardTarget(shard_id, folder, self.shard(shard_id))
+        relative = f"shards/{shard_id}/{secrets.token_hex(6)}"
+        return ShardTarget(shard_id, self.path(relative), relative)
+
+    def commit_shard(self, target: ShardTarget) -> bool:
+        """Make a fully written shard visible at once. False (and the attempt removed) if already committed."""
+        if self.is_committed(target.shard_id):
+            self.abandon_shard(target)
+            return False
+        if not self.is_local:
+            self.write_bytes_atomic(b"", target.relative + COMMIT_SUFFIX)
+            return True
+        for file in Path(target.folder).iterdir():
             _fsync(file)
         try:
-            os.rename(staging_dir, self.shard(shard_id))
-        except OSError as error:
-            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            os.rename(target.folder, self.path(target.relative))
+        except OSError:  # committed by someone else since the check
+            if not self.is_committed(target.shard_id):
                 raise
-            shutil.rmtree(staging_dir, ignore_errors=True)
+            self.abandon_shard(target)
             return False
         return True
 
+    def abandon_shard(self, target: ShardTarget) -> None:
+        if self.is_local:
+            shutil.rmtree(target.folder, ignore_errors=True)
+        else:
+            self.fs.delete_dir_contents(target.folder, missing_dir_ok=True)
+
+    def committed_shards(self) -> dict[str, str]:
+        """shard id -> the committed shard's folder relative to the database."""
+        if self.is_local:
+            folder = Path(self.path("shards"))
+            return {p.name: self.shard(p.name) for p in sorted(folder.iterdir()) if p.is_dir()} if folder.is_dir() else {}
+        committed: dict[str, str] = {}
+        for marker in self.list_files("shards"):
+            if marker.endswith(COMMIT_SUFFIX):  # shards/<shard>/<attempt>.committed; the first attempt wins
+                committed.setdefault(marker.split("/")[1], marker.removesuffix(COMMIT_SUFFIX))
+        return committed
+
+    def is_committed(self, shard_id: str) -> bool:
+        if self.is_local:
+            return Path(self.path(self.shard(shard_id))).is_dir()
+        return any(f.endswith(COMMIT_SUFFIX) for f in self.list_files(f"shards/{shard_id}"))
+
+    def table_files(self, table: str) -> list[str]:
+        """Every committed Parquet file of a table, relative to the database."""
+        files = [f"{folder}/{table}.parquet" for folder in self.committed_shards().values()] if table in SHARD_TABLES else []
+        if table in _LOOSE_TABLES:
+            files += [f for f in self.list_files(_LOOSE_TABLES[table]) if f.count("/") == 1 and f.endswith(".parquet")]
+        return files
+
     def clear_staging(self) -> None:
         """Remove leftovers of crashed writers (only while holding the build lock)."""
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self.staging.mkdir(parents=True, exist_ok=True)
+        if self.is_local:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging.mkdir(parents=True, exist_ok=True)
+            return
+        committed = set(self.committed_shards().values())
+        attempts = {"/".join(f.split("/")[:3]) for f in self.list_files("shards") if f.count("/") >= 3}
+        for attempt in sorted(attempts - committed):
+            self.fs.delete_dir_contents(self.path(attempt), missing_dir_ok=True)
 
-    def lock(self) -> BuildLock:
-        return BuildLock(self.root / ".build.lock")
+    # ---- the build lock -------------------------------------------------------------------------------
+
+    def lock(self) -> BuildLock | LeaseLock:
+        if self.is_local:
+            return BuildLock(Path(self.path(_LOCK)))
+        return LeaseLock(self.fs, self.path(_LOCK), self.location)
 
     def build_running(self) -> bool:
-        """True while some process holds the build lock (checked without taking it for long)."""
-        path = self.root / ".build.lock"
-        if not path.exists():
-            return False
-        with open(path) as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
-
-
-class BuildLock:
-    """An exclusive advisory lock on the database folder, held for a whole build."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._handle = None
-
-    def __enter__(self) -> BuildLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise DatabaseLockedError(
-                f"another build is writing {self.path.parent} (lock {self.path}); wait for it or use another --db"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._handle = handle
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+        """True while some process holds the build lock."""
+        if self.is_local:
+            return BuildLock(Path(self.path(_LOCK))).held_by_another()
+        return lease_is_fresh(self.fs, self.path(_LOCK))
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write to a temporary name beside `path`, then rename: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, temporary, compression="zstd")
-    _fsync(temporary)
-    os.replace(temporary, path)
+    _replace_atomically(Path(path), lambda temporary: pq.write_table(table, temporary, compression="zstd"))
 
 
 def write_text_atomic(text: str, path: Path) -> None:
+    _replace_atomically(Path(path), lambda temporary: temporary.write_text(text))
+
+
+def _replace_atomically(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
+    write(temporary)
     _fsync(temporary)
     os.replace(temporary, path)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pyarrow.dataset as ds
 
 from storage import catalog
-from storage.archive import decode, read_stored
+from storage.archive import decode, verify_stored
 from storage.layout import DatabaseLayout
 
 FILE_KINDS = ("cif", "pae", "confidence")
@@ -15,10 +15,11 @@ FILE_KINDS = ("cif", "pae", "confidence")
 
 def committed_entries(layout: DatabaseLayout) -> dict[str, str]:
     """entryId -> predictionId of every committed entry (read straight from Parquet, no catalog lock)."""
-    files = sorted(layout.shards.glob("*/entries.parquet")) if layout.shards.is_dir() else []
+    files = [layout.path(f) for f in layout.table_files("entries")]
     if not files:
         return {}
-    table = ds.dataset([str(f) for f in files], format="parquet").to_table(columns=["entryId", "predictionId"])
+    dataset = ds.dataset(files, format="parquet", filesystem=layout.fs)
+    table = dataset.to_table(columns=["entryId", "predictionId"])
     return dict(zip(table.column("entryId").to_pylist(), table.column("predictionId").to_pylist()))
 
 
@@ -55,7 +56,7 @@ def resolve_entry(layout: DatabaseLayout, identifier: str) -> str:
     if identifier in entry_ids:
         return identifier
     if not entry_ids:
-        raise EntryNotFoundError(f"no entry or accession {identifier!r} in {layout.root}")
+        raise EntryNotFoundError(f"no entry or accession {identifier!r} in {layout.location}")
     if len(entry_ids) > 1:
         raise AmbiguousEntryError(identifier, entry_ids)
     return entry_ids[0]
@@ -74,5 +75,6 @@ def read_entry_file(layout: DatabaseLayout, identifier: str, kind: str = "cif") 
     if table.num_rows == 0:
         raise EntryNotFoundError(f"{entry_id} has no {kind} file")
     row = table.to_pylist()[0]
-    stored = read_stored(layout.root / row["archive"], row["offset"], row["length"], row["sha256"])
+    data = layout.read_range(row["archive"], row["offset"], row["length"])
+    stored = verify_stored(data, f"{layout.location}/{row['archive']}", row["offset"], row["length"], row["sha256"])
     return StoredFile(entry_id, kind, row["fileName"], decode(stored, row["encoding"]))

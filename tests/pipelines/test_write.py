@@ -43,9 +43,11 @@ def _prediction(request: PredictionRequest, seed: int) -> Prediction:
                       rng.uniform(20, 95, n).astype(np.float32), 0.42, rng.integers(0, 32, (n, n), dtype=np.uint8))
 
 
-@pytest.fixture()
-def database(tmp_path, data_dir):
-    layout = DatabaseLayout(tmp_path / "db")
+@pytest.fixture(params=["local", "s3"])
+def database(request, tmp_path, data_dir):
+    """The same shard written to a local folder and to an S3-compatible object store."""
+    location = tmp_path / "db" if request.param == "local" else request.getfixturevalue("s3_database")
+    layout = DatabaseLayout(location)
     long_sequence = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
     entries = [
         _entry("SM-P1-F1", "P1", "MKVLAAGIVGLLW", "p-a"),
@@ -69,7 +71,8 @@ def database(tmp_path, data_dir):
 def test_a_written_shard_is_queryable_and_complete(database):
     layout, summary, _ = database
     assert summary.committed and summary.entries_written == 4
-    assert not list(layout.staging.iterdir())
+    assert layout.list_files(".staging") == []
+    assert set(layout.committed_shards()) == {summary.shard_id}
     entries = catalog.query(layout, "SELECT * FROM entries ORDER BY entryId").to_pylist()
     assert [e["entryId"] for e in entries] == ["SM-P1-F1", "SM-P2-F1", "SM-P3-F1", "SM-P3-F2"]
     assert entries[0]["predictionId"] == entries[1]["predictionId"]
@@ -122,11 +125,10 @@ def test_catalog_views_exist_before_any_shard_and_work_from_any_folder(tmp_path,
 def test_failures_view_drops_entries_that_a_later_run_predicted(database):
     layout, _, _ = database
     from storage import rows
-    from storage.layout import write_parquet_atomic
 
     old = Failure("sp|P1|X_ECOLI", "in.fasta", "out_of_memory", "earlier run", "predict", "SM-P1-F1")
-    write_parquet_atomic(rows.failures_table([old, old], "20200101T000000Z-000000"),
-                         layout.build_failures("20200101T000000Z-000000"))
+    layout.write_parquet_atomic(rows.failures_table([old, old], "20200101T000000Z-000000"),
+                                layout.build_failures("20200101T000000Z-000000"))
     catalog.refresh_catalog(layout)
     reasons = catalog.query(layout, "SELECT entryId FROM failures ORDER BY entryId").column("entryId").to_pylist()
     assert reasons == ["SM-P4-F1"]

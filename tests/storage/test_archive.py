@@ -7,15 +7,25 @@ import tarfile
 
 import pytest
 
-from storage.archive import ArchiveChecksumError, ArchiveWriter, decode, read_stored
+from storage.archive import ArchiveChecksumError, ArchiveWriter, decode, verify_stored
+
+
+def write_archive(path, add):
+    with open(path, "wb") as stream, ArchiveWriter(stream, mtime=0) as archive:
+        return add(archive)
+
+
+def read_stored(path, offset, length, sha256=None):
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return verify_stored(handle.read(length), str(path), offset, length, sha256)
 
 
 def test_members_are_found_by_offset_and_the_archive_is_a_plain_tar(tmp_path):
     path = tmp_path / "archive.tar"
     contents = {f"SM-P{i}-F1-model_v1.cif": (f"data_{i}\n" * (i + 1) * 50).encode() for i in range(5)}
     contents["SM-" + "L" * 140 + "-F1-model_v1.cif"] = b"a name longer than ustar allows needs a PAX header"
-    with ArchiveWriter(path, mtime=0) as archive:
-        members = [archive.add(name, data) for name, data in contents.items()]
+    members = write_archive(path, lambda archive: [archive.add(name, data) for name, data in contents.items()])
     for member in members:
         stored = read_stored(path, member.offset, member.length, member.sha256)
         assert decode(stored, member.encoding) == contents[member.file_name]
@@ -30,8 +40,7 @@ def test_members_are_found_by_offset_and_the_archive_is_a_plain_tar(tmp_path):
 
 def test_uncompressed_members_and_a_corrupted_read(tmp_path):
     path = tmp_path / "archive.tar"
-    with ArchiveWriter(path, mtime=0) as archive:
-        member = archive.add("x.json", b'{"a": 1}', compress=False)
+    member = write_archive(path, lambda archive: archive.add("x.json", b'{"a": 1}', compress=False))
     assert member.encoding == "identity"
     assert read_stored(path, member.offset, member.length, member.sha256) == b'{"a": 1}'
     with pytest.raises(ArchiveChecksumError):
