@@ -88,8 +88,9 @@ class SleepPredictor:
         pool = self._pool
         digest = int(hashlib.md5(request.prediction_id.encode()).hexdigest()[:16], 16)
         o = digest % (pool.size - n + 1)
-        coords = pool.coords[o : o + n] - pool.coords[o, 1]
         atom_mask = self._atom_mask_by_residue[_RESIDUE_INDEX[np.frombuffer(sequence.encode(), np.uint8)]]
+        centred = pool.coords[o : o + n] - pool.coords[o, 1]
+        coords = np.where(atom_mask[..., None], centred, np.float32(0))  # absent atoms at 0, as ESMFold gives them
         from_end = np.minimum(np.arange(n), np.arange(n)[::-1])  # termini are less confident
         plddt = pool.plddt[o : o + n] * np.minimum(1.0, 0.5 + 0.5 * from_end / max(3, n // 20)).astype(np.float32)
         pae = pool.pae[o : o + n, o : o + n].copy()

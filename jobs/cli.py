@@ -10,7 +10,9 @@ import click
 import duckdb
 
 from jobs import output
+from jobs.plan import plan_command
 from models.registry import PRESETS
+from models.types import STEM_PRECISIONS, TRUNK_PRECISIONS
 from storage import catalog
 from storage.layout import DatabaseLayout, DatabaseLockedError
 from storage.reader import FILE_KINDS, AmbiguousEntryError, EntryNotFoundError, read_entry_file
@@ -29,6 +31,9 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+main.add_command(plan_command)
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @DB_OPTION
@@ -38,9 +43,15 @@ def main(verbose: int) -> None:
 @click.option("--fragment-window", type=int, default=1400, show_default=True)
 @click.option("--fragment-step", type=int, default=200, show_default=True)
 @click.option("--batch-tokens", type=int,
-              help="Padded residues per model call (count x longest; default 4096 on GPU, 512 on CPU).")
+              help="Cap on padded residues per model call (count x longest); batches are planned by the cost "
+                   "model within the device's memory either way.")
 @click.option("--shard-size", type=int, default=64, show_default=True, help="Unique sequences per shard, at most.")
 @click.option("--num-recycles", type=int, default=4, show_default=True)
+@click.option("--stem-precision", type=click.Choice(STEM_PRECISIONS), default="fp32", show_default=True,
+              help="Language-model weights dtype.")
+@click.option("--trunk-precision", type=click.Choice(TRUNK_PRECISIONS), default="fp32", show_default=True,
+              help="Folding-trunk arithmetic; a protein with NaN/inf output is folded again in fp32.")
+@click.option("--chunk-size", type=int, help="Force the trunk chunk size (default: by length).")
 @click.option("--workers", type=int, help="Predictor actors (default: one per GPU, else one per 4 CPUs).")
 @click.option("--gpus-per-worker", type=float, default=1.0, show_default=True,
               help="GPUs per predictor actor; fractions share a GPU.")
@@ -49,7 +60,8 @@ def main(verbose: int) -> None:
 @click.option("--address", help="Ray cluster address (default: start Ray in-process).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def build(inputs, db, model, weights, max_length, fragment_window, fragment_step, batch_tokens, shard_size,
-          num_recycles, workers, gpus_per_worker, device, address, no_progress) -> None:
+          num_recycles, stem_precision, trunk_precision, chunk_size, workers, gpus_per_worker, device, address,
+          no_progress) -> None:
     """Predict every protein of the FASTA INPUTS (plain or gzip) into the database; re-runs resume."""
     # Imported here: torch, transformers and Ray take seconds to import, and only `build` needs them.
     from jobs.build_job import BuildRequest, run_build
@@ -64,7 +76,9 @@ def build(inputs, db, model, weights, max_length, fragment_window, fragment_step
             db=db,
             model=model,
             weights=weights,
-            model_settings=EsmFoldSettings(num_recycles=num_recycles, device=default_device()),
+            model_settings=EsmFoldSettings(num_recycles=num_recycles, stem_precision=stem_precision,
+                                           trunk_precision=trunk_precision, chunk_size=chunk_size,
+                                           device=default_device()),
             build_settings=BuildSettings(
                 ingest=IngestSettings(max_length=max_length, fragment_window=fragment_window,
                                       fragment_step=fragment_step),

@@ -1,10 +1,11 @@
 """Execute a build plan on Ray: one long-lived predictor actor per GPU (or CPU slot), writers as CPU tasks.
 
-Shards go to free actors longest first; a finished shard's predictions pass from the actor to a writer
-task through the object store (the driver only sees a small stats record), so writing overlaps folding.
-The number of shards being written at once is bounded, which keeps memory flat over a long build.
-An actor that dies mid-shard is replaced and the shard retried elsewhere, up to `shard_retries` times;
-then the shard's entries go to the failure ledger.
+Shards go longest first to the least busy actor, which holds up to SHARDS_PER_WORKER of them queued so that
+the round trip between two shards overlaps folding. A finished shard's predictions pass from the actor to a
+writer task through the object store, packed (the driver only sees a small stats record), so writing
+overlaps folding. The number of shards being written at once is bounded, which keeps memory flat over a long
+build. An actor that dies mid-shard is replaced and the shard retried elsewhere, up to `shard_retries` times;
+then the shard's entries go to the failure ledger. Shards queued behind it go back unharmed.
 """
 
 from __future__ import annotations
@@ -18,29 +19,28 @@ import time
 from dataclasses import dataclass, field
 
 import ray
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from tqdm import tqdm
 
 from jobs.manifest import ManifestWriter
-from models.esmfold import EsmFoldSettings
+from models.esmfold import EsmFoldSettings, WeightsDigest, trust_weights_digest, weights_digest
 from models.types import Failure
 from pipelines.build import BuildCounters, BuildPlan
+from jobs.plan import budget_for, cost_model_for, device_spec, find_calibration, load_calibrations
+from pipelines.batch_plan import BatchPlanner, DeviceBudget
 from pipelines.predict import predict_shard
 from pipelines.sharding import ShardPlan, ShardPredictions
 from pipelines.write import WriteContext, write_predicted_shard
 
 logger = logging.getLogger(__name__)
 
-# Default padded residues per model call. On a GPU batching fills the device; on a CPU it only adds
-# cache misses (measured on the tiny model: 4 x 150 aa batched took 12.5 s, one at a time 10.5 s).
-GPU_BATCH_TOKENS = 4096
-CPU_BATCH_TOKENS = 512
 DEFAULT_LOADER = "models.registry:load_predictor"
-# Shards queued per actor. With 2, the driver's round trip (result to the object store, ray.wait, dispatch)
-# overlaps folding (benchmark: 12-14 ms instead of ~22 ms idle per shard), but after an actor dies the
-# driver cannot always tell which queued shard was running (a finished one's result can arrive after the
-# death notice), so an innocent shard may be charged a retry. 1 until that is solved.
-SHARDS_PER_WORKER = 1
+# Shards queued per actor: with 2, the driver's round trip (result to the object store, ray.wait, dispatch)
+# overlaps folding (benchmark: 12-14 ms instead of ~22 ms idle per shard with 1).
+SHARDS_PER_WORKER = 2
+# After an actor dies, how long the calls it held may take to report how they ended (they end at once: the
+# actor is gone; a finished call's result may still be on its way).
+SETTLE_SECONDS = 30.0
 
 
 class BuildError(RuntimeError):
@@ -56,6 +56,19 @@ class ModelSpec:
     settings: EsmFoldSettings
     settings_key: str
     loader: str = DEFAULT_LOADER  # "module:function(name, weights, settings) -> Predictor"
+    weights_digest: WeightsDigest | None = None  # the driver's hash of `weights`: workers seeing the same files skip theirs
+
+
+def with_weights_digest(model: ModelSpec) -> ModelSpec:
+    """The spec with the driver's weights hash (cached since planning), or as it was when the driver cannot
+    see the weights (the workers then hash them themselves)."""
+    if model.weights is None or model.weights_digest is not None:
+        return model
+    try:
+        return dataclasses.replace(model, weights_digest=weights_digest(model.weights))
+    except OSError as error:
+        logger.info("workers will hash the weights themselves: %s", error)
+        return model
 
 
 @dataclass(frozen=True)
@@ -80,26 +93,33 @@ class RunnerSettings:
 class PredictorWorker:
     """Loads the model once, then folds shard after shard."""
 
-    def __init__(self, model: ModelSpec, device: str, threads: int):
+    def __init__(self, model: ModelSpec, device: str, threads: int, batch_tokens: int | None):
         import torch
         from transformers.utils import logging as transformers_logging
 
         torch.set_num_threads(max(1, threads))
         transformers_logging.disable_progress_bar()  # one bar per build, the driver's
+        if model.weights_digest is not None:
+            trust_weights_digest(model.weights_digest)
         module, function = model.loader.split(":")
         load = getattr(importlib.import_module(module), function)
         self.predictor = load(model.name, model.weights, dataclasses.replace(model.settings, device=device))
         key = self.predictor.provenance.settings_key()
         if key != model.settings_key:
             raise RuntimeError(f"this worker's model ({key}) differs from the planned one ({model.settings_key})")
+        self.planner = batch_planner(model, device, batch_tokens)
         self.label = f"{ray.get_runtime_context().get_node_id()[:8]}/pid{os.getpid()}"
 
     def describe(self) -> str:
         return self.label
 
-    def predict(self, shard: ShardPlan, batch_tokens: int) -> tuple[dict, ShardPredictions]:
-        """Two returns: small stats for the driver, the predictions for the writer."""
-        result = predict_shard(self.predictor, shard, batch_tokens)
+    def predict(self, shard: ShardPlan, after: dict | None = None) -> tuple[dict, ShardPredictions]:
+        """Two returns: small stats for the driver, the predictions for the writer.
+
+        `after` (unused) is the ref of the stats of the call queued before this one: Ray starts this call only
+        once they have reached the driver, so a death can never hide that the previous shard was finished.
+        """
+        result = predict_shard(self.predictor, shard, self.planner)
         stats = {
             "worker": self.label,
             "predictions": len(result.predictions),
@@ -124,10 +144,9 @@ class RayBuildRunner:
     def __init__(self, plan: BuildPlan, context: WriteContext, model: ModelSpec, settings: RunnerSettings):
         self.plan = plan
         self.context = context
-        self.model = model
+        self.model = with_weights_digest(model)
         self.settings = settings
         self.counters = BuildCounters()
-        self.batch_tokens = plan.settings.batch_tokens  # resolved by device when the workers start
 
     def run(self) -> BuildCounters:
         if not self.plan.shards:
@@ -143,14 +162,12 @@ class RayBuildRunner:
         return self.counters
 
     def start_worker(self):
-        return self._actor_class.remote(self.model, self.pool.device, self.pool.threads)
+        return self._actor_class.remote(self.model, self.pool.device, self.pool.threads, self.plan.settings.batch_tokens)
 
     def start_workers(self) -> list:
         self.pool = plan_workers(self.settings, ray.cluster_resources(), len(self.plan.shards))
-        self.batch_tokens = self.batch_tokens or self.pool.batch_tokens
         self._actor_class = ray.remote(PredictorWorker).options(**self.pool.actor_options)
-        logger.info("starting %d predictor worker(s) on %s, %d padded residues per batch", self.pool.count,
-                    self.pool.device, self.batch_tokens)
+        logger.info("starting %d predictor worker(s) on %s", self.pool.count, self.pool.device)
         workers = [self.start_worker() for _ in range(self.pool.count)]
         try:
             ray.get([w.describe.remote() for w in workers])
@@ -159,13 +176,27 @@ class RayBuildRunner:
         return workers
 
 
+def batch_planner(model: ModelSpec, device: str, batch_tokens: int | None) -> BatchPlanner:
+    """The model's cost model and this device's budget: a GPU's memory, or the host's with the CPU
+    calibration's batch cap (batching pays on a CPU only for short sequences); `batch_tokens` caps padded
+    residues per call on top."""
+    cost = cost_model_for(model.name, model.settings.num_recycles)
+    if device == "cuda":
+        import torch
+
+        memory = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        budget = DeviceBudget.for_device(cost, memory)
+    else:
+        budget = budget_for(cost, device_spec("cpu"), find_calibration(load_calibrations(), model.name, "cpu"))
+    return BatchPlanner(cost, dataclasses.replace(budget, max_padded_residues=batch_tokens))
+
+
 @dataclass(frozen=True)
 class WorkerPool:
     count: int
     device: str  # cuda or cpu
     threads: int  # torch threads per actor
     actor_options: dict
-    batch_tokens: int  # default padded residues per batch for this device
 
 
 def plan_workers(settings: RunnerSettings, resources: dict, shards: int) -> WorkerPool:
@@ -187,12 +218,11 @@ def plan_workers(settings: RunnerSettings, resources: dict, shards: int) -> Work
         device="cuda" if gpus else "cpu",
         threads=settings.cpus_per_worker if gpus else max(1, cpus // count),
         actor_options=options,
-        batch_tokens=GPU_BATCH_TOKENS if gpus else CPU_BATCH_TOKENS,
     )
 
 
 class _Loop:
-    """The scheduling loop: dispatch shards to idle workers, hand results to writers, retry on worker death."""
+    """The scheduling loop: dispatch shards to workers with room, hand results to writers, retry on worker death."""
 
     def __init__(self, runner: RayBuildRunner, manifest: ManifestWriter):
         self.runner = runner
@@ -204,66 +234,80 @@ class _Loop:
         # Defined in pipelines.write, so writer processes import gemmi and pyarrow but never torch.
         self.write_task = ray.remote(num_cpus=1)(write_predicted_shard)
         self.started = time.monotonic()
-        self.queued: dict = collections.defaultdict(list)  # worker -> its stats refs in dispatch order
 
     def run(self) -> None:
-        self.idle = [w for w in self.runner.start_workers() for _ in range(SHARDS_PER_WORKER)]  # one slot per queued shard
+        self.queued = {worker: [] for worker in self.runner.start_workers()}  # worker -> stats refs, in call order
         self.bar = tqdm(total=self.runner.plan.entries_planned, unit="entry", disable=not self.runner.settings.progress)
         with self.bar:
             while self.pending or self.predicting or self.writing:
                 self._dispatch()
                 (ready,), _ = ray.wait([*self.predicting, *self.writing], num_returns=1)
                 if ready in self.predicting:
-                    self._on_predicted(ready, self.predicting.pop(ready))
+                    self._on_predicted(ready)
                 else:
                     self._on_written(ready, *self.writing.pop(ready))
 
     def _dispatch(self) -> None:
-        while self.idle and self.pending and len(self.writing) < self.runner.settings.max_writes_in_flight:
-            worker, (shard, attempt) = self.idle.pop(), self.pending.popleft()
-            stats, result = worker.predict.options(num_returns=2).remote(shard, self.runner.batch_tokens)
+        while self.pending and len(self.writing) < self.runner.settings.max_writes_in_flight:
+            worker = min(self.queued, key=lambda w: len(self.queued[w]))  # the least busy
+            if len(self.queued[worker]) >= SHARDS_PER_WORKER:
+                return
+            shard, attempt = self.pending.popleft()
+            after = self.queued[worker][-1] if self.queued[worker] else None
+            stats, result = worker.predict.options(num_returns=2).remote(shard, after)
             self.predicting[stats] = _Running(worker, shard, attempt, result)
             self.queued[worker].append(stats)
             self.manifest.record(shard.shard_id, "started", attempt=attempt)
 
-    def _on_predicted(self, ref, running: _Running) -> None:
-        try:
-            stats = ray.get(ref)
-        except RayActorError as error:
-            self._on_worker_death(ref, running, error)
+    def _on_predicted(self, ready) -> None:
+        """Take the calls of `ready`'s worker that have ended, in the order it ran them: a call starts only after
+        the previous one ended, but ray.wait may report a later one first."""
+        worker = self.predicting[ready].worker
+        if isinstance(_outcome(ready), RayActorError):
+            self._on_worker_death(worker)
             return
-        except RayError as error:  # the predictor raised: the worker lives on
-            self.queued[running.worker].remove(ref)
-            self.idle.append(running.worker)
-            self._retry_or_fail(running, error)
-            return
-        self.queued[running.worker].remove(ref)
-        self.idle.append(running.worker)
-        self._dispatch()  # the next shard first, the write after: the actor's queue never runs dry
-        self._hand_to_writer(running, stats)
+        queue = self.queued[worker]
+        while queue and not isinstance(outcome := _outcome(queue[0]), GetTimeoutError):  # until one still runs
+            if isinstance(outcome, RayActorError):
+                self._on_worker_death(worker)
+                return
+            running, never_ran = self.predicting.pop(queue.pop(0)), []
+            if isinstance(outcome, RayError):  # the calls queued behind wait for its stats: Ray fails them unrun
+                never_ran = [self.predicting.pop(r) for r in queue]
+                queue.clear()
+            self._dispatch()  # the next shard first, the write after: the actor's queue never runs dry
+            self._on_call_ended(running, outcome)
+            self._requeue(never_ran, "the shard queued before it failed")
 
-    def _hand_to_writer(self, running: _Running, stats: dict) -> None:
-        self.writing[self.write_task.remote(self.runner.context, running.shard, running.result)] = (running.shard, stats)
+    def _on_call_ended(self, running: _Running, outcome: dict | RayError) -> None:
+        """A call that ended without killing its worker: its stats, or what the predictor raised."""
+        if isinstance(outcome, RayError):
+            self._retry_or_fail(running, outcome)
+        else:
+            self.writing[self.write_task.remote(self.runner.context, running.shard, running.result)] = (
+                running.shard, outcome)
 
-    def _on_worker_death(self, ref, running: _Running, error: RayError) -> None:
-        """Replace the dead worker. Shards it finished before dying go on to the writers; the first unfinished
-        one was running and counts an attempt; the ones queued behind it go back as they were (innocent
-        bystanders of a poison shard)."""
-        refs = self.queued.pop(running.worker)
-        ray.kill(running.worker, no_restart=True)
-        self.idle.extend([self.runner.start_worker()] * SHARDS_PER_WORKER)
-        blamed = False
-        for queued_ref in refs:
-            queued = running if queued_ref == ref else self.predicting.pop(queued_ref)
-            stats = None if queued_ref == ref else _result_if_done(queued_ref)
-            if stats is not None:
-                self._hand_to_writer(queued, stats)
-            elif not blamed:
-                blamed = True
-                self._retry_or_fail(queued, error)
-            else:
-                self.pending.appendleft((queued.shard, queued.attempt))
-                self.manifest.record(queued.shard.shard_id, "retried", error="requeued: its worker died")
+    def _on_worker_death(self, worker) -> None:
+        """Replace the dead worker, then judge the calls it held once each has ended, in the order it ran them:
+        those that finished go on as usual; the first that did not was being folded and counts an attempt; the
+        ones queued behind it never ran and go back as they were (innocent bystanders of a poison shard).
+        Exact, because a call starts only once the driver holds the previous call's stats (PredictorWorker.predict)."""
+        refs = self.queued.pop(worker)
+        ray.kill(worker, no_restart=True)
+        self.queued[self.runner.start_worker()] = []
+        outcomes = _settled(refs)
+        calls = [self.predicting.pop(r) for r in refs]
+        failed = next(i for i, outcome in enumerate(outcomes) if isinstance(outcome, RayError))
+        for call, outcome in zip(calls[:failed], outcomes):
+            self._on_call_ended(call, outcome)
+        self._retry_or_fail(calls[failed], outcomes[failed])
+        self._requeue(calls[failed + 1 :], "its worker died")
+
+    def _requeue(self, calls: list[_Running], reason: str) -> None:
+        """Back to the front of the queue in their order, attempts unchanged: these shards never ran."""
+        for call in reversed(calls):
+            self.pending.appendleft((call.shard, call.attempt))
+            self.manifest.record(call.shard.shard_id, "retried", error=f"requeued: {reason}")
 
     def _retry_or_fail(self, running: _Running, error: RayError) -> None:
         shard = running.shard
@@ -296,15 +340,18 @@ class _Loop:
         self.bar.update(entries)
 
 
-def _result_if_done(ref) -> dict | None:
-    """The stats of a call that already finished well, else None (without waiting)."""
-    ready, _ = ray.wait([ref], timeout=0)
-    if not ready:
-        return None
+def _outcome(ref) -> dict | RayError:
+    """A call's stats, or the error it ended with (GetTimeoutError while it has not ended)."""
     try:
-        return ray.get(ref)
-    except RayError:
-        return None
+        return ray.get(ref, timeout=0)
+    except RayError as error:
+        return error
+
+
+def _settled(refs: list) -> list[dict | RayError]:
+    """Each call's outcome once it has ended (GetTimeoutError if it has not after SETTLE_SECONDS)."""
+    ray.wait(refs, num_returns=len(refs), timeout=SETTLE_SECONDS)
+    return [_outcome(ref) for ref in refs]
 
 
 def _shard_failures(shard: ShardPlan, error: Exception, attempts: int) -> list[Failure]:
@@ -328,5 +375,7 @@ def _ensure_ray(address: str | None) -> bool:
         ray.init(address=address, logging_level=logging.WARNING)
         return True
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private in-process cluster needs no token
-    ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    # "local": a new private instance. Without it, ray.init joins whatever cluster `ray start` last started on
+    # this machine (someone else's, whose workers lack our environment).
+    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     return True

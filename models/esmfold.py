@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,7 +17,8 @@ import transformers
 from transformers import EsmForProteinFolding
 from transformers.models.esm.openfold_utils import atom14_to_atom37, compute_predicted_aligned_error, compute_tm
 
-from models.types import STANDARD_RESIDUES, Prediction, PredictionRequest, Provenance
+from models.chunking import chunk_size_for_length
+from models.types import STANDARD_RESIDUES, STEM_PRECISIONS, TRUNK_PRECISIONS, Prediction, PredictionRequest, Provenance
 
 logger = logging.getLogger(__name__)
 
@@ -33,24 +35,17 @@ class EsmFoldSettings:
 
     num_recycles: int = 4  # ESMFold v1 was trained with 4
     stem_precision: str = "fp32"  # language model: fp32, fp16 or bf16
-    trunk_precision: str = "fp32"  # folding trunk: fp32 or bf16 (fp16 overflows to NaN)
+    trunk_precision: str = "fp32"  # folding trunk: fp32, tf32 (CUDA matmuls), bf16 or fp16 (overflows: see below)
     chunk_size: int | None = None  # trunk chunk size; None = chosen by length per batch
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.stem_precision not in _DTYPES:
-            raise ValueError(f"stem precision must be one of {sorted(_DTYPES)}, got {self.stem_precision!r}")
-        if self.trunk_precision not in ("fp32", "bf16"):
-            raise ValueError(f"trunk precision must be fp32 or bf16, got {self.trunk_precision!r}")
+        if self.stem_precision not in STEM_PRECISIONS:
+            raise ValueError(f"stem precision must be one of {STEM_PRECISIONS}, got {self.stem_precision!r}")
+        if self.trunk_precision not in TRUNK_PRECISIONS:
+            raise ValueError(f"trunk precision must be one of {TRUNK_PRECISIONS}, got {self.trunk_precision!r}")
         if self.num_recycles < 0:
             raise ValueError("num_recycles must be >= 0")
-
-
-def chunk_size_for_length(padded_length: int) -> int | None:
-    """Trunk chunk size by length: unchunked while cheap, chunked to bound the L^2 pair memory."""
-    if padded_length <= 256:
-        return None
-    return 64 if padded_length <= 1024 else 32
 
 
 def encode(sequences: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,25 +67,48 @@ class EsmFoldPredictor:
         self.settings = settings
         self.provenance = provenance
         self._chunk_override: int | None = settings.chunk_size
+        self._trunk_precision = settings.trunk_precision
+        self._apply_policy_to_trunk_only()
+
+    def _apply_policy_to_trunk_only(self) -> None:
+        """The trunk (folding blocks and structure module) runs under the trunk policy; the stem keeps its
+        weights' dtype and the heads stay fp32. (Autocast around the whole model would also leave the stem's
+        rotary tables cached in low precision for later fp32 calls.)"""
+        trunk = self.model.trunk
+        forward = trunk.forward
+
+        def forward_under_policy(*args, **kwargs):
+            with _trunk_policy(self._trunk_precision, self.settings.device):
+                return _as_fp32(forward(*args, **kwargs))
+
+        trunk.forward = forward_under_policy
+
+    @property
+    def reduced_precision(self) -> bool:
+        return self._trunk_precision != "fp32"
+
+    @contextmanager
+    def full_precision(self) -> Iterator[None]:
+        """Run the trunk in plain fp32 inside this block (the stem keeps its weights' dtype)."""
+        previous, self._trunk_precision = self._trunk_precision, "fp32"
+        try:
+            yield
+        finally:
+            self._trunk_precision = previous
 
     def set_chunk_size(self, chunk_size: int | None) -> None:
-        """Force a chunk size (the OOM ladder lowers it); None goes back to the length rule."""
-        self._chunk_override = chunk_size
+        """Force a chunk size (the OOM ladder lowers it); None goes back to the settings' (or the length rule)."""
+        self._chunk_override = chunk_size if chunk_size is not None else self.settings.chunk_size
 
     def predict(self, requests: Sequence[PredictionRequest]) -> list[Prediction]:
         ids, mask = encode([r.sequence for r in requests])
         device = self.settings.device
         self.model.trunk.set_chunk_size(self._chunk_override or chunk_size_for_length(ids.shape[1]))
-        with torch.inference_mode(), self._trunk_autocast():
+        with torch.inference_mode():
             output = self.model(
                 input_ids=ids.to(device), attention_mask=mask.to(device), num_recycles=self.settings.num_recycles
             )
         return [self._unpack(output, row, request) for row, request in enumerate(requests)]
-
-    def _trunk_autocast(self):
-        enabled = self.settings.trunk_precision == "bf16"
-        device_type = torch.device(self.settings.device).type
-        return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=enabled)
 
     def _unpack(self, output, row: int, request: PredictionRequest) -> Prediction:
         """One sequence's stored outputs, sliced to its own length before any per-sequence metric."""
@@ -111,6 +129,33 @@ class EsmFoldPredictor:
             ptm=float(compute_tm(logits, max_bin=_PAE_MAX_BIN, no_bins=_PAE_BINS)),
             pae=_round_pae(pae["predicted_aligned_error"]),
         )
+
+
+def _as_fp32(value):
+    """Floating tensors (in dicts, lists, tuples) as fp32, the heads' dtype."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {key: _as_fp32(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_fp32(item) for item in value)
+    return value
+
+
+@contextmanager
+def _trunk_policy(precision: str, device: str) -> Iterator[None]:
+    """Autocast for bf16/fp16; TF32 matmuls for tf32 (restored afterwards); nothing for fp32."""
+    device_type = torch.device(device).type
+    if precision in ("bf16", "fp16"):
+        with torch.autocast(device_type=device_type, dtype=_DTYPES[precision]):
+            yield
+        return
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def _round_pae(pae: torch.Tensor) -> np.ndarray:
@@ -166,16 +211,53 @@ def resolve_weights(weights: str) -> Path:
         return Path(snapshot_download(weights, allow_patterns=patterns))
 
 
+FileState = tuple[str, str, int, int]  # name, resolved path, size, modification time (ns)
+
+
+@dataclass(frozen=True)
+class WeightsDigest:
+    """A weights folder's SHA-256 and the file state it was computed from. Another process (a Ray worker) that
+    sees the same state, i.e. the same file names, resolved paths, sizes and modification times, can trust it
+    instead of re-reading gigabytes: the trust the per-file cache below already places in a file state."""
+
+    files: tuple[FileState, ...]  # every weight and config file, by name
+    sha256: str
+
+
+_TRUSTED_DIGESTS: dict[tuple[FileState, ...], str] = {}  # file state -> SHA-256, told by trust_weights_digest
+
+
 def weights_sha256(folder: Path) -> str:
     """SHA-256 over the weight and config files (names and contents), cached per file state."""
+    return _state_sha256(_weights_state(folder))
+
+
+def weights_digest(weights: str) -> WeightsDigest:
+    """The digest of a weights folder or hub id, to hand to other processes (see trust_weights_digest)."""
+    state = _weights_state(resolve_weights(weights))
+    return WeightsDigest(state, _state_sha256(state))
+
+
+def trust_weights_digest(digest: WeightsDigest) -> None:
+    """From now on, this process takes `digest.sha256` for a folder whose files are in exactly that state."""
+    _TRUSTED_DIGESTS[digest.files] = digest.sha256
+
+
+def _weights_state(folder: Path) -> tuple[FileState, ...]:
     files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))
     if not files:
         raise FileNotFoundError(f"no weight files in {folder}")
+    stats = [(file, file.stat()) for file in files]
+    return tuple((file.name, str(file.resolve()), stat.st_size, stat.st_mtime_ns) for file, stat in stats)
+
+
+def _state_sha256(state: tuple[FileState, ...]) -> str:
+    if state in _TRUSTED_DIGESTS:
+        return _TRUSTED_DIGESTS[state]
     digest = hashlib.sha256()
-    for file in files:
-        stat = file.stat()
-        digest.update(file.name.encode())
-        digest.update(_file_sha256(str(file.resolve()), stat.st_size, stat.st_mtime_ns).encode())
+    for name, path, size, mtime_ns in state:
+        digest.update(name.encode())
+        digest.update(_file_sha256(path, size, mtime_ns).encode())
     return digest.hexdigest()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import torch
@@ -14,14 +15,18 @@ class Predictor(Protocol):
     """Folds batches of sequences. Loaded once, then called batch after batch.
 
     `predict` returns one Prediction per request, in order. It raises `torch.OutOfMemoryError`
-    when the batch does not fit; the caller splits the batch and retries (the OOM ladder).
+    when the batch does not fit; the caller splits the batch and retries (the OOM ladder). Non-finite
+    outputs raise `NonFiniteOutputError`; in a reduced precision the caller retries in `full_precision()`.
     """
 
     provenance: Provenance
+    reduced_precision: bool  # whether anything runs below fp32 (then full_precision() changes something)
 
     def predict(self, requests: Sequence[PredictionRequest]) -> list[Prediction]: ...
 
     def set_chunk_size(self, chunk_size: int | None) -> None: ...
+
+    def full_precision(self) -> AbstractContextManager[None]: ...
 
 
 # What a predictor raises when a batch does not fit in device memory (torch raises it for CUDA and MPS).

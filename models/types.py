@@ -12,6 +12,10 @@ import numpy as np
 
 # AlphaFold2 residue order, which is also ESMFold's input vocabulary (index 20 = X, unknown).
 STANDARD_RESIDUES = "ARNDCQEGHILKMFPSTWYV"
+# Precision policies: the language-model stem's weights dtype, and the folding trunk's arithmetic (tf32: CUDA
+# matmuls on TF32 tensor cores; bf16/fp16: autocast; a non-finite protein is folded again in fp32).
+STEM_PRECISIONS = ("fp32", "fp16", "bf16")
+TRUNK_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 # Letters accepted in an input sequence: the 20 standard ones plus those fed to the model as X.
 NONSTANDARD_RESIDUES = "UOBZJX"
 ACCEPTED_RESIDUES = STANDARD_RESIDUES + NONSTANDARD_RESIDUES

@@ -38,7 +38,7 @@ STRUCTOME_VERSION = _structome_version()
 @dataclass(frozen=True)
 class BuildSettings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
-    batch_tokens: int | None = None  # padded residues per model call; None: by device (see jobs.runner)
+    batch_tokens: int | None = None  # cap on padded residues per model call; None: the cost model's plan alone
     shard_size: int = 64  # unique sequences per shard at most (the unit of commit and resume)
     min_shards: int = 8  # small inputs are still cut into this many shards, for progress and overlap
 

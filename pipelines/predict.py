@@ -7,14 +7,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from models.chunking import CHUNK_LADDER, chunk_size_for_length
 from models.protocol import OUT_OF_MEMORY_ERRORS, Predictor, release_device_memory
 from models.types import Failure, NonFiniteOutputError, Prediction, PredictionRequest
-from pipelines.sharding import ShardPlan, ShardPredictions, plan_batches
+from pipelines.batch_plan import BatchPlanner
+from pipelines.sharding import ShardPlan, ShardPredictions
 
 logger = logging.getLogger(__name__)
 
-# Chunk sizes tried, in order, for a single protein that still does not fit.
-CHUNK_LADDER = (64, 32, 16, 8)
 
 
 @dataclass(frozen=True)
@@ -24,17 +24,22 @@ class _Failed:
     message: str
 
 
-def predict_shard(predictor: Predictor, shard: ShardPlan, batch_tokens: int) -> ShardPredictions:
-    """Fold every unique sequence of a shard in batches planned by the residue budget."""
-    lengths = [len(r.sequence) for r in shard.requests]
+def predict_shard(predictor: Predictor, shard: ShardPlan, planner: BatchPlanner) -> ShardPredictions:
+    """Fold every unique sequence of a shard in batches planned by the cost model within the device budget."""
+    plan = planner.plan([len(r.sequence) for r in shard.requests])
     predictions: list[Prediction] = []
     failed: list[_Failed] = []
-    padded = 0
     started = time.perf_counter()
-    for indices in plan_batches(lengths, batch_tokens):
-        batch = [shard.requests[i] for i in indices]
-        padded += len(batch) * len(batch[0].sequence)
-        done, lost = _predict_with_ladder(predictor, batch)
+    for batch in plan.batches:
+        requests = [shard.requests[i] for i in batch.indices]
+        lowered = batch.chunk_size != chunk_size_for_length(batch.padded_length)  # a lone protein made to fit
+        if lowered:
+            predictor.set_chunk_size(batch.chunk_size)
+        try:
+            done, lost = _predict_with_ladder(predictor, requests)
+        finally:
+            if lowered:
+                predictor.set_chunk_size(None)
         predictions.extend(done)
         failed.extend(lost)
     return ShardPredictions(
@@ -42,7 +47,7 @@ def predict_shard(predictor: Predictor, shard: ShardPlan, batch_tokens: int) -> 
         predictions=tuple(predictions),
         failures=_entry_failures(shard, failed),
         model_seconds=time.perf_counter() - started,
-        padded_residues=padded,
+        padded_residues=plan.totals.padded_residues,
     )
 
 
@@ -64,7 +69,25 @@ def _predict_with_ladder(
         return first + second, first_lost + second_lost
     if problem[0] == "out_of_memory":
         return _retry_with_smaller_chunks(predictor, batch[0], problem[1])
-    return [], [_Failed(batch[0], problem[0], str(problem[1]))]
+    return _retry_in_full_precision(predictor, batch[0], problem[1])
+
+
+def _retry_in_full_precision(
+    predictor: Predictor, request: PredictionRequest, error: BaseException
+) -> tuple[list[Prediction], list[_Failed]]:
+    """NaN or inf from a reduced-precision trunk: fold this protein again in fp32, never store garbage."""
+    if predictor.reduced_precision:
+        logger.warning("%s: non-finite output in %s; folding it again in fp32", request.prediction_id,
+                       predictor.provenance.precision)
+        with predictor.full_precision():
+            try:
+                return predictor.predict([request]), []
+            except NonFiniteOutputError as retry_error:
+                error = retry_error
+            except OUT_OF_MEMORY_ERRORS as retry_error:
+                release_device_memory()
+                return [], [_Failed(request, "out_of_memory", f"fp32 retry after non-finite output: {retry_error}")]
+    return [], [_Failed(request, "non_finite_output", str(error))]
 
 
 def _retry_with_smaller_chunks(

@@ -1,4 +1,4 @@
-"""Group unique sequences into length-sorted shards, and shards into batches by a residue budget."""
+"""Group unique sequences into length-sorted shards (the units of work, commit and resume)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from models.types import Entry, Failure, Prediction, PredictionRequest
+
+ATOM_SLOTS = 37  # atom37 order
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,77 @@ class ShardPredictions:
     model_seconds: float  # time spent inside the predictor
     padded_residues: int  # residues folded including padding
 
+    def __reduce__(self):
+        """Pickled (Ray's object store included) with the predictions packed: see PackedPredictions."""
+        fields = (self.shard_id, PackedPredictions.pack(self.predictions), self.failures, self.model_seconds,
+                  self.padded_residues)
+        return _unpickle_shard_predictions, fields
+
+
+def _unpickle_shard_predictions(shard_id, packed, failures, model_seconds, padded_residues) -> ShardPredictions:
+    return ShardPredictions(shard_id, packed.unpack(), failures, model_seconds, padded_residues)
+
+
+@dataclass(frozen=True)
+class PackedPredictions:
+    """Many predictions as a few flat arrays: a shard's results on the wire. Five buffers instead of four per
+    prediction, and only existing atoms' coordinates (~8 of 37 slots per residue): at ~100 aa a shard weighs
+    2.6x less and goes into Ray's object store 3.6x faster (measured with 64 predictions: 4.4 -> 1.7 MB).
+
+    Unpacking gives absent atoms the coordinates 0, as ESMFold's atom14 -> atom37 conversion does (the writers
+    never read them). Everything else round-trips bit for bit.
+    """
+
+    prediction_ids: tuple[str, ...]
+    sequences: tuple[str, ...]
+    ptm: np.ndarray  # [N] float64
+    plddt: np.ndarray  # [sum L], the predictions' dtype (float32)
+    atom_bits: np.ndarray  # np.packbits of the [sum L, 37] atom masks
+    coords: np.ndarray  # [existing atoms, 3], the predictions' dtype (float32), Å
+    pae: np.ndarray  # [sum L^2] uint8, each prediction's [L, L] matrix row-major
+
+    @classmethod
+    def pack(cls, predictions: Sequence[Prediction]) -> PackedPredictions:
+        masks = [p.atom_mask.reshape(-1).astype(bool, copy=False) for p in predictions]
+        # np.compress on [L x 37, 3] rows: boolean indexing of [L, 37, 3] is ~6x slower
+        coords = [np.compress(mask, p.coords.reshape(-1, 3), axis=0) for p, mask in zip(predictions, masks)]
+        return cls(
+            prediction_ids=tuple(p.prediction_id for p in predictions),
+            sequences=tuple(p.sequence for p in predictions),
+            ptm=np.array([p.ptm for p in predictions], dtype=np.float64),
+            plddt=_concatenate([p.plddt for p in predictions], np.float32),
+            atom_bits=np.packbits(_concatenate(masks, bool)),
+            coords=_concatenate(coords, np.float32).reshape(-1, 3),
+            pae=_concatenate([p.pae.reshape(-1) for p in predictions], np.uint8),
+        )
+
+    def unpack(self) -> tuple[Prediction, ...]:
+        lengths = [len(s) for s in self.sequences]
+        masks = np.unpackbits(self.atom_bits, count=sum(lengths) * ATOM_SLOTS).view(bool).reshape(-1, ATOM_SLOTS)
+        predictions = []
+        residue = atom = pair = 0
+        for index, n in enumerate(lengths):
+            mask = masks[residue : residue + n]
+            atoms = int(mask.sum())
+            coords = np.zeros((n, ATOM_SLOTS, 3), self.coords.dtype)
+            coords[mask] = self.coords[atom : atom + atoms]
+            predictions.append(Prediction(
+                prediction_id=self.prediction_ids[index],
+                sequence=self.sequences[index],
+                coords=coords,
+                atom_mask=mask,
+                plddt=self.plddt[residue : residue + n],
+                ptm=float(self.ptm[index]),
+                pae=self.pae[pair : pair + n * n].reshape(n, n),
+            ))
+            residue, atom, pair = residue + n, atom + atoms, pair + n * n
+        return tuple(predictions)
+
+
+def _concatenate(arrays: list[np.ndarray], empty_dtype) -> np.ndarray:
+    """np.concatenate that keeps the arrays' dtype, and gives an empty array of `empty_dtype` for none."""
+    return np.concatenate(arrays) if arrays else np.zeros(0, empty_dtype)
+
 
 def plan_shards(entries: Sequence[Entry], requests: Sequence[PredictionRequest], shard_size: int) -> list[ShardPlan]:
     """Sort unique sequences by length (longest first) and cut them into shards of `shard_size`."""
@@ -56,20 +131,3 @@ def _shard_id(entries: Sequence[Entry]) -> str:
     for entry in sorted(entries, key=lambda e: e.entry_id):
         digest.update(f"{entry.entry_id}:{entry.prediction_id}\n".encode())
     return digest.hexdigest()[:20]
-
-
-def plan_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
-    """Indices of consecutive batches whose padded size (count x longest) stays within `batch_tokens`.
-
-    `lengths` must be sorted longest first; a sequence longer than the budget runs alone.
-    """
-    if any(a < b for a, b in zip(lengths, lengths[1:])):
-        raise ValueError("plan_batches needs lengths sorted longest first")
-    batches: list[list[int]] = []
-    for index, length in enumerate(lengths):
-        current = batches[-1] if batches else None
-        if current and lengths[current[0]] * (len(current) + 1) <= batch_tokens:
-            current.append(index)
-        else:
-            batches.append([index])
-    return batches

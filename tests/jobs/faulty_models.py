@@ -20,6 +20,13 @@ class _Wrapped:
     def set_chunk_size(self, chunk_size):
         self.inner.set_chunk_size(chunk_size)
 
+    @property
+    def reduced_precision(self):
+        return self.inner.reduced_precision
+
+    def full_precision(self):
+        return self.inner.full_precision()
+
 
 class OutOfMemoryAbove(_Wrapped):
     """Raises torch.OutOfMemoryError for any batch holding a sequence longer than the limit."""
@@ -54,6 +61,17 @@ class DieOnLength(_Wrapped):
         return self.inner.predict(requests)
 
 
+class RaiseOnLength(_Wrapped):
+    """Raises an unexpected error (not out-of-memory) whenever a batch holds a sequence of exactly this length."""
+
+    length = int(os.environ.get("STRUCTOME_TEST_RAISE_LENGTH", "0"))
+
+    def predict(self, requests):
+        if any(len(r.sequence) == self.length for r in requests):
+            raise RuntimeError(f"injected: length {self.length}")
+        return self.inner.predict(requests)
+
+
 def oom_above(name, weights, settings):
     return OutOfMemoryAbove(load_predictor(name, weights, settings))
 
@@ -64,3 +82,7 @@ def die_once(name, weights, settings):
 
 def die_on_length(name, weights, settings):
     return DieOnLength(load_predictor(name, weights, settings))
+
+
+def raise_on_length(name, weights, settings):
+    return RaiseOnLength(load_predictor(name, weights, settings))

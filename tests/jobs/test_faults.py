@@ -1,5 +1,5 @@
 """Faults during a build, in real Ray actor processes: a worker killed mid-shard, a poison shard that kills
-every worker it meets, an out-of-memory protein, and a second build on the same database."""
+every worker it meets, a predictor error, an out-of-memory protein, and a second build on the same database."""
 
 from __future__ import annotations
 
@@ -74,6 +74,15 @@ def test_a_poison_shard_goes_to_the_ledger_after_its_retries(tmp_path, monkeypat
     assert set(entries(layout)) | poisoned == {f"SM-{name}-F1" for name in SEQUENCES}
     message = catalog.query(layout, "SELECT message FROM failures LIMIT 1").column("message")[0].as_py()
     assert "2 time(s)" in message
+
+
+def test_a_predictor_error_is_retried_and_the_shard_queued_behind_it_is_not_charged(tmp_path, monkeypatch):
+    monkeypatch.setenv("STRUCTOME_TEST_RAISE_LENGTH", "41")  # T3; Ray fails the call queued behind it unrun
+    report, layout = build(tmp_path, "tests.jobs.faulty_models:raise_on_length", shard_retries=1)
+    assert report["status"] == "completed" and report["retriedShards"] == 1
+    assert failures(layout) == [("SM-T3-F1", "worker_failed")]
+    assert len(entries(layout)) == len(SEQUENCES) - 1
+    assert len(report["workers"]) == 1  # the worker lived on
 
 
 def test_out_of_memory_fails_only_the_protein_that_does_not_fit(tmp_path, monkeypatch):

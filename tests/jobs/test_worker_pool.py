@@ -1,16 +1,17 @@
-"""How many predictor actors a cluster gets, on which device, with which options (no Ray needed)."""
+"""How many predictor actors a cluster gets, on which device, with which options, and what they load with
+(no Ray needed)."""
 
 from __future__ import annotations
 
 import pytest
 
-from jobs.runner import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, RunnerSettings, plan_workers
+from jobs.runner import ModelSpec, batch_planner, RunnerSettings, plan_workers, with_weights_digest
+from models.esmfold import EsmFoldSettings, weights_sha256
 
 
 def test_one_actor_per_gpu_and_fractions_share_a_gpu():
     pool = plan_workers(RunnerSettings(), {"CPU": 64, "GPU": 8}, shards=100)
     assert (pool.count, pool.device, pool.actor_options["num_gpus"]) == (8, "cuda", 1.0)
-    assert pool.batch_tokens == GPU_BATCH_TOKENS
     half = plan_workers(RunnerSettings(gpus_per_worker=0.5), {"CPU": 64, "GPU": 8}, shards=100)
     assert half.count == 16 and half.actor_options["num_gpus"] == 0.5
 
@@ -18,7 +19,7 @@ def test_one_actor_per_gpu_and_fractions_share_a_gpu():
 def test_cpu_only_clusters_get_one_actor_per_four_cpus_using_the_cores():
     pool = plan_workers(RunnerSettings(), {"CPU": 16}, shards=100)
     assert (pool.count, pool.device, pool.threads) == (4, "cpu", 4)
-    assert "num_gpus" not in pool.actor_options and pool.batch_tokens == CPU_BATCH_TOKENS
+    assert "num_gpus" not in pool.actor_options
     assert plan_workers(RunnerSettings(), {"CPU": 2}, shards=100).count == 1
 
 
@@ -37,3 +38,20 @@ def test_bad_settings_are_refused():
         RunnerSettings(device="tpu")
     with pytest.raises(ValueError):
         RunnerSettings(gpus_per_worker=0)
+
+
+def test_workers_get_the_drivers_weights_hash_when_the_driver_sees_the_weights(tiny_weights, tmp_path):
+    spec = ModelSpec("esmfold-tiny", str(tiny_weights), EsmFoldSettings(), settings_key="key")
+    assert with_weights_digest(spec).weights_digest.sha256 == weights_sha256(tiny_weights)
+    unseen = ModelSpec("esmfold-tiny", str(tmp_path / "on-the-workers-only"), EsmFoldSettings(), settings_key="key")
+    assert with_weights_digest(unseen) == unseen  # the workers hash their weights themselves
+
+
+def test_cpu_workers_plan_batches_by_the_cost_model_with_the_measured_cap_and_the_token_cap():
+    spec = ModelSpec("esmfold-tiny", None, EsmFoldSettings(num_recycles=1), "key")
+    planner = batch_planner(spec, "cpu", batch_tokens=None)
+    short = planner.plan([30] * 8).batches  # batching pays on a CPU for short sequences only
+    assert len(short) < 8
+    assert all(len(b.indices) == 1 for b in planner.plan([190] * 4).batches)  # past the measured cap: alone
+    capped = batch_planner(spec, "cpu", batch_tokens=60).plan([30] * 8).batches
+    assert all(len(b.indices) * b.padded_length <= 60 for b in capped)
