@@ -75,7 +75,7 @@ class EsmFoldPredictor:
         weights' dtype and the heads stay fp32. (Autocast around the whole model would also leave the stem's
         rotary tables cached in low precision for later fp32 calls.)"""
         trunk = self.model.trunk
-        forward = trunk.forward
+        forward = trunk.__dict__.setdefault("_unwrapped_forward", trunk.forward)  # one wrapper per model
 
         def forward_under_policy(*args, **kwargs):
             with _trunk_policy(self._trunk_precision, self.settings.device):
