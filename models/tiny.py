@@ -35,13 +35,15 @@ def tiny_config() -> EsmConfig:
         "pairwise_head_width": 16,
         "structure_module": {"sequence_dim": 64, "pairwise_dim": 32, "ipa_dim": 16, "num_blocks": 2},
     }
+    return folding_config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                          max_position_embeddings=4098,
+                          esmfold_config={"fp16_esm": False, "lddt_head_hid_dim": 32, "trunk": trunk})
+
+
+def folding_config(*, esmfold_config: dict, **stem_shape) -> EsmConfig:
+    """An EsmForProteinFolding config: an ESM-2 stem of the given shape (rotary, ESM-2 vocabulary) + the folding parts."""
     return EsmConfig(
         vocab_size=len(ESM2_VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=4098,
         position_embedding_type="rotary",
         emb_layer_norm_before=False,
         token_dropout=True,
@@ -49,7 +51,8 @@ def tiny_config() -> EsmConfig:
         pad_token_id=ESM2_VOCAB.index("<pad>"),
         is_folding_model=True,
         vocab_list=ESM2_VOCAB,
-        esmfold_config={"fp16_esm": False, "lddt_head_hid_dim": 32, "trunk": trunk},
+        esmfold_config=esmfold_config,
+        **stem_shape,
     )
 
 
