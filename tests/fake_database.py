@@ -1,0 +1,92 @@
+"""Databases written by the real write stage from made-up or real structures, without folding anything.
+
+`entry()` and `random_prediction()` make small synthetic records; `afdb_prediction()` turns a real AlphaFold DB
+model (coordinates, pLDDT from B-factors) into a Prediction, so pages and viewers get a real fold with every
+pLDDT band. `write_database()` stores them through `pipelines.write.write_shard` and refreshes the catalog.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+
+import gemmi
+import numpy as np
+
+from models.types import STANDARD_RESIDUES, Entry, Failure, Prediction, PredictionRequest, Provenance
+from pipelines.checksums import crc64_hex, md5_hex
+from pipelines.sharding import plan_shards
+from pipelines.write import WriteContext, write_shard
+from storage import catalog
+from storage.layout import DatabaseLayout
+from storage.mmcif import ATOM37_NAMES
+
+PROVENANCE = Provenance(
+    model="esmfold-tiny", model_version="v1", weights="/tmp/w", weights_sha256="ab" * 32, untrained=True,
+    precision="stem=fp32,trunk=fp32", num_recycles=1, chunk_size=None, device="cpu",
+)
+BUILD_ID = "20261125T000000Z-aaaaaa"
+CREATED = dt.date(2026, 11, 25)
+AFDB_P41068 = Path(__file__).parent / "data" / "afdb" / "AF-P41068-F1-model_v4.cif"
+
+
+def entry(entry_id: str, accession: str, sequence: str, prediction_id: str, fragment: int = 1, start: int = 1,
+          end: int | None = None, **fields) -> Entry:
+    values = dict(record_id=f"sp|{accession}|X_ECOLI", source_file="in.fasta", entry_name="X_ECOLI", database="sp",
+                  description="Test protein", organism="Escherichia coli", tax_id=83333, gene="xyz",
+                  sequence_checksum="0197355516942160", sequence_md5="f" * 32)
+    values.update(fields)
+    return Entry(entry_id=entry_id, accession=accession, sequence=sequence, fragment=fragment, start=start,
+                 end=end or len(sequence), prediction_id=prediction_id, **values)
+
+
+def random_prediction(request: PredictionRequest, seed: int) -> Prediction:
+    rng = np.random.default_rng(seed)
+    n = len(request.sequence)
+    coords = np.cumsum(rng.normal(0, 1.5, (n, 37, 3)), axis=0).astype(np.float32)
+    mask = np.zeros((n, 37), bool)
+    mask[:, [0, 1, 2, 4]] = True
+    return Prediction(request.prediction_id, request.sequence, coords, mask,
+                      rng.uniform(20, 95, n).astype(np.float32), 0.42, rng.integers(0, 32, (n, n), dtype=np.uint8))
+
+
+def afdb_prediction(prediction_id: str, path: Path = AFDB_P41068) -> Prediction:
+    """A real AFDB model as a Prediction: atom37 coordinates, CA B-factors as pLDDT, PAE from CA distances."""
+    model = gemmi.read_structure(str(path))[0]
+    residues = list(model[0])
+    sequence = "".join(gemmi.find_tabulated_residue(r.name).one_letter_code.upper() for r in residues)
+    coords = np.zeros((len(residues), 37, 3), np.float32)
+    mask = np.zeros((len(residues), 37), bool)
+    for i, residue in enumerate(residues):
+        for atom in residue:
+            if atom.name in ATOM37_NAMES:
+                j = ATOM37_NAMES.index(atom.name)
+                coords[i, j] = atom.pos.tolist()
+                mask[i, j] = True
+    plddt = np.array([r["CA"][0].b_iso for r in residues], np.float32)
+    ca = coords[:, 1]
+    distance = np.linalg.norm(ca[:, None] - ca[None], axis=-1)
+    pae = np.clip(distance / 3, 0, 31).astype(np.uint8)
+    assert set(sequence) <= set(STANDARD_RESIDUES)
+    return Prediction(prediction_id, sequence, coords, mask, plddt, 0.81, pae)
+
+
+def afdb_entry(prediction: Prediction, accession: str = "P41068") -> Entry:
+    return entry(f"SM-{accession}-F1", accession, prediction.sequence, prediction.prediction_id,
+                 record_id=f"sp|{accession}|TRAP_ECOLI", entry_name="TRAP_ECOLI", gene="rbsD",
+                 description="D-ribose pyranase", organism="Escherichia coli (strain K12)",
+                 sequence_checksum=crc64_hex(prediction.sequence), sequence_md5=md5_hex(prediction.sequence))
+
+
+def write_database(location, entries: Sequence[Entry], predictions: Sequence[Prediction],
+                   failures: Sequence[Failure] = (), shard_size: int = 10) -> DatabaseLayout:
+    """Store the entries (one shard per `shard_size` unique sequences) and refresh the catalog."""
+    layout = DatabaseLayout(location)
+    layout.create()
+    requests = {e.prediction_id: PredictionRequest(e.prediction_id, e.sequence[e.start - 1:e.end]) for e in entries}
+    context = WriteContext(layout, PROVENANCE, BUILD_ID, CREATED)
+    for number, shard in enumerate(plan_shards(list(entries), list(requests.values()), shard_size=shard_size)):
+        write_shard(context, shard, predictions, failures if number == 0 else ())
+    catalog.refresh_catalog(layout)
+    return layout
