@@ -10,17 +10,15 @@ import click
 import duckdb
 
 from jobs import output
+from jobs.export import export_command
+from jobs.options import DB_OPTION
 from jobs.plan import plan_command
+from jobs.serve import serve_command
 from models.registry import PRESETS
 from models.types import STEM_PRECISIONS, TRUNK_PRECISIONS
 from storage import catalog
 from storage.layout import DatabaseLayout, DatabaseLockedError
 from storage.reader import FILE_KINDS, AmbiguousEntryError, EntryNotFoundError, read_entry_file
-
-DB_OPTION = click.option(
-    "--db", "db", required=True,
-    help="Database: a folder, or an object-store URI (s3://bucket/prefix, gs://bucket/prefix).",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,6 +30,8 @@ def main(verbose: int) -> None:
 
 
 main.add_command(plan_command)
+main.add_command(serve_command)
+main.add_command(export_command)
 
 
 @main.command()

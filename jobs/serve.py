@@ -1,0 +1,51 @@
+"""`structome serve`: the HTTP server over one database (see jobs/server.py for the routes)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from jobs.options import DB_OPTION
+
+logger = logging.getLogger(__name__)
+
+
+@click.command("serve")
+@DB_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on (0.0.0.0 for every interface).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--sql-workers", default=2, show_default=True, type=click.IntRange(0, 64),
+              help="Sandboxed processes answering /api/sql and /export (0 turns both off).")
+@click.option("--sql-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds a query may run.")
+@click.option("--sql-row-limit", default=10_000, show_default=True, type=click.IntRange(1),
+              help="Rows a query may return (/export selects at most this many entries).")
+@click.option("--sql-memory", default="4GiB", show_default=True,
+              help="Address-space bound of each SQL worker process.")
+@click.option("--viewer-assets", "viewer_assets_dir", type=click.Path(exists=True, file_okay=False),
+              help="Folder with the pinned pdbe-molstar build, for machines without the npm registry.")
+def serve_command(db, host, port, sql_workers, sql_timeout, sql_row_limit, sql_memory, viewer_assets_dir) -> None:
+    """Serve a database over HTTP: AFDB-style /api/prediction and /files, /api/sql, /entry pages, /export."""
+    import uvicorn
+
+    from jobs import viewer_assets
+    from jobs.server import create_server
+    from jobs.sql_sandbox import SqlLimits
+
+    limits = SqlLimits(timeout_s=sql_timeout, row_limit=sql_row_limit, address_space_bytes=_bytes(sql_memory))
+    server = create_server(db, sql_workers=sql_workers, sql_limits=limits, viewer_assets=viewer_assets_dir)
+    if not viewer_assets.available():
+        click.echo(f"warning: no 3D viewer ({viewer_assets.problem()}); pages show everything else", err=True)
+    click.echo(f"serving {db} ({len(server.index):,} entries) on http://{host}:{port}/", err=True)
+    uvicorn.run(server.app, host=host, port=port, log_level="warning", server_header=False)
+
+
+def _bytes(text: str) -> int:
+    units = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+    number = text.strip().lower().rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text.strip().lower()[len(number):]
+    if unit not in units or not number:
+        raise click.BadParameter(f"{text!r}: give bytes, e.g. 4GiB or 512MiB")
+    return int(float(number) * units[unit])

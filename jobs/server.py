@@ -1,0 +1,282 @@
+"""`structome serve`: AlphaFold-DB-compatible HTTP API, file downloads, read-only SQL, entry pages, bulk export.
+
+Starlette on uvicorn. Entry metadata and file locations are read once at start (storage.entry_index); a
+file download is one ranged read of its archive member. SQL runs in sandboxed worker processes
+(jobs.sql_sandbox). Every route answers a client error as JSON (API, files) or a small HTML page, never a
+stack trace; file names are looked up in the index and never joined to a path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from jobs import pages
+from jobs.http_files import ByteRange, RangeNotSatisfiable, accepts_gzip, etag_matches, if_range_allows, parse_range
+from jobs.sql_sandbox import SqlError, SqlLimits, SqlRefused, SqlSandbox, SqlTimeout
+from jobs.viewer_assets import ensure_viewer_assets
+from jobs.viewer_assets import problem as viewer_problem
+from storage import export, pae_image
+from storage.archive import decode, verify_stored
+from storage.entry_index import EntryIndex, FileLocation
+from storage.layout import DatabaseLayout
+
+logger = logging.getLogger(__name__)
+
+MEDIA_TYPES = {".cif": "chemical/x-mmcif", ".json": "application/json", ".png": "image/png"}
+# Pages load only what this server serves (the Mol* build included): the browser itself enforces "no request
+# leaves the machine".
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'; worker-src 'self' blob:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
+)
+MAX_SQL_BYTES = 100_000
+SQL_ERROR_STATUS = {SqlRefused: 400, SqlTimeout: 504}  # other SqlErrors: 400 (bad SQL) or as the error says
+
+
+@dataclass(frozen=True)
+class Representation:
+    """One way of sending a file: its bytes (by range), size, validator and content coding."""
+
+    size: int
+    etag: str
+    media_type: str
+    content_encoding: str | None
+    read: Callable[[int, int], bytes]  # (start, length) -> bytes
+
+
+class StructomeServer:
+    """The routes over one database; `app` is the ASGI application."""
+
+    def __init__(self, layout: DatabaseLayout, index: EntryIndex, sql: SqlSandbox | None = None):
+        self.layout, self.index, self.sql = layout, index, sql
+        self._pae_png = functools.lru_cache(maxsize=64)(self._render_pae_png)  # per server, bounded
+        self.app = Starlette(
+            routes=[
+                Route("/", self.search, methods=["GET"]),
+                Route("/entry/{accession}", self.entry_page, methods=["GET"]),
+                Route("/api/prediction/{accession}", self.prediction, methods=["GET"]),
+                Route("/api/sql", self.run_sql, methods=["GET", "POST"]),
+                Route("/files/{name}", self.download, methods=["GET", "HEAD"]),
+                Route("/export", self.export_tar, methods=["GET"]),
+                Route("/static/{name}", self.static, methods=["GET", "HEAD"]),
+            ],
+            exception_handlers={HTTPException: self._http_error, Exception: self._server_error},
+            lifespan=self._lifespan,
+        )
+        self.app.router.redirect_slashes = False  # an unknown path is a 404, never a redirect to a guess
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app):
+        yield
+        if self.sql is not None:
+            self.sql.close()
+
+    # --- AlphaFold DB API and files
+
+    async def prediction(self, request: Request) -> Response:
+        answer = self.index.prediction_json(request.path_params["accession"])
+        if answer is None:
+            return _json_error(404, f"no entry for {request.path_params['accession']!r}")
+        return Response(answer, media_type="application/json")
+
+    async def download(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        wants_range = "range" in request.headers
+        representation = await self._representation(name, accepts_gzip(request.headers.get("accept-encoding"))
+                                                     and not wants_range)
+        if representation is None:
+            return _json_error(404, f"no file {name!r}")
+        headers = {"ETag": representation.etag, "Accept-Ranges": "bytes", "Vary": "Accept-Encoding",
+                   "Cache-Control": "public, max-age=3600"}
+        if representation.content_encoding:
+            headers["Content-Encoding"] = representation.content_encoding
+        if etag_matches(request.headers.get("if-none-match"), representation.etag):
+            return Response(status_code=304, headers=headers)
+        try:
+            byte_range = _requested_range(request, representation)
+        except RangeNotSatisfiable:
+            return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{representation.size}"})
+        part = byte_range or ByteRange(0, representation.size)
+        headers["Content-Length"] = str(part.length)
+        if byte_range:
+            headers["Content-Range"] = byte_range.content_range(representation.size)
+        body = b"" if request.method == "HEAD" else await run_in_threadpool(
+            representation.read, part.start, part.length)
+        return Response(body, status_code=206 if byte_range else 200, headers=headers,
+                        media_type=representation.media_type)
+
+    async def _representation(self, name: str, send_gzip: bool) -> Representation | None:
+        media_type = MEDIA_TYPES.get(name[name.rfind("."):], "application/octet-stream")
+        if (location := self.index.files.get(name)) is not None:
+            return self._stored_representation(location, media_type, send_gzip)
+        if (pae := self.index.pae_images.get(name)) is not None:
+            png = await run_in_threadpool(self._pae_png, pae)
+            return Representation(len(png), f'"{pae.sha256}.png"', media_type, None, lambda s, n: png[s:s + n])
+        return None
+
+    def _stored_representation(self, location: FileLocation, media_type: str, send_gzip: bool) -> Representation:
+        etag = f'"{location.sha256}"'
+        if location.encoding == "identity":
+            return Representation(location.size, etag, media_type, None, functools.partial(self._read, location))
+        if send_gzip:
+            return Representation(location.length, etag, media_type, "gzip",
+                                  lambda s, n: self._stored_bytes(location)[s:s + n])
+        return Representation(location.size, f'"{location.sha256}.identity"', media_type, None,
+                              lambda s, n: decode(self._stored_bytes(location), location.encoding)[s:s + n])
+
+    def _read(self, location: FileLocation, start: int, length: int) -> bytes:
+        """Part of an identity-stored member: one ranged read (checked against the checksum when whole)."""
+        if start == 0 and length == location.length:
+            return self._stored_bytes(location)
+        return self.layout.read_range(location.archive, location.offset + start, length)
+
+    def _stored_bytes(self, location: FileLocation) -> bytes:
+        data = self.layout.read_range(location.archive, location.offset, location.length)
+        return verify_stored(data, f"{self.layout.location}/{location.archive}", location.offset, location.length,
+                             location.sha256)
+
+    def _render_pae_png(self, pae: FileLocation) -> bytes:
+        return pae_image.pae_png_from_json(decode(self._stored_bytes(pae), pae.encoding))
+
+    # --- SQL and export
+
+    async def run_sql(self, request: Request) -> Response:
+        sql = await _sql_text(request)
+        if isinstance(sql, Response):
+            return sql
+        if self.sql is None:
+            return _json_error(503, "the SQL endpoint is disabled on this server")
+        try:
+            result = await run_in_threadpool(self.sql.run, sql)
+        except SqlError as error:
+            return _json_error(SQL_ERROR_STATUS.get(type(error), 400), str(error))
+        return JSONResponse({"columns": result.columns, "types": result.types, "rows": result.rows,
+                             "rowCount": len(result.rows), "truncated": result.truncated,
+                             "rowLimit": self.sql.limits.row_limit, "elapsedSeconds": round(result.elapsed_s, 4)})
+
+    async def export_tar(self, request: Request) -> Response:
+        sql = await _sql_text(request)
+        if isinstance(sql, Response):
+            return sql
+        if self.sql is None:
+            return _json_error(503, "export needs the SQL endpoint, which is disabled on this server")
+        try:
+            result = await run_in_threadpool(self.sql.run, sql)
+        except SqlError as error:
+            return _json_error(SQL_ERROR_STATUS.get(type(error), 400), str(error))
+        if result.truncated:
+            return _json_error(400, f"the query selects more than {self.sql.limits.row_limit} rows; "
+                                    "export in parts, or with `structome export` on the database's machine")
+        names = [column.lower() for column in result.columns]
+        if names.count("entryid") != 1:
+            return _json_error(400, f"the export query must return one column named entryId (it returned: "
+                                    f"{', '.join(result.columns)})")
+        if not result.rows:
+            return _json_error(400, "the export query selected no entries")
+        entry_ids = [row[names.index("entryid")] for row in result.rows]
+        try:
+            files = await run_in_threadpool(export.export_files, self.layout, entry_ids)
+        except (export.ExportError, export.UnknownEntriesError) as error:
+            return _json_error(400, str(error))
+        return StreamingResponse(export.stream_tar(self.layout, files), media_type="application/x-tar",
+                                 headers={"Content-Disposition": 'attachment; filename="structome-export.tar"'})
+
+    # --- pages
+
+    async def search(self, request: Request) -> Response:
+        query = request.query_params.get("q", "")
+        results, total = self.index.search(query)
+        return _html(pages.search_page(query, results, total))
+
+    async def entry_page(self, request: Request) -> Response:
+        accession = request.path_params["accession"]
+        entries = self.index.predictions(accession)
+        if not entries:
+            return _html(pages.search_page(accession, [], 0), status_code=404)
+        return _html(pages.entry_page(entries, accession))
+
+    async def static(self, request: Request) -> Response:
+        asset = pages.static_asset(request.path_params["name"])
+        if asset is None:
+            return _json_error(404, "no such asset")
+        content, media_type = asset
+        return Response(content, media_type=media_type, headers={"Cache-Control": "public, max-age=86400"})
+
+    # --- errors
+
+    async def _http_error(self, request: Request, error: HTTPException) -> Response:
+        return _json_error(error.status_code, error.detail)
+
+    async def _server_error(self, request: Request, error: Exception) -> Response:
+        logger.exception("error answering %s %s", request.method, request.url.path)
+        return _json_error(500, "internal error (logged on the server)")
+
+
+async def _sql_text(request: Request) -> str | Response:
+    """The query of a GET (?q= or ?sql=) or POST (JSON {"sql": ...}, a form, or the raw body)."""
+    if request.method == "GET":
+        sql = request.query_params.get("q") or request.query_params.get("sql")
+    else:
+        body = await request.body()
+        if len(body) > MAX_SQL_BYTES:
+            return _json_error(413, f"the query is longer than {MAX_SQL_BYTES} bytes")
+        sql = _sql_from_body(body, request.headers.get("content-type", ""))
+    if not sql or not sql.strip():
+        return _json_error(400, 'give the query as ?q=..., or POST {"sql": "..."}')
+    return sql
+
+
+def _sql_from_body(body: bytes, content_type: str) -> str | None:
+    text = body.decode("utf-8", errors="replace")
+    if content_type.startswith("application/json"):
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError:
+            return None
+        return payload.get("sql") or payload.get("q") if isinstance(payload, dict) else None
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        form = parse_qs(text)
+        return (form.get("sql") or form.get("q") or [None])[0]
+    return text
+
+
+def _requested_range(request: Request, representation: Representation) -> ByteRange | None:
+    if not if_range_allows(request.headers.get("if-range"), representation.etag):
+        return None
+    return parse_range(request.headers.get("range"), representation.size)
+
+
+def _json_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status)
+
+
+def _html(content: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(content, status_code=status_code, headers={
+        "Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"})
+
+
+def create_server(location: str, *, sql_workers: int = 2, sql_limits: SqlLimits | None = None,
+                  viewer_assets=None) -> StructomeServer:
+    """Load the index, the viewer files and start the SQL workers (sql_workers=0 turns off SQL and export)."""
+    if ensure_viewer_assets(viewer_assets) is None:
+        logger.warning("entry pages will have no 3D viewer: %s", viewer_problem())
+    layout = DatabaseLayout(location)
+    if not layout.exists():
+        raise FileNotFoundError(f"{location} is not a structome database (no catalog)")
+    index = EntryIndex.load(layout)
+    sql = SqlSandbox(layout, sql_limits or SqlLimits(), workers=sql_workers) if sql_workers else None
+    return StructomeServer(layout, index, sql)

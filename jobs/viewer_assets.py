@@ -1,0 +1,194 @@
+"""The 3D viewer of the entry pages: pdbe-molstar, pinned, integrity-checked and served from this machine.
+
+The 6 MB build is not part of structome. On first use it is fetched once from the npm registry (the pinned
+tarball, checked against its npm `dist.integrity`), the two files the page loads are extracted into
+`$STRUCTOME_CACHE/pdbe-molstar-<version>/` (default `~/.cache/structome`) with a `SHA256SUMS` record, and
+every later start re-checks them against the sha256 pinned below. An air-gapped machine points
+`--viewer-assets DIR` / `$STRUCTOME_VIEWER_ASSETS` at a folder holding the two files (same pins).
+
+Without verified assets the entry pages still work, with a message where the viewer would be; `problem()`
+says why and the server logs it. The plugin loads nothing else at run time (no fonts, no workers: its CSS
+images are data: URIs).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+VERSION = "3.11.0"
+DEFAULT_REGISTRY = "https://registry.npmjs.org/"
+TARBALL_PATH = f"pdbe-molstar/-/pdbe-molstar-{VERSION}.tgz"
+# `npm view pdbe-molstar@3.11.0 dist.integrity`
+TARBALL_INTEGRITY = "sha512-1Zsa134b/prNLZJRSw2QML/2i12JX0mU5oL3y76Vunt2U7hPOkAF7JJNF33oiCXlTWxRITbk0RBGM1pcQ5Sstg=="
+# file name (in the tarball's package/build/, in the cache and in an offline folder) -> sha256 of its bytes
+FILE_SHA256 = {
+    "pdbe-molstar-plugin.js": "0bbe97ef4df9dd917c9b07787eeeb165558ba6f8fe1d7f582003b769b8323be3",
+    "pdbe-molstar-light.css": "7ff991d933361dc260a59534452900ff07205cc775214753161cf7ba2a48776a",
+}
+# name under /static/ (versioned, so it may be cached for long) -> file name
+SERVED_NAMES = {
+    f"pdbe-molstar-plugin-{VERSION}.js": "pdbe-molstar-plugin.js",
+    f"pdbe-molstar-light-{VERSION}.css": "pdbe-molstar-light.css",
+}
+PLUGIN_JS, PLUGIN_CSS = SERVED_NAMES  # the names the entry page links to
+RECORD = "SHA256SUMS"
+FETCH_TIMEOUT_S = 120
+
+# What the running server serves: set by ensure_viewer_assets(), read by static_asset() and the pages.
+_loaded: dict[str, bytes] = {}
+_problem: str | None = "viewer assets were not loaded (ensure_viewer_assets() not called)"
+
+
+class ViewerAssetError(Exception):
+    """The viewer files are missing, incomplete, or do not match their pinned hashes."""
+
+
+def cache_folder() -> Path:
+    base = Path(os.environ.get("STRUCTOME_CACHE", Path.home() / ".cache" / "structome"))
+    return base / f"pdbe-molstar-{VERSION}"
+
+
+def tarball_url() -> str:
+    registry = os.environ.get("NPM_CONFIG_REGISTRY") or DEFAULT_REGISTRY
+    return registry.rstrip("/") + "/" + TARBALL_PATH
+
+
+def read_verified(folder: Path) -> dict[str, bytes]:
+    """The pinned files of `folder`, each checked against its pinned sha256; raises ViewerAssetError."""
+    files = {}
+    for name, expected in FILE_SHA256.items():
+        try:
+            data = (folder / name).read_bytes()
+        except OSError as error:
+            raise ViewerAssetError(f"{folder / name}: cannot read ({error.strerror or error})") from error
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise ViewerAssetError(f"{folder / name}: sha256 {actual} is not the pinned {expected} "
+                                   f"(pdbe-molstar {VERSION})")
+        files[name] = data
+    return files
+
+
+def check_integrity(data: bytes, integrity: str | None = None) -> None:
+    """npm Subresource-Integrity check (`sha512-<base64>`, default the pinned one) of the downloaded tarball."""
+    integrity = integrity or TARBALL_INTEGRITY
+    algorithm, _, digest = integrity.partition("-")
+    actual = base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
+    if actual != digest:
+        raise ViewerAssetError(f"tarball integrity {algorithm}-{actual} is not the pinned {integrity}")
+
+
+def extract_files(tarball: bytes) -> dict[str, bytes]:
+    """Only the pinned members of package/build/; nothing else of the archive touches the disk."""
+    files = {}
+    with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as archive:
+        for name in FILE_SHA256:
+            try:
+                member = archive.getmember(f"package/build/{name}")
+            except KeyError as error:
+                raise ViewerAssetError(f"tarball has no package/build/{name}") from error
+            handle = archive.extractfile(member) if member.isfile() else None
+            if handle is None:
+                raise ViewerAssetError(f"package/build/{name} is not a regular file")
+            files[name] = handle.read()
+    return files
+
+
+def download(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_S) as response:
+            return response.read()
+    except (urllib.error.URLError, OSError) as error:  # HTTPError is a URLError; timeouts are OSErrors
+        raise ViewerAssetError(f"cannot fetch {url}: {error}") from error
+
+
+def fetch_into(folder: Path) -> dict[str, bytes]:
+    """Download, check and extract the pinned tarball; `folder` appears complete or not at all."""
+    url = tarball_url()
+    logger.info("fetching pdbe-molstar %s from %s", VERSION, url)
+    tarball = download(url)
+    check_integrity(tarball)
+    files = extract_files(tarball)
+    for name, data in files.items():  # the npm integrity covers these already; the pins must agree with it
+        if hashlib.sha256(data).hexdigest() != FILE_SHA256[name]:
+            raise ViewerAssetError(f"{name} in the verified tarball does not match its pinned sha256")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        (staging / RECORD).write_text("".join(f"{FILE_SHA256[name]}  {name}\n" for name in files))
+        if folder.exists():  # a damaged earlier copy: move it aside first, so the swap stays one rename
+            stale = Path(tempfile.mkdtemp(prefix=f".{folder.name}.stale.", dir=folder.parent))
+            folder.rename(stale / "old")
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            staging.rename(folder)
+        except OSError:  # another process finished first; keep its copy if it is good
+            read_verified(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return files
+
+
+def load_viewer_assets(offline_dir: Path | str | None = None) -> tuple[Path, dict[str, bytes]]:
+    """The verified viewer files: from `offline_dir` (never fetched), else from the cache, fetching once."""
+    if offline_dir is not None:
+        folder = Path(offline_dir)
+        return folder, read_verified(folder)
+    folder = cache_folder()
+    if folder.exists():
+        try:
+            return folder, read_verified(folder)
+        except ViewerAssetError as error:
+            logger.warning("cached viewer assets are damaged, fetching them again: %s", error)
+    return folder, fetch_into(folder)
+
+
+def ensure_viewer_assets(offline_dir: Path | str | None = None) -> Path | None:
+    """Called once at server start: make the viewer servable, or log why the pages will go without it.
+
+    `offline_dir` (or `$STRUCTOME_VIEWER_ASSETS`) names a folder with the two pinned files; without one the
+    pinned tarball is fetched into the cache once. Returns the folder served, or None.
+    """
+    global _problem
+    offline_dir = offline_dir if offline_dir is not None else os.environ.get("STRUCTOME_VIEWER_ASSETS") or None
+    _loaded.clear()
+    try:
+        folder, files = load_viewer_assets(offline_dir)
+    except ViewerAssetError as error:
+        _problem = str(error)
+        hint = "" if offline_dir else f" (air-gapped: --viewer-assets DIR with {', '.join(FILE_SHA256)})"
+        logger.warning("entry pages will have no 3D viewer: %s%s", error, hint)
+        return None
+    _loaded.update(files)
+    _problem = None
+    logger.info("serving pdbe-molstar %s from %s", VERSION, folder)
+    return folder
+
+
+def served_file(name: str) -> bytes | None:
+    """Bytes of a loaded viewer file by its /static/ name; None for any other name."""
+    file_name = SERVED_NAMES.get(name)
+    return _loaded.get(file_name) if file_name is not None else None
+
+
+def available() -> bool:
+    return _problem is None
+
+
+def problem() -> str | None:
+    """Why the viewer is not available (None when it is)."""
+    return _problem

@@ -1,0 +1,133 @@
+"""The database's entry metadata and file locations, read once into memory for serving.
+
+`EntryIndex.load` runs two catalog queries (lean columns of `entries` and all of `files`); afterwards a
+request is a dictionary lookup: an accession's AlphaFold-DB-API records are kept as ready JSON bytes, and
+each file name maps to where its bytes sit (one ranged read).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+from storage import catalog
+from storage.layout import DatabaseLayout
+
+logger = logging.getLogger(__name__)
+
+PAE_IMAGE_SUFFIX = ".png"  # the PAE plot is rendered from the stored PAE JSON, not stored itself
+
+# entries columns served as they are (AlphaFold DB API names), in the order AFDB lists them.
+_ENTRY_COLUMNS = (
+    "entryId", "gene", "sequenceChecksum", "uniprotAccession", "uniprotId", "uniprotDescription", "taxId",
+    "organismScientificName", "uniprotStart", "uniprotEnd", "uniprotSequence", "modelCreatedDate", "latestVersion",
+    "globalMetricValue", "fractionPlddtVeryLow", "fractionPlddtLow", "fractionPlddtConfident",
+    "fractionPlddtVeryHigh", "ptm", "sequenceMd5", "model", "modelVersion", "untrained", "fragment",
+)  # fmt: skip
+_SEARCHED = ("uniprotAccession", "entryId", "uniprotId", "gene", "organismScientificName", "uniprotDescription")
+
+
+@dataclass(frozen=True, slots=True)
+class FileLocation:
+    """Where one stored file's bytes are: `length` bytes of `archive` at `offset`."""
+
+    entry_id: str
+    kind: str  # cif, pae, confidence
+    file_name: str
+    archive: str  # relative to the database
+    offset: int
+    length: int  # stored bytes
+    encoding: str  # gzip or identity
+    size: int  # bytes once decoded
+    sha256: str  # of the stored bytes
+
+
+class EntryIndex:
+    """Entries by accession and entryId, files by name, and a simple text search."""
+
+    def __init__(self, records: list[dict], files: list[FileLocation]):
+        self.files = {f.file_name: f for f in files}
+        self.pae_images = {_pae_image_name(f.file_name): f for f in files if f.kind == "pae"}
+        urls = _file_urls(files)
+        by_accession: dict[str, list[dict]] = defaultdict(list)
+        for record in sorted(records, key=lambda r: (r["uniprotAccession"], r["fragment"], r["entryId"])):
+            by_accession[record["uniprotAccession"]].append(_api_record(record, urls.get(record["entryId"], {})))
+        self.accession_of = {r["entryId"]: r["uniprotAccession"] for r in records}
+        self._json = {accession: json.dumps(items).encode() for accession, items in by_accession.items()}
+        self._haystack = [(accession, "\n".join(str(items[0].get(c) or "") for c in _SEARCHED).lower() + "\n"
+                           + "\n".join(i["entryId"].lower() for i in items))
+                          for accession, items in by_accession.items()]
+
+    @classmethod
+    def load(cls, layout: DatabaseLayout) -> EntryIndex:
+        columns = ", ".join(f'"{c}"' for c in _ENTRY_COLUMNS)
+        records = catalog.query(layout, f"SELECT {columns} FROM entries").to_pylist()
+        rows = catalog.query(layout, 'SELECT entryId, kind, fileName, archive, "offset", length, encoding, size, '
+                                     "sha256 FROM files").to_pylist()
+        files = [FileLocation(*row.values()) for row in rows]
+        logger.info("index of %s: %d entries, %d files", layout.location, len(records), len(files))
+        return cls(records, files)
+
+    def __len__(self) -> int:
+        return len(self.accession_of)
+
+    def prediction_json(self, identifier: str) -> bytes | None:
+        """The AFDB API answer (a JSON list) for an accession or an entryId; None when unknown."""
+        return self._json.get(identifier) or self._json.get(self.accession_of.get(identifier, ""))
+
+    def predictions(self, identifier: str) -> list[dict]:
+        answer = self.prediction_json(identifier)
+        return json.loads(answer) if answer else []
+
+    def search(self, text: str, limit: int = 50) -> tuple[list[dict], int]:
+        """Entries whose accession, entry id, name, gene, organism or description contains `text` (any case);
+        exact accession or gene matches first. Returns (the first `limit` records, total matches)."""
+        needle = text.strip().lower()
+        if not needle:
+            return [], 0
+        hits = [accession for accession, haystack in self._haystack if needle in haystack]
+        exact = {accession for accession in hits if needle in self._exact_keys(accession)}
+        hits.sort(key=lambda accession: (accession not in exact, accession))
+        return [record for accession in hits[:limit] for record in self.predictions(accession)[:1]], len(hits)
+
+    def _exact_keys(self, accession: str) -> set[str]:
+        first = self.predictions(accession)[0]
+        return {str(first.get(c) or "").lower() for c in ("uniprotAccession", "gene", "uniprotId")}
+
+
+def _pae_image_name(pae_file_name: str) -> str:
+    return pae_file_name.removesuffix(".json") + PAE_IMAGE_SUFFIX
+
+
+def _file_urls(files: list[FileLocation]) -> dict[str, dict[str, str]]:
+    urls: dict[str, dict[str, str]] = defaultdict(dict)
+    for f in files:
+        urls[f.entry_id][{"cif": "cifUrl", "pae": "paeDocUrl", "confidence": "plddtDocUrl"}[f.kind]] = (
+            f"/files/{f.file_name}")
+        if f.kind == "pae":
+            urls[f.entry_id]["paeImageUrl"] = f"/files/{_pae_image_name(f.file_name)}"
+    return urls
+
+
+def _api_record(record: dict, urls: dict[str, str]) -> dict:
+    """An entries row as AlphaFold DB's /api/prediction shows it (both its older and newer field names)."""
+    start, end = record["uniprotStart"], record["uniprotEnd"]
+    api = {c: record[c] for c in _ENTRY_COLUMNS if c not in ("fragment",)}
+    api.update(
+        modelCreatedDate=record["modelCreatedDate"].isoformat() if record["modelCreatedDate"] else None,
+        allVersions=[record["latestVersion"]],
+        sequence=(record["uniprotSequence"] or "")[start - 1:end],
+        sequenceStart=start,
+        sequenceEnd=end,
+        globalMetricValue=_rounded(record["globalMetricValue"]),
+        **{c: _rounded(record[c], 3) for c in ("fractionPlddtVeryLow", "fractionPlddtLow", "fractionPlddtConfident",
+                                              "fractionPlddtVeryHigh", "ptm")},
+        **urls,
+    )
+    return api
+
+
+def _rounded(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)

@@ -1,0 +1,238 @@
+"""`structome serve` over a real socket: the AFDB API, file downloads (gzip, ranges, HEAD, ETag), hostile paths,
+the SQL endpoint, export and pages. Requests go through http.client so that paths are sent exactly as written."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import io
+import json
+import resource
+import struct
+import tarfile
+import threading
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+from storage import catalog
+from storage.reader import read_entry_file
+
+CIF = "SM-P41068-F1-model_v1.cif"
+
+
+def request(url: str, path: str, method: str = "GET", headers: dict | None = None, body: bytes | None = None):
+    """(status, headers (lower-case names), body bytes) of one request on a fresh connection."""
+    connection = http.client.HTTPConnection(urlsplit(url).netloc, timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def get_json(url: str, path: str, **kwargs):
+    status, headers, body = request(url, path, **kwargs)
+    assert headers["content-type"].startswith("application/json"), (path, status, body[:200])
+    return status, json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def stored(served_database):
+    """The decoded mmCIF and its files row."""
+    row = catalog.query(served_database, "SELECT * FROM files WHERE fileName = ?", [CIF]).to_pylist()[0]
+    return read_entry_file(served_database, "SM-P41068-F1").data, row
+
+
+def test_prediction_api_answers_like_alphafold_db(server_url):
+    status, entries = get_json(server_url, "/api/prediction/P41068")
+    assert status == 200 and len(entries) == 1
+    trap = entries[0]
+    assert trap["entryId"] == "SM-P41068-F1" and trap["uniprotAccession"] == "P41068"
+    assert trap["gene"] == "rbsD" and trap["taxId"] == 83333 and trap["uniprotId"] == "TRAP_ECOLI"
+    assert len(trap["sequence"]) == 196 and (trap["sequenceStart"], trap["sequenceEnd"]) == (1, 196)
+    assert trap["cifUrl"] == f"/files/{CIF}" and trap["latestVersion"] == 1 and trap["allVersions"] == [1]
+    assert trap["paeImageUrl"].endswith("-predicted_aligned_error_v1.png")
+    assert trap["plddtDocUrl"].endswith("-confidence_v1.json") and trap["modelCreatedDate"] == "2026-11-25"
+    bands = [trap[c] for c in ("fractionPlddtVeryLow", "fractionPlddtLow", "fractionPlddtConfident",
+                               "fractionPlddtVeryHigh")]
+    assert all(b > 0 for b in bands) and sum(bands) == pytest.approx(1.0, abs=0.01)
+    assert 0 < trap["globalMetricValue"] < 100 and trap["ptm"] == pytest.approx(0.81) and trap["untrained"]
+    assert {"sequenceChecksum", "sequenceMd5", "model", "uniprotDescription", "organismScientificName"} <= set(trap)
+
+
+def test_prediction_api_lists_fragments_and_answers_entry_ids_and_unknowns(server_url):
+    status, fragments = get_json(server_url, "/api/prediction/P3")
+    assert status == 200 and [e["entryId"] for e in fragments] == ["SM-P3-F1", "SM-P3-F2"]
+    assert [(e["sequenceStart"], e["sequenceEnd"]) for e in fragments] == [(1, 20), (14, 33)]
+    assert get_json(server_url, "/api/prediction/SM-P3-F2")[1] == fragments
+    status, error = get_json(server_url, "/api/prediction/Q99999")
+    assert status == 404 and "Q99999" in error["error"]
+
+
+def test_download_is_sent_as_stored_gzip_when_accepted(server_url, stored):
+    text, row = stored
+    status, headers, body = request(server_url, f"/files/{CIF}", headers={"Accept-Encoding": "gzip, deflate"})
+    assert status == 200 and headers["content-encoding"] == "gzip" and headers["etag"] == f'"{row["sha256"]}"'
+    assert len(body) == row["length"] and gzip.decompress(body) == text
+    assert headers["content-type"].startswith("chemical/x-mmcif") and "accept-encoding" in headers["vary"].lower()
+
+
+@pytest.mark.parametrize("accept", [None, "identity", "gzip;q=0, identity", "br"])
+def test_download_is_decoded_for_clients_without_gzip(server_url, stored, accept):
+    text, row = stored
+    status, headers, body = request(server_url, f"/files/{CIF}", headers={"Accept-Encoding": accept} if accept else {})
+    assert status == 200 and "content-encoding" not in headers and body == text
+    assert int(headers["content-length"]) == row["size"] and headers["etag"] != f'"{row["sha256"]}"'
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("bytes=0-99", slice(0, 100)), ("bytes=100-", slice(100, None)), ("bytes=-50", slice(-50, None)),
+    ("bytes=5-5", slice(5, 6)), ("bytes=1000-999999999", slice(1000, None)),
+])
+def test_range_requests_get_206_with_the_right_bytes(server_url, stored, header, expected):
+    text, _ = stored
+    status, headers, body = request(server_url, f"/files/{CIF}", headers={"Range": header,
+                                                                         "Accept-Encoding": "gzip"})
+    part = text[expected]
+    assert status == 206 and body == part and "content-encoding" not in headers
+    first = text.index(part) if expected.start is None or expected.start >= 0 else len(text) + expected.start
+    assert headers["content-range"] == f"bytes {first}-{first + len(part) - 1}/{len(text)}"
+
+
+def test_unsatisfiable_and_ignored_ranges(server_url, stored):
+    text, _ = stored
+    status, headers, _ = request(server_url, f"/files/{CIF}", headers={"Range": f"bytes={len(text)}-"})
+    assert status == 416 and headers["content-range"] == f"bytes */{len(text)}"
+    for ignored in ("bytes=50-10", "bytes=0-1,5-9", "items=0-5"):
+        status, _, body = request(server_url, f"/files/{CIF}", headers={"Range": ignored})
+        assert status == 200 and body == text, ignored
+    stale = request(server_url, f"/files/{CIF}", headers={"Range": "bytes=0-9", "If-Range": '"old"'})
+    assert stale[0] == 200 and stale[2] == text
+
+
+def test_head_and_conditional_requests(server_url, stored):
+    text, row = stored
+    status, headers, body = request(server_url, f"/files/{CIF}", method="HEAD")
+    assert status == 200 and body == b"" and int(headers["content-length"]) == len(text)
+    status, gz_headers, body = request(server_url, f"/files/{CIF}", method="HEAD", headers={"Accept-Encoding": "gzip"})
+    assert status == 200 and body == b"" and int(gz_headers["content-length"]) == row["length"]
+    status, _, body = request(server_url, f"/files/{CIF}", headers={"If-None-Match": headers["etag"]})
+    assert status == 304 and body == b""
+    assert request(server_url, f"/files/{CIF}", headers={"If-None-Match": '"other"'})[0] == 200
+
+
+def test_json_files_and_the_pae_image(server_url):
+    _, entries = get_json(server_url, "/api/prediction/P41068")
+    status, pae = get_json(server_url, entries[0]["paeDocUrl"])
+    assert status == 200 and len(pae[0]["predicted_aligned_error"]) == 196
+    status, confidence = get_json(server_url, entries[0]["plddtDocUrl"])
+    assert status == 200 and set(confidence["confidenceCategory"]) == {"D", "L", "M", "H"}
+    status, headers, png = request(server_url, entries[0]["paeImageUrl"], headers={"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["content-type"] == "image/png" and png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", png[16:24]) == (196, 196)
+    status, headers, head = request(server_url, entries[0]["paeImageUrl"], method="HEAD")
+    assert status == 200 and int(headers["content-length"]) == len(png)
+
+
+HOSTILE_PATHS = [
+    "/files/../../../../etc/passwd", "/files/..%2F..%2F..%2F..%2Fetc%2Fpasswd", "/files/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "/files/%252e%252e%252f%252e%252e%252fetc%252fpasswd", "/files/%2Fetc%2Fpasswd", "/files//etc/passwd",
+    "/files/..\\..\\etc\\passwd", f"/files/{CIF}%00.png", f"/files/{CIF}%00", "/files/catalog.duckdb",
+    "/files/schema%2Fentries.parquet", "/files/", "/files/.", "/files/%2e%2e", f"/files/./{CIF}",
+    f"/files/{CIF}/", "/static/..%2F..%2Fjobs%2Fserver.py", "/static/%2e%2e%2fserver.py", "/static/",
+    "/entry/..%2F..%2Fetc%2Fpasswd", "/api/prediction/..%2F..%2Fetc%2Fpasswd", "/etc/passwd",
+    "/files/" + quote("/etc/passwd", safe=""), "/files/%c0%ae%c0%ae%2fetc%2fpasswd",
+]
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS)
+def test_hostile_paths_never_reach_the_file_system(server_url, served_database, path):
+    status, headers, body = request(server_url, path)
+    assert status in (400, 404), (path, status)
+    assert b"root:" not in body and b"DUCKDB" not in body and b"PAR1" not in body and b"import" not in body
+    archive = catalog.query(served_database, "SELECT archive FROM files LIMIT 1").to_pylist()[0]["archive"]
+    assert request(server_url, "/files/" + quote(archive, safe=""))[0] == 404
+
+
+def test_sql_endpoint_answers_selects_as_json(server_url):
+    status, result = get_json(server_url, "/api/sql?q=" + quote("SELECT entryId, gene FROM entries ORDER BY entryId"))
+    assert status == 200 and result["columns"] == ["entryId", "gene"] and not result["truncated"]
+    assert [r[0] for r in result["rows"]] == ["SM-P1-F1", "SM-P2-F1", "SM-P3-F1", "SM-P3-F2", "SM-P41068-F1"]
+    body = json.dumps({"sql": "SELECT count(*) AS n FROM residues"}).encode()
+    status, result = get_json(server_url, "/api/sql", method="POST", body=body,
+                              headers={"Content-Type": "application/json"})
+    assert status == 200 and result["rows"] == [[196 + 13 + 13 + 20 + 20]]
+
+
+@pytest.mark.parametrize("sql", [
+    "COPY entries TO 'entries/x.parquet'", "SELECT 1; SELECT 2", "ATTACH 'x.duckdb'", "INSTALL httpfs",
+    "SET threads = 64", "CREATE TABLE t AS SELECT 1", "EXPLAIN SELECT * FROM entries",
+    "PIVOT entries ON gene USING count(*)", "SELECT * FROM read_csv('/etc/passwd')", "DROP VIEW entries",
+])
+def test_sql_endpoint_refuses_everything_but_one_read_only_select(server_url, served_database, sql):
+    before = sorted(served_database.list_files("."))
+    status, result = get_json(server_url, "/api/sql", method="POST", body=sql.encode())
+    assert status == 400 and result["error"] and "Traceback" not in result["error"]
+    assert sorted(served_database.list_files(".")) == before
+    assert get_json(server_url, "/api/sql?q=SELECT%201%20AS%20one")[1]["rows"] == [[1]]
+
+
+def test_sql_timeout_and_row_limit(server_url):
+    slow = "SELECT count(*) FROM range(100000) a, range(100000) b, range(1000) c"
+    status, result = get_json(server_url, "/api/sql?q=" + quote(slow))
+    assert status == 504 and "2 s limit" in result["error"]
+    status, result = get_json(server_url, "/api/sql?q=" + quote("SELECT * FROM range(1000)"))
+    assert status == 200 and result["truncated"] and len(result["rows"]) == result["rowLimit"] == 50
+
+
+def test_export_streams_the_selected_entries_files(server_url, served_database):
+    sql = "SELECT entryId FROM entries WHERE uniprotAccession = 'P3'"
+    status, headers, body = request(server_url, "/export?sql=" + quote(sql))
+    assert status == 200 and headers["content-type"] == "application/x-tar"
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        names = tar.getnames()
+        cif = tar.extractfile("SM-P3-F2-model_v1.cif.gz").read()
+    assert {"SM-P3-F1-model_v1.cif.gz", "SM-P3-F2-predicted_aligned_error_v1.json.gz"} <= set(names)
+    assert not any("P41068" in n for n in names)
+    assert gzip.decompress(cif) == read_entry_file(served_database, "SM-P3-F2").data
+    status, error = get_json(server_url, "/export?sql=" + quote("SELECT gene FROM entries"))
+    assert status == 400 and "entryId" in error["error"]
+
+
+def test_pages_escape_what_they_show_and_stay_local(server_url):
+    status, headers, page = request(server_url, "/entry/P2")
+    assert status == 200 and b"<script>alert(1)</script>" not in page and b"&lt;script&gt;" in page
+    assert "default-src 'self'" in headers["content-security-policy"]
+    status, _, page = request(server_url, "/?q=rbsD")
+    assert status == 200 and b"/entry/P41068" in page
+    assert request(server_url, "/entry/Q99999")[0] == 404
+
+
+def test_concurrent_load_is_answered_in_full_with_flat_memory(server_url):
+    paths = ["/api/prediction/P41068", f"/files/{CIF}", "/files/SM-P3-F1-confidence_v1.json", "/api/prediction/P3"]
+
+    def client(count: int, failures: list) -> None:
+        connection = http.client.HTTPConnection(urlsplit(server_url).netloc, timeout=30)
+        for i in range(count):
+            connection.request("GET", paths[i % len(paths)], headers={"Accept-Encoding": "gzip"})
+            response = connection.getresponse()
+            if response.status != 200 or not response.read():
+                failures.append(response.status)
+        connection.close()
+
+    def run_load(threads: int, per_thread: int) -> list:
+        failures: list = []
+        workers = [threading.Thread(target=client, args=(per_thread, failures)) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return failures
+
+    assert run_load(4, 100) == []  # warm-up
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert run_load(8, 400) == []  # 3,200 requests
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 50, f"peak memory grew {grown_mib:.0f} MiB under load"
