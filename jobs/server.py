@@ -25,13 +25,14 @@ from starlette.routing import Route
 
 from jobs import pages
 from jobs.http_files import ByteRange, RangeNotSatisfiable, accepts_gzip, etag_matches, if_range_allows, parse_range
-from jobs.sql_sandbox import SqlError, SqlLimits, SqlRefused, SqlSandbox, SqlTimeout
+from jobs.sql_sandbox import SqlError, SqlLimits, SqlRefused, SqlResourceError, SqlSandbox, SqlTimeout
 from jobs.viewer_assets import ensure_viewer_assets
 from jobs.viewer_assets import problem as viewer_problem
 from storage import export, pae_image
-from storage.archive import decode, verify_stored
+from storage.archive import decode
 from storage.entry_index import EntryIndex, FileLocation
 from storage.layout import DatabaseLayout
+from storage.reader import ArchiveReader
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ CONTENT_SECURITY_POLICY = (
     "object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
 )
 MAX_SQL_BYTES = 100_000
-SQL_ERROR_STATUS = {SqlRefused: 400, SqlTimeout: 504}  # other SqlErrors: 400 (bad SQL) or as the error says
+SQL_ERROR_STATUS = {SqlRefused: 400, SqlTimeout: 504, SqlResourceError: 503}  # any other SqlError (bad SQL): 400
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class StructomeServer:
 
     def __init__(self, layout: DatabaseLayout, index: EntryIndex, sql: SqlSandbox | None = None):
         self.layout, self.index, self.sql = layout, index, sql
+        self.archives = ArchiveReader(layout)
         self._pae_png = functools.lru_cache(maxsize=64)(self._render_pae_png)  # per server, bounded
         self.app = Starlette(
             routes=[
@@ -82,6 +84,7 @@ class StructomeServer:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
         yield
+        self.archives.close()
         if self.sql is not None:
             self.sql.close()
 
@@ -114,8 +117,8 @@ class StructomeServer:
         headers["Content-Length"] = str(part.length)
         if byte_range:
             headers["Content-Range"] = byte_range.content_range(representation.size)
-        body = b"" if request.method == "HEAD" else await run_in_threadpool(
-            representation.read, part.start, part.length)
+        body = b"" if request.method == "HEAD" else await self._blocking(representation.read, part.start,
+                                                                          part.length)
         return Response(body, status_code=206 if byte_range else 200, headers=headers,
                         media_type=representation.media_type)
 
@@ -124,9 +127,13 @@ class StructomeServer:
         if (location := self.index.files.get(name)) is not None:
             return self._stored_representation(location, media_type, send_gzip)
         if (pae := self.index.pae_images.get(name)) is not None:
-            png = await run_in_threadpool(self._pae_png, pae)
+            png = await self._blocking(self._pae_png, pae)
             return Representation(len(png), f'"{pae.sha256}.png"', media_type, None, lambda s, n: png[s:s + n])
         return None
+
+    async def _blocking(self, function, *args):
+        """Local page-cache reads of a few KB cost less than a thread hop; object-store reads go to a thread."""
+        return function(*args) if self.layout.is_local else await run_in_threadpool(function, *args)
 
     def _stored_representation(self, location: FileLocation, media_type: str, send_gzip: bool) -> Representation:
         etag = f'"{location.sha256}"'
@@ -142,12 +149,10 @@ class StructomeServer:
         """Part of an identity-stored member: one ranged read (checked against the checksum when whole)."""
         if start == 0 and length == location.length:
             return self._stored_bytes(location)
-        return self.layout.read_range(location.archive, location.offset + start, length)
+        return self.archives.read(location.archive, location.offset + start, length)
 
     def _stored_bytes(self, location: FileLocation) -> bytes:
-        data = self.layout.read_range(location.archive, location.offset, location.length)
-        return verify_stored(data, f"{self.layout.location}/{location.archive}", location.offset, location.length,
-                             location.sha256)
+        return self.archives.read_verified(location.archive, location.offset, location.length, location.sha256)
 
     def _render_pae_png(self, pae: FileLocation) -> bytes:
         return pae_image.pae_png_from_json(decode(self._stored_bytes(pae), pae.encoding))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import pyarrow.dataset as ds
 
 from storage import catalog
-from storage.archive import decode, verify_stored
+from storage.archive import ArchiveChecksumError, decode, verify_stored
 from storage.layout import DatabaseLayout
 
 FILE_KINDS = ("cif", "pae", "confidence")
@@ -78,3 +82,48 @@ def read_entry_file(layout: DatabaseLayout, identifier: str, kind: str = "cif") 
     data = layout.read_range(row["archive"], row["offset"], row["length"])
     stored = verify_stored(data, f"{layout.location}/{row['archive']}", row["offset"], row["length"], row["sha256"])
     return StoredFile(entry_id, kind, row["fileName"], decode(stored, row["encoding"]))
+
+
+class ArchiveReader:
+    """Ranged reads of archive members for a long-running reader (the server).
+
+    A local database keeps up to `capacity` archives open and reads with pread (no open per request, safe to
+    call from any thread: an evicted file closes only when the last reader drops it); an object store gets one
+    ranged GET per read. Committed archives never change, so an open file stays valid.
+    """
+
+    def __init__(self, layout: DatabaseLayout, capacity: int = 256):
+        self.layout, self._capacity = layout, capacity
+        self._files: OrderedDict[str, BinaryIO] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(self, archive: str, offset: int, length: int) -> bytes:
+        if not self.layout.is_local:
+            return self.layout.read_range(archive, offset, length)
+        file = self._file(archive)
+        data = os.pread(file.fileno(), length, offset)
+        if len(data) != length:
+            raise ArchiveChecksumError(f"{self.layout.location}/{archive}: short read at {offset} "
+                                       f"({len(data)} of {length} bytes)")
+        return data
+
+    def read_verified(self, archive: str, offset: int, length: int, sha256: str) -> bytes:
+        """A whole stored member, checked against its recorded SHA-256."""
+        return verify_stored(self.read(archive, offset, length), f"{self.layout.location}/{archive}", offset, length,
+                             sha256)
+
+    def _file(self, archive: str) -> BinaryIO:
+        with self._lock:
+            file = self._files.get(archive)
+            if file is None:
+                file = self._files[archive] = open(self.layout.path(archive), "rb", buffering=0)
+                if len(self._files) > self._capacity:
+                    self._files.popitem(last=False)  # closed by reference counting once no read holds it
+            self._files.move_to_end(archive)
+            return file
+
+    def close(self) -> None:
+        with self._lock:
+            for file in self._files.values():
+                file.close()
+            self._files.clear()
