@@ -236,3 +236,24 @@ def test_concurrent_load_is_answered_in_full_with_flat_memory(server_url):
     assert run_load(8, 400) == []  # 3,200 requests
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mib < 50, f"peak memory grew {grown_mib:.0f} MiB under load"
+
+
+def test_identity_stored_members_are_served_by_ranged_reads(tmp_path):
+    from conftest import ThreadedServer
+    from jobs.server import StructomeServer
+    from storage.archive import ArchiveWriter
+    from storage.entry_index import EntryIndex, FileLocation
+    from storage.layout import DatabaseLayout
+
+    text = b"data_x\n" + b"".join(b"ATOM %06d\n" % i for i in range(5000))
+    with open(tmp_path / "archive.tar", "wb") as stream, ArchiveWriter(stream, mtime=0) as archive:
+        member = archive.add("SM-X-F1-model_v1.cif", text, compress=False)
+    location = FileLocation("SM-X-F1", "cif", member.file_name, "archive.tar", member.offset, member.length,
+                            member.encoding, member.size, member.sha256)
+    server = StructomeServer(DatabaseLayout(tmp_path), EntryIndex([], [location]))
+    with ThreadedServer(server.app) as url:
+        status, headers, body = request(url, "/files/SM-X-F1-model_v1.cif", headers={"Accept-Encoding": "gzip"})
+        assert status == 200 and body == text and "content-encoding" not in headers
+        assert headers["etag"] == f'"{member.sha256}"'
+        status, headers, body = request(url, "/files/SM-X-F1-model_v1.cif", headers={"Range": "bytes=7-19"})
+        assert status == 206 and body == text[7:20] and headers["content-range"] == f"bytes 7-19/{len(text)}"
