@@ -253,9 +253,10 @@ def _sql_from_body(body: bytes, content_type: str) -> str | None:
         except json.JSONDecodeError:
             return None
         return payload.get("sql") or payload.get("q") if isinstance(payload, dict) else None
-    if content_type.startswith("application/x-www-form-urlencoded"):
+    if content_type.startswith("application/x-www-form-urlencoded"):  # also what `curl --data 'SELECT ...'` sends
         form = parse_qs(text)
-        return (form.get("sql") or form.get("q") or [None])[0]
+        if "sql" in form or "q" in form:
+            return (form.get("sql") or form.get("q"))[0]
     return text
 
 
@@ -283,5 +284,9 @@ def create_server(location: str, *, sql_workers: int = 2, sql_limits: SqlLimits 
     if not layout.exists():
         raise FileNotFoundError(f"{location} is not a structome database (no catalog)")
     index = EntryIndex.load(layout)
-    sql = SqlSandbox(layout, sql_limits or SqlLimits(), workers=sql_workers) if sql_workers else None
+    sql = None
+    if sql_workers and not layout.is_local:
+        logger.warning("no SQL endpoint for %s: the SQL sandbox needs a local database", location)
+    elif sql_workers:
+        sql = SqlSandbox(layout, sql_limits or SqlLimits(), workers=sql_workers)
     return StructomeServer(layout, index, sql)

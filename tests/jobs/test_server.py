@@ -164,6 +164,9 @@ def test_sql_endpoint_answers_selects_as_json(server_url):
     status, result = get_json(server_url, "/api/sql", method="POST", body=body,
                               headers={"Content-Type": "application/json"})
     assert status == 200 and result["rows"] == [[196 + 13 + 13 + 20 + 20]]
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for body in (b"SELECT 2 AS two", b"q=SELECT+2+AS+two"):  # curl --data sends a raw query as a form
+        assert get_json(server_url, "/api/sql", method="POST", body=body, headers=form)[1]["rows"] == [[2]]
 
 
 @pytest.mark.parametrize("sql", [
@@ -257,3 +260,33 @@ def test_identity_stored_members_are_served_by_ranged_reads(tmp_path):
         assert headers["etag"] == f'"{member.sha256}"'
         status, headers, body = request(url, "/files/SM-X-F1-model_v1.cif", headers={"Range": "bytes=7-19"})
         assert status == 206 and body == text[7:20] and headers["content-range"] == f"bytes 7-19/{len(text)}"
+
+
+def test_the_serve_command_answers_and_stops(served_database):
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(Path(sys.executable).with_name("structome")), "serve", "--db", served_database.location,
+               "--port", str(port), "--sql-workers", "1"]
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+        while True:
+            try:
+                status, entries = get_json(url, "/api/prediction/P41068")
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "structome serve did not start"
+                time.sleep(0.2)
+        assert status == 200 and entries[0]["entryId"] == "SM-P41068-F1"
+        assert get_json(url, "/api/sql?q=SELECT%20count(*)%20AS%20n%20FROM%20entries")[1]["rows"] == [[5]]
+    finally:
+        server.terminate()
+        assert server.wait(timeout=30) in (0, -15)  # uvicorn shuts down, then re-raises SIGTERM
+    assert "serving" in server.stderr.read()
