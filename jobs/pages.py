@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+from urllib.parse import quote
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from string import Template
@@ -32,6 +33,11 @@ WEB_FILES = {
 }
 VIEWER_MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 MISSING = "—"
+# What entry.js needs of each fragment (not the sequences: a 35,000-residue protein has ~170 fragments).
+SCRIPT_FIELDS = ("entryId", "cifUrl", "paeDocUrl", "plddtDocUrl", "sequenceStart", "sequenceEnd")
+HEADER_SEARCH = """<form class="search small" action="/" method="get" role="search">
+<input type="search" name="q" aria-label="Search" placeholder="Accession, gene, organism, description">
+<button type="submit">Search</button></form>"""
 
 PAGE = Template("""<!DOCTYPE html>
 <html lang="en">
@@ -39,13 +45,12 @@ PAGE = Template("""<!DOCTYPE html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>$title</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/style.css">
 $head</head>
 <body>
 <header class="site"><a class="home" href="/">structome</a>
-<form class="search small" action="/" method="get" role="search">
-<input type="search" name="q" aria-label="Search" placeholder="Accession, gene, organism, description">
-<button type="submit">Search</button></form></header>
+$header_search</header>
 <main>
 $body</main>
 </body>
@@ -194,11 +199,11 @@ def download_links(entry: Mapping[str, Any]) -> str:
     return "".join(links)
 
 
-def fragment_section(entry: Mapping[str, Any], first: bool) -> str:
+def fragment_section(entry: Mapping[str, Any], shown: bool) -> str:
     sequence = str(entry.get("sequence") or "")
     wrapped = "\n".join(sequence[i:i + 60] for i in range(0, len(sequence), 60))
     return FRAGMENT.substitute(
-        anchor=esc(entry.get("entryId")), entry_id=esc(entry.get("entryId")), hidden="" if first else " hidden",
+        anchor=esc(entry.get("entryId")), entry_id=esc(entry.get("entryId")), hidden="" if shown else " hidden",
         rows=metadata_rows(entry), length=len(sequence), sequence=html.escape(wrapped),
         downloads=download_links(entry),
     )
@@ -234,25 +239,32 @@ def legend() -> str:
                    for _, label, colour in PLDDT_BANDS)
 
 
-def page(title: str, body: str, head: str = "") -> str:
-    return PAGE.substitute(title=html.escape(title), head=head, body=body)
+def page(title: str, body: str, head: str = "", header_search: bool = True) -> str:
+    return PAGE.substitute(title=html.escape(title), head=head, body=body,
+                           header_search=HEADER_SEARCH if header_search else "")
 
 
 def entry_page(entries: list[dict], accession: str) -> str:
-    """The page of one UniProt accession; `entries` are its fragments (F1, F2, ...) as the API returns them."""
-    first = entries[0]
+    """The page of one UniProt accession; `entries` are its fragments (F1, F2, ...) as the API returns them.
+
+    `accession` as requested: a UniProt accession, or an entryId, whose fragment is then shown first.
+    """
+    first, requested = entries[0], accession
+    accession = first.get("uniprotAccession") or accession
+    initial = next((e for e in entries if e.get("entryId") == requested), first)
     heading = first.get("uniprotDescription") or first.get("uniprotId") or accession
     head = ""
     if viewer_assets.available():
         head = (f'<link rel="stylesheet" href="/static/{viewer_assets.PLUGIN_CSS}">\n'
                 f'<script src="/static/{viewer_assets.PLUGIN_JS}" defer></script>\n')
-    data = {"accession": accession, "entries": entries, "viewer": viewer_assets.available(),
+    data = {"accession": accession, "entries": [{k: e.get(k) for k in SCRIPT_FIELDS} for e in entries],
+            "initial": initial.get("entryId"), "viewer": viewer_assets.available(),
             "bands": [{"min": lower if lower > float("-inf") else None, "label": label, "colour": colour}
                       for lower, label, colour in PLDDT_BANDS]}
     body = ENTRY.substitute(
         heading=esc(heading), accession=esc(accession), banner=untrained_banner(entries),
         selector=fragment_selector(entries),
-        fragments="".join(fragment_section(e, i == 0) for i, e in enumerate(entries)),
+        fragments="".join(fragment_section(e, e is initial) for e in entries),
         viewer=viewer_block(), legend=legend(), data=json_for_script(data),
     )
     return page(f"{accession} · {heading} · structome", body, head)
@@ -265,7 +277,7 @@ def result_row(entry: Mapping[str, Any]) -> str:
     if isinstance(mean, (int, float)):
         chip = f'<span class="chip" style="background:{plddt_band(mean)[1]}"></span>'
     untrained = ' <span class="untrained-tag">untrained</span>' if entry.get("untrained") else ""
-    href = f"/entry/{esc(accession)}"  # the server's accessions are URL-safe; escaping keeps the attribute intact
+    href = esc(f"/entry/{quote(str(accession), safe='')}")
     return (f'<tr><td><a href="{href}">{esc(accession)}</a></td><td>{esc(entry.get("entryId"))}</td>'
             f'<td>{esc(entry.get("uniprotDescription"))}</td><td>{esc(entry.get("gene"))}</td>'
             f'<td>{esc(entry.get("organismScientificName"))}</td><td class="num">{esc(full_length(entry))}</td>'
@@ -286,7 +298,7 @@ def search_page(query: str, results: list[dict], total: int) -> str:
                  '<th>Gene</th><th>Organism</th><th>Length</th><th>Mean pLDDT</th></tr></thead><tbody>\n'
                  + "\n".join(result_row(e) for e in results) + "\n</tbody></table>\n")
     body = SEARCH.substitute(query=html.escape(query, quote=True), count=count, table=table)
-    return page(f"{query} · structome" if query else "structome", body)
+    return page(f"{query} · structome" if query else "structome", body, header_search=False)
 
 
 WEB = Path(__file__).with_name("web")  # beside this module (package data in the wheel)

@@ -27,7 +27,6 @@ from jobs import pages
 from jobs.http_files import ByteRange, RangeNotSatisfiable, accepts_gzip, etag_matches, if_range_allows, parse_range
 from jobs.sql_sandbox import SqlError, SqlLimits, SqlRefused, SqlResourceError, SqlSandbox, SqlTimeout
 from jobs.viewer_assets import ensure_viewer_assets
-from jobs.viewer_assets import problem as viewer_problem
 from storage import export, pae_image
 from storage.archive import decode
 from storage.entry_index import EntryIndex, FileLocation
@@ -41,7 +40,7 @@ MEDIA_TYPES = {".cif": "chemical/x-mmcif", ".json": "application/json", ".png": 
 # leaves the machine".
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-    "script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'; worker-src 'self' blob:; connect-src 'self'; "
+    "script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'; worker-src 'self' blob:; connect-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
 )
 MAX_SQL_BYTES = 100_000
@@ -278,8 +277,7 @@ def _html(content: str, status_code: int = 200) -> HTMLResponse:
 def create_server(location: str, *, sql_workers: int = 2, sql_limits: SqlLimits | None = None,
                   viewer_assets=None) -> StructomeServer:
     """Load the index, the viewer files and start the SQL workers (sql_workers=0 turns off SQL and export)."""
-    if ensure_viewer_assets(viewer_assets) is None:
-        logger.warning("entry pages will have no 3D viewer: %s", viewer_problem())
+    ensure_viewer_assets(viewer_assets)  # logs why, when the pages must go without the 3D viewer
     layout = DatabaseLayout(location)
     if not layout.exists():
         raise FileNotFoundError(f"{location} is not a structome database (no catalog)")

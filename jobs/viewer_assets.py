@@ -4,17 +4,19 @@ The 6 MB build is not part of structome. On first use it is fetched once from th
 tarball, checked against its npm `dist.integrity`), the two files the page loads are extracted into
 `$STRUCTOME_CACHE/pdbe-molstar-<version>/` (default `~/.cache/structome`) with a `SHA256SUMS` record, and
 every later start re-checks them against the sha256 pinned below. An air-gapped machine points
-`--viewer-assets DIR` / `$STRUCTOME_VIEWER_ASSETS` at a folder holding the two files (same pins).
+`--viewer-assets DIR` / `$STRUCTOME_VIEWER_ASSETS` at a folder holding the two files (same pins), e.g. the
+package/build folder of `npm pack pdbe-molstar@3.11.0` unpacked elsewhere.
 
 Without verified assets the entry pages still work, with a message where the viewer would be; `problem()`
-says why and the server logs it. The plugin loads nothing else at run time (no fonts, no workers: its CSS
-images are data: URIs).
+says why and the server logs it. The plugin loads nothing else at run time (seen in a browser: no fonts, no
+workers; its CSS images and the MP4 exporter's WebAssembly are inline data: URIs).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import io
 import logging
 import os
@@ -23,6 +25,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -91,18 +94,20 @@ def check_integrity(data: bytes, integrity: str | None = None) -> None:
 
 
 def extract_files(tarball: bytes) -> dict[str, bytes]:
-    """Only the pinned members of package/build/; nothing else of the archive touches the disk."""
+    """Only the pinned members of package/build/, read in memory: nothing of the archive touches the disk."""
     files = {}
-    with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as archive:
-        for name in FILE_SHA256:
-            try:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as archive:
+            for name in FILE_SHA256:
                 member = archive.getmember(f"package/build/{name}")
-            except KeyError as error:
-                raise ViewerAssetError(f"tarball has no package/build/{name}") from error
-            handle = archive.extractfile(member) if member.isfile() else None
-            if handle is None:
-                raise ViewerAssetError(f"package/build/{name} is not a regular file")
-            files[name] = handle.read()
+                handle = archive.extractfile(member) if member.isfile() else None
+                if handle is None:
+                    raise ViewerAssetError(f"package/build/{name} is not a regular file")
+                files[name] = handle.read()
+    except KeyError as error:
+        raise ViewerAssetError(f"the tarball has no {error}") from error
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+        raise ViewerAssetError(f"cannot read the tarball: {error}") from error
     return files
 
 
@@ -110,12 +115,15 @@ def download(url: str) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT_S) as response:
             return response.read()
-    except (urllib.error.URLError, OSError) as error:  # HTTPError is a URLError; timeouts are OSErrors
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:  # timeouts are OSErrors
         raise ViewerAssetError(f"cannot fetch {url}: {error}") from error
 
 
 def fetch_into(folder: Path) -> dict[str, bytes]:
-    """Download, check and extract the pinned tarball; `folder` appears complete or not at all."""
+    """Download, check and extract the pinned tarball, and cache its files in `folder`.
+
+    The files are returned once verified; a cache that cannot be written only costs a fetch next time.
+    """
     url = tarball_url()
     logger.info("fetching pdbe-molstar %s from %s", VERSION, url)
     tarball = download(url)
@@ -124,6 +132,15 @@ def fetch_into(folder: Path) -> dict[str, bytes]:
     for name, data in files.items():  # the npm integrity covers these already; the pins must agree with it
         if hashlib.sha256(data).hexdigest() != FILE_SHA256[name]:
             raise ViewerAssetError(f"{name} in the verified tarball does not match its pinned sha256")
+    try:
+        store(folder, files)
+    except OSError as error:
+        logger.warning("serving the verified viewer files from memory; cannot cache them in %s: %s", folder, error)
+    return files
+
+
+def store(folder: Path, files: dict[str, bytes]) -> None:
+    """Write `folder` atomically: staged beside it, then renamed (it appears complete or not at all)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -136,11 +153,10 @@ def fetch_into(folder: Path) -> dict[str, bytes]:
             shutil.rmtree(stale, ignore_errors=True)
         try:
             staging.rename(folder)
-        except OSError:  # another process finished first; keep its copy if it is good
-            read_verified(folder)
+        except OSError:  # another process has just stored its copy (checked when next loaded)
+            logger.info("%s was stored by another process meanwhile", folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return files
 
 
 def load_viewer_assets(offline_dir: Path | str | None = None) -> tuple[Path, dict[str, bytes]]:
@@ -161,7 +177,8 @@ def ensure_viewer_assets(offline_dir: Path | str | None = None) -> Path | None:
     """Called once at server start: make the viewer servable, or log why the pages will go without it.
 
     `offline_dir` (or `$STRUCTOME_VIEWER_ASSETS`) names a folder with the two pinned files; without one the
-    pinned tarball is fetched into the cache once. Returns the folder served, or None.
+    pinned tarball is fetched into the cache once. Returns the folder the files come from (the cache folder
+    even if it could not be written: the verified files are served from memory either way), or None.
     """
     global _problem
     offline_dir = offline_dir if offline_dir is not None else os.environ.get("STRUCTOME_VIEWER_ASSETS") or None

@@ -248,6 +248,13 @@
   if (selector) {
     selector.addEventListener('change', function () { location.hash = selector.value; });
   }
-  window.addEventListener('hashchange', function () { show(decodeURIComponent(location.hash.slice(1))); });
-  show(decodeURIComponent(location.hash.slice(1)));
+  function selected() {
+    try {
+      return decodeURIComponent(location.hash.slice(1)) || page.initial;
+    } catch (error) {  // a malformed #fragment
+      return page.initial;
+    }
+  }
+  window.addEventListener('hashchange', function () { show(selected()); });
+  show(selected());
 }());

@@ -3,8 +3,8 @@
 Over the served fake database (tests/jobs/conftest.py): SM-P41068-F1 is a real AFDB model whose pLDDT spans
 all four bands. Checked: the Mol* viewer loads the model with the `plddt-confidence` theme and the picture
 shows pLDDT colours; the PAE heatmap is L x L and equal to the server's PAE PNG; the pLDDT plot has L bars;
-search leads to the entry; without viewer files the page says so and the plots still work; and no request
-leaves 127.0.0.1 (every other request is recorded and aborted).
+search leads to the entry; fragments switch; without viewer files the page says so and the plots still work;
+markup in values runs nothing; and no request leaves 127.0.0.1 (every other request is recorded and aborted).
 """
 
 from __future__ import annotations
@@ -102,12 +102,14 @@ class Session:
         self.origin = urlsplit(server_url)
         self.external: list[str] = []
         self.errors: list[str] = []
+        self.dialogs: list[str] = []  # alert() from injected markup would land here
         self.context = browser.new_context(viewport={"width": 1280, "height": 1000})
         self.context.route("**/*", self._route)
         self.context.on("request", self._record)
         self.page = self.context.new_page()
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.on("websocket", lambda socket: self._record_url(socket.url))
+        self.page.on("dialog", self._dialog)
 
     def local(self, url: str) -> bool:
         parts = urlsplit(url)
@@ -126,6 +128,10 @@ class Session:
         else:
             route.abort()
 
+    def _dialog(self, dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
     def close(self) -> None:
         self.context.close()
 
@@ -137,6 +143,7 @@ def session(browser, server_url):
     session.close()
     assert session.external == [], "requests left 127.0.0.1"
     assert session.errors == [], "uncaught errors in the page"
+    assert session.dialogs == [], "a dialog opened"
 
 
 @pytest.fixture
@@ -245,6 +252,9 @@ def test_page_without_viewer_files_explains_and_keeps_plots(session, server_url,
     page.wait_for_function("document.getElementById('pae').dataset.drawn === 'true' && "
                            "document.getElementById('plddt-plot').dataset.drawn === 'true'")
     assert page.evaluate("typeof window.PDBeMolstarPlugin") == "undefined"
+    page.goto(f"{server_url}/entry/P2")  # markup in the description shows as text and runs nothing
+    page.wait_for_function("document.getElementById('plddt-plot').dataset.drawn === 'true'")
+    assert page.locator("h1").inner_text().startswith("<script>alert(1)</script> & co")
 
 
 def test_fragments_switch_with_the_selector(session, viewer_files, server_url):

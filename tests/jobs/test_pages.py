@@ -86,7 +86,8 @@ def test_entry_page_renders_markup_in_values_inert():
     assert "<script>alert" not in text and "</script><!--" not in text and "&lt;script&gt;alert(1)" in text
     assert not any(name.startswith("on") for _, attrs in elements.tags for name in attrs)
     data = page_data(text)  # the embedded JSON survives the HTML parser intact
-    assert data["entries"] == [hostile] and data["accession"] == "P41068" and data["viewer"] is False
+    assert data["entries"] == [{k: hostile[k] for k in pages.SCRIPT_FIELDS}] and data["viewer"] is False
+    assert data["entries"][0]["cifUrl"] == hostile["cifUrl"] and data["accession"] == "P41068"
 
 
 def test_entry_page_shows_metadata_untrained_warning_downloads_and_fragments():
@@ -104,6 +105,10 @@ def test_entry_page_shows_metadata_untrained_warning_downloads_and_fragments():
     sections = [a for tag, a in Elements(text).tags if tag == "section" and "data-entry-id" in a]
     assert [(s["data-entry-id"], "hidden" in s) for s in sections] == [("SM-P41068-F1", False), ("SM-P41068-F2", True)]
     assert 'id="fragment"' in text and "F2: residues 14–30" in text
+    text = pages.entry_page([TRAP, second], "SM-P41068-F2")  # asked for by entryId: that fragment first
+    sections = [a for tag, a in Elements(text).tags if tag == "section" and "data-entry-id" in a]
+    assert [(s["data-entry-id"], "hidden" in s) for s in sections] == [("SM-P41068-F1", True), ("SM-P41068-F2", False)]
+    assert page_data(text)["initial"] == "SM-P41068-F2" and '<span class="accession">P41068</span>' in text
 
 
 def test_page_without_viewer_says_so_and_loads_no_plugin():
@@ -118,6 +123,8 @@ def test_search_page_escapes_the_query_and_links_results():
     (_, box), = [(t, a) for t, a in Elements(text).tags if t == "input" and a.get("name") == "q" and "value" in a]
     assert box["value"] == HOSTILE
     assert '<a href="/entry/P41068">' in text and "3 results" in text and "showing the first 1" in text
+    odd = pages.search_page("x", [{**TRAP, "uniprotAccession": 'A/B?c#"d'}], 1)
+    assert '<a href="/entry/A%2FB%3Fc%23%22d">' in odd
     assert "result-count" in pages.search_page("", [], 0)
 
 
@@ -216,6 +223,15 @@ def test_damaged_cache_file_is_detected_and_fetched_again(registry, verified_fil
     (folder / "pdbe-molstar-light.css").unlink()
     assert viewer_assets.ensure_viewer_assets() == folder and registry.downloads == 2
     assert viewer_assets.read_verified(folder) == verified_files
+
+
+def test_unwritable_cache_still_serves_the_verified_files(registry, verified_files, tmp_path, monkeypatch, caplog):
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("STRUCTOME_CACHE", str(tmp_path / "not-a-folder"))
+    with caplog.at_level("WARNING", logger="jobs.viewer_assets"):
+        assert viewer_assets.ensure_viewer_assets() == viewer_assets.cache_folder()
+    assert "from memory" in caplog.text and viewer_assets.available()
+    assert pages.static_asset(viewer_assets.PLUGIN_CSS)[0] == verified_files["pdbe-molstar-light.css"]
 
 
 def test_tarball_failing_its_integrity_is_refused(registry):
