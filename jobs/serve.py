@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 
 import click
 
 from jobs.options import DB_OPTION
 
 logger = logging.getLogger(__name__)
+
+_SETTINGS_VARIABLE = "STRUCTOME_SERVE_SETTINGS"  # how the parent hands its settings to the worker processes
 
 
 @click.command("serve")
@@ -26,20 +30,42 @@ logger = logging.getLogger(__name__)
               help="Address-space bound of each SQL worker process.")
 @click.option("--viewer-assets", "viewer_assets_dir", type=click.Path(exists=True, file_okay=False),
               help="Folder with the pinned pdbe-molstar build, for machines without the npm registry.")
-def serve_command(db, host, port, sql_workers, sql_timeout, sql_row_limit, sql_memory, viewer_assets_dir) -> None:
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Server processes sharing the port (each holds the index and its own SQL workers).")
+def serve_command(db, host, port, sql_workers, sql_timeout, sql_row_limit, sql_memory, viewer_assets_dir,
+                  workers) -> None:
     """Serve a database over HTTP: AFDB-style /api/prediction and /files, /api/sql, /entry pages, /export."""
     import uvicorn
 
     from jobs import viewer_assets
+
+    settings = {"location": db, "sql_workers": sql_workers, "viewer_assets": viewer_assets_dir,
+                "sql_limits": {"timeout_s": sql_timeout, "row_limit": sql_row_limit,
+                               "address_space_bytes": _bytes(sql_memory)}}
+    if viewer_assets.ensure_viewer_assets(viewer_assets_dir) is None:  # fetched once here, for every process
+        click.echo(f"warning: no 3D viewer ({viewer_assets.problem()}); pages show everything else", err=True)
+    options = {"host": host, "port": port, "log_level": "warning", "server_header": False}
+    if workers == 1:
+        server = _server(settings)
+        click.echo(f"serving {db} ({len(server.index):,} entries) on http://{host}:{port}/", err=True)
+        uvicorn.run(server.app, **options)
+        return
+    os.environ[_SETTINGS_VARIABLE] = json.dumps(settings)
+    click.echo(f"serving {db} from {workers} processes on http://{host}:{port}/", err=True)
+    uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+
+
+def app_from_environment():
+    """The ASGI app of one of several server processes (uvicorn imports it by name in each)."""
+    return _server(json.loads(os.environ[_SETTINGS_VARIABLE])).app
+
+
+def _server(settings: dict):
     from jobs.server import create_server
     from jobs.sql_sandbox import SqlLimits
 
-    limits = SqlLimits(timeout_s=sql_timeout, row_limit=sql_row_limit, address_space_bytes=_bytes(sql_memory))
-    server = create_server(db, sql_workers=sql_workers, sql_limits=limits, viewer_assets=viewer_assets_dir)
-    if not viewer_assets.available():
-        click.echo(f"warning: no 3D viewer ({viewer_assets.problem()}); pages show everything else", err=True)
-    click.echo(f"serving {db} ({len(server.index):,} entries) on http://{host}:{port}/", err=True)
-    uvicorn.run(server.app, host=host, port=port, log_level="warning", server_header=False)
+    return create_server(settings["location"], sql_workers=settings["sql_workers"],
+                         sql_limits=SqlLimits(**settings["sql_limits"]), viewer_assets=settings["viewer_assets"])
 
 
 def _bytes(text: str) -> int:
