@@ -262,7 +262,8 @@ def test_identity_stored_members_are_served_by_ranged_reads(tmp_path):
         assert status == 206 and body == text[7:20] and headers["content-range"] == f"bytes 7-19/{len(text)}"
 
 
-def test_the_serve_command_answers_and_stops(served_database):
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_the_serve_command_answers_and_stops(served_database, processes):
     import socket
     import subprocess
     import sys
@@ -273,7 +274,7 @@ def test_the_serve_command_answers_and_stops(served_database):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [str(Path(sys.executable).with_name("structome")), "serve", "--db", served_database.location,
-               "--port", str(port), "--sql-workers", "1"]
+               "--port", str(port), "--sql-workers", "1", "--workers", processes]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
@@ -290,3 +291,22 @@ def test_the_serve_command_answers_and_stops(served_database):
         server.terminate()
         assert server.wait(timeout=30) in (0, -15)  # uvicorn shuts down, then re-raises SIGTERM
     assert "serving" in server.stderr.read()
+
+
+def test_an_object_store_database_is_served_without_sql(s3_database):
+    from conftest import ThreadedServer
+    from fake_database import entry, random_prediction, write_database
+    from jobs.server import create_server
+    from models.types import PredictionRequest
+
+    prediction = random_prediction(PredictionRequest("p-a", "MKVLAAGIVGLLW"), 0)
+    layout = write_database(s3_database, [entry("SM-P1-F1", "P1", "MKVLAAGIVGLLW", "p-a")], [prediction])
+    server = create_server(s3_database, sql_workers=2)
+    assert server.sql is None
+    with ThreadedServer(server.app) as url:
+        assert get_json(url, "/api/prediction/P1")[1][0]["entryId"] == "SM-P1-F1"
+        status, headers, body = request(url, "/files/SM-P1-F1-model_v1.cif", headers={"Accept-Encoding": "gzip"})
+        assert status == 200 and gzip.decompress(body) == read_entry_file(layout, "SM-P1-F1").data
+        status, _, part = request(url, "/files/SM-P1-F1-model_v1.cif", headers={"Range": "bytes=0-9"})
+        assert status == 206 and part == read_entry_file(layout, "SM-P1-F1").data[:10]
+        assert get_json(url, "/api/sql?q=SELECT%201")[0] == 503
