@@ -52,7 +52,7 @@ def test_prediction_api_answers_like_alphafold_db(server_url):
     assert trap["entryId"] == "SM-P41068-F1" and trap["uniprotAccession"] == "P41068"
     assert trap["gene"] == "rbsD" and trap["taxId"] == 83333 and trap["uniprotId"] == "TRAP_ECOLI"
     assert len(trap["sequence"]) == 196 and (trap["sequenceStart"], trap["sequenceEnd"]) == (1, 196)
-    assert trap["cifUrl"] == f"/files/{CIF}" and trap["latestVersion"] == 1 and trap["allVersions"] == [1]
+    assert trap["cifUrl"] == f"{server_url}/files/{CIF}" and trap["latestVersion"] == 1 and trap["allVersions"] == [1]
     assert trap["paeImageUrl"].endswith("-predicted_aligned_error_v1.png")
     assert trap["plddtDocUrl"].endswith("-confidence_v1.json") and trap["modelCreatedDate"] == "2026-11-25"
     bands = [trap[c] for c in ("fractionPlddtVeryLow", "fractionPlddtLow", "fractionPlddtConfident",
@@ -125,14 +125,15 @@ def test_head_and_conditional_requests(server_url, stored):
 
 def test_json_files_and_the_pae_image(server_url):
     _, entries = get_json(server_url, "/api/prediction/P41068")
-    status, pae = get_json(server_url, entries[0]["paeDocUrl"])
-    assert status == 200 and len(pae[0]["predicted_aligned_error"]) == 196
-    status, confidence = get_json(server_url, entries[0]["plddtDocUrl"])
+    status, pae = get_json(server_url, urlsplit(entries[0]["paeDocUrl"]).path)
+    assert status == 200 and len(pae[0]["predicted_aligned_error"]) == 196  # absolute URLs, used as they are
+    status, confidence = get_json(server_url, urlsplit(entries[0]["plddtDocUrl"]).path)
     assert status == 200 and set(confidence["confidenceCategory"]) == {"D", "L", "M", "H"}
-    status, headers, png = request(server_url, entries[0]["paeImageUrl"], headers={"Accept-Encoding": "gzip"})
+    png_path = urlsplit(entries[0]["paeImageUrl"]).path
+    status, headers, png = request(server_url, png_path, headers={"Accept-Encoding": "gzip"})
     assert status == 200 and headers["content-type"] == "image/png" and png[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", png[16:24]) == (196, 196)
-    status, headers, head = request(server_url, entries[0]["paeImageUrl"], method="HEAD")
+    status, headers, head = request(server_url, png_path, method="HEAD")
     assert status == 200 and int(headers["content-length"]) == len(png)
 
 
@@ -310,3 +311,22 @@ def test_an_object_store_database_is_served_without_sql(s3_database):
         status, _, part = request(url, "/files/SM-P1-F1-model_v1.cif", headers={"Range": "bytes=0-9"})
         assert status == 206 and part == read_entry_file(layout, "SM-P1-F1").data[:10]
         assert get_json(url, "/api/sql?q=SELECT%201")[0] == 503
+
+
+def test_an_afdb_style_client_script_works_unchanged(server_url):
+    """What scripts written against alphafold.ebi.ac.uk do: the API, then the URLs it gives, with urllib."""
+    import urllib.request
+
+    import gemmi
+
+    info = json.load(urllib.request.urlopen(f"{server_url}/api/prediction/P41068"))[0]
+    cif = urllib.request.urlopen(info["cifUrl"]).read().decode()
+    assert len(gemmi.cif.read_string(cif).sole_block().find_loop("_ma_qa_metric_global.metric_value")) == 2
+    pae = json.load(urllib.request.urlopen(info["paeDocUrl"]))[0]
+    assert len(pae["predicted_aligned_error"]) == 196 and pae["max_predicted_aligned_error"] == 31.75
+
+
+def test_a_query_past_the_memory_bound_fails_alone(server_url):
+    status, result = get_json(server_url, "/api/sql?q=" + quote("SELECT length(repeat('x', 3000000000)) AS n"))
+    assert status in (400, 503) and "memory" in result["error"].lower()
+    assert get_json(server_url, "/api/sql?q=SELECT%201%20AS%20one")[1]["rows"] == [[1]]
