@@ -30,16 +30,19 @@ _SETTINGS_VARIABLE = "STRUCTOME_SERVE_SETTINGS"  # how the parent hands its sett
               help="Address-space bound of each SQL worker process.")
 @click.option("--viewer-assets", "viewer_assets_dir", type=click.Path(exists=True, file_okay=False),
               help="Folder with the pinned pdbe-molstar build, for machines without the npm registry.")
+@click.option("--reload-interval", default=30.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds between checks for shards that builds committed since (0: serve what is there at start).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Server processes sharing the port (each holds the index and its own SQL workers).")
 def serve_command(db, host, port, sql_workers, sql_timeout, sql_row_limit, sql_memory, viewer_assets_dir,
-                  workers) -> None:
+                  reload_interval, workers) -> None:
     """Serve a database over HTTP: AFDB-style /api/prediction and /files, /api/sql, /entry pages, /export."""
     import uvicorn
 
     from jobs import viewer_assets
 
     settings = {"location": db, "sql_workers": sql_workers, "viewer_assets": viewer_assets_dir,
+                "reload_interval_s": reload_interval,
                 "sql_limits": {"timeout_s": sql_timeout, "row_limit": sql_row_limit,
                                "address_space_bytes": _bytes(sql_memory)}}
     if viewer_assets.ensure_viewer_assets(viewer_assets_dir) is None:  # fetched once here, for every process
@@ -65,7 +68,8 @@ def _server(settings: dict):
     from jobs.sql_sandbox import SqlLimits
 
     return create_server(settings["location"], sql_workers=settings["sql_workers"],
-                         sql_limits=SqlLimits(**settings["sql_limits"]), viewer_assets=settings["viewer_assets"])
+                         sql_limits=SqlLimits(**settings["sql_limits"]), viewer_assets=settings["viewer_assets"],
+                         reload_interval_s=settings["reload_interval_s"])
 
 
 def _bytes(text: str) -> int:

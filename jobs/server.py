@@ -8,6 +8,7 @@ stack trace; file names are looked up in the index and never joined to a path.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
+import duckdb
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -61,8 +63,11 @@ class Representation:
 class StructomeServer:
     """The routes over one database; `app` is the ASGI application."""
 
-    def __init__(self, layout: DatabaseLayout, index: EntryIndex, sql: SqlSandbox | None = None):
+    def __init__(self, layout: DatabaseLayout, index: EntryIndex, sql: SqlSandbox | None = None,
+                 reload_interval_s: float = 0.0):
         self.layout, self.index, self.sql = layout, index, sql
+        self.reload_interval_s = reload_interval_s
+        self._shards = set(layout.committed_shards()) if reload_interval_s > 0 else set()
         self.archives = ArchiveReader(layout)
         self._pae_png = functools.lru_cache(maxsize=64)(self._render_pae_png)  # per server, bounded
         self.app = Starlette(
@@ -82,10 +87,30 @@ class StructomeServer:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
+        reloading = asyncio.create_task(self._reload_forever()) if self.reload_interval_s > 0 else None
         yield
+        if reloading is not None:
+            reloading.cancel()
         self.archives.close()
         if self.sql is not None:
             self.sql.close()
+
+    async def _reload_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.reload_interval_s)
+            try:
+                await run_in_threadpool(self.reload_if_changed)
+            except (OSError, duckdb.Error) as error:  # a shard being committed right now: try again next time
+                logger.warning("could not reload the index of %s: %s", self.layout.location, error)
+
+    def reload_if_changed(self) -> bool:
+        """Swap in a new index when the committed shards changed (a build added some); True if it did."""
+        shards = set(self.layout.committed_shards())
+        if shards == self._shards:
+            return False
+        self.index, self._shards = EntryIndex.load(self.layout), shards
+        logger.info("index reloaded: %d entries in %d shards", len(self.index), len(shards))
+        return True
 
     # --- AlphaFold DB API and files
 
@@ -277,7 +302,7 @@ def _html(content: str, status_code: int = 200) -> HTMLResponse:
 
 
 def create_server(location: str, *, sql_workers: int = 2, sql_limits: SqlLimits | None = None,
-                  viewer_assets=None) -> StructomeServer:
+                  viewer_assets=None, reload_interval_s: float = 0.0) -> StructomeServer:
     """Load the index, the viewer files and start the SQL workers (sql_workers=0 turns off SQL and export)."""
     ensure_viewer_assets(viewer_assets)  # logs why, when the pages must go without the 3D viewer
     layout = DatabaseLayout(location)
@@ -289,4 +314,4 @@ def create_server(location: str, *, sql_workers: int = 2, sql_limits: SqlLimits 
         logger.warning("no SQL endpoint for %s: the SQL sandbox needs a local database", location)
     elif sql_workers:
         sql = SqlSandbox(layout, sql_limits or SqlLimits(), workers=sql_workers)
-    return StructomeServer(layout, index, sql)
+    return StructomeServer(layout, index, sql, reload_interval_s)

@@ -3,8 +3,9 @@
 `check_statement` admits one SELECT-typed statement (`FROM t`, VALUES, WITH, DESCRIBE, SHOW, SUMMARIZE included;
 PIVOT, EXPLAIN, COPY, SET, ... refused): a locked DuckDB still lets `COPY ... TO` write in its allowed folder.
 Queries run in spawned worker processes (a forked child of a process holding the DuckDB file fails) that chdir
-into the database folder (DuckDB checks relative paths, the views' too, against the working directory), open the
-catalog read-only, allow files only below that folder, disable spilling and lock the configuration, under an
+into the database folder (DuckDB checks relative paths, the views' too, against the working directory), build
+the catalog's views in memory (holding no lock on catalog.duckdb, so builds can refresh it while the server
+runs), allow files only below that folder, disable spilling and lock the configuration, under an
 address-space limit (DuckDB's memory_limit misses strings such as `repeat('x', 3e9)`). A worker interrupts its
 query at the timeout; the parent replaces a worker that dies or stays silent past a grace period. Replies are
 JSON (a subverted worker cannot run code in the server through pickle), capped in rows and bytes: dates and times
@@ -180,7 +181,7 @@ def _serve(pipe, root: str, limits: SqlLimits) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C of `structome serve`: the parent stops us
     resource.setrlimit(resource.RLIMIT_AS, (limits.address_space_bytes, limits.address_space_bytes))
     os.chdir(root)
-    connection = catalog.connect(DatabaseLayout(root))
+    connection = catalog.connect_detached(DatabaseLayout(root))  # no lock on catalog.duckdb: builds go on
     _lock_down(connection, root, limits)
     pipe.send_bytes(b"{}")  # ready
     try:

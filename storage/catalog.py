@@ -56,8 +56,7 @@ def refresh_catalog(layout: DatabaseLayout) -> None:
             connection.close()
 
 
-def _create_views(connection: duckdb.DuckDBPyConnection, layout: DatabaseLayout) -> None:
-    temporary = "" if layout.is_local else "TEMPORARY"
+def _create_views(connection: duckdb.DuckDBPyConnection, layout: DatabaseLayout, temporary: str = "") -> None:
     for table in schema.TABLES:
         listing = ", ".join(f"'{_quote(source)}'" for source in _sources(layout, table))
         name = table + _RAW_SUFFIX if table == "failures" else table
@@ -83,9 +82,20 @@ def connect(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
         raise FileNotFoundError(f"{layout.location} is not a structome database (no catalog)")
     if layout.is_local:
         return _open(layout, read_only=True)
+    return connect_detached(layout)
+
+
+def connect_detached(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with the catalog's views, holding no lock on catalog.duckdb: for long-lived
+    readers (the server's SQL workers), which must never stop a build from refreshing the catalog."""
+    if not layout.exists():
+        raise FileNotFoundError(f"{layout.location} is not a structome database (no catalog)")
     connection = duckdb.connect()
-    connection.register_filesystem(_DuckDBFileSystem(layout.fs))
-    _create_views(connection, layout)
+    if layout.is_local:
+        connection.execute(f"SET file_search_path = '{_quote(layout.root)}'")
+    else:
+        connection.register_filesystem(_DuckDBFileSystem(layout.fs))
+    _create_views(connection, layout, temporary="TEMPORARY")
     return connection
 
 

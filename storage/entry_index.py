@@ -62,10 +62,15 @@ class EntryIndex:
 
     @classmethod
     def load(cls, layout: DatabaseLayout) -> EntryIndex:
+        """Read what is committed now (without locking catalog.duckdb, which a running build may refresh)."""
         columns = ", ".join(f'"{c}"' for c in _ENTRY_COLUMNS)
-        records = catalog.query(layout, f"SELECT {columns} FROM entries").to_pylist()
-        rows = catalog.query(layout, 'SELECT entryId, kind, fileName, archive, "offset", length, encoding, size, '
-                                     "sha256 FROM files").to_pylist()
+        connection = catalog.connect_detached(layout)
+        try:
+            records = connection.sql(f"SELECT {columns} FROM entries").to_arrow_table().to_pylist()
+            rows = connection.sql('SELECT entryId, kind, fileName, archive, "offset", length, encoding, size, '
+                                  "sha256 FROM files").to_arrow_table().to_pylist()
+        finally:
+            connection.close()
         files = [FileLocation(*row.values()) for row in rows]
         logger.info("index of %s: %d entries, %d files", layout.location, len(records), len(files))
         return cls(records, files)

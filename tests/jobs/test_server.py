@@ -330,3 +330,28 @@ def test_a_query_past_the_memory_bound_fails_alone(server_url):
     status, result = get_json(server_url, "/api/sql?q=" + quote("SELECT length(repeat('x', 3000000000)) AS n"))
     assert status in (400, 503) and "memory" in result["error"].lower()
     assert get_json(server_url, "/api/sql?q=SELECT%201%20AS%20one")[1]["rows"] == [[1]]
+
+
+def test_entries_of_a_later_build_are_served_after_the_reload_interval(tmp_path):
+    import time
+
+    from conftest import ThreadedServer
+    from fake_database import entry, random_prediction, write_database
+    from jobs.server import create_server
+    from models.types import PredictionRequest
+
+    first = random_prediction(PredictionRequest("p-a", "MKVLAAGIVGLLW"), 0)
+    write_database(tmp_path / "db", [entry("SM-P1-F1", "P1", "MKVLAAGIVGLLW", "p-a")], [first])
+    server = create_server(str(tmp_path / "db"), sql_workers=1, reload_interval_s=0.2)
+    with ThreadedServer(server.app) as url:
+        assert get_json(url, "/api/prediction/P2")[0] == 404
+        second = random_prediction(PredictionRequest("p-b", "MKKLLAW"), 1)
+        write_database(tmp_path / "db", [entry("SM-P2-F1", "P2", "MKKLLAW", "p-b")], [second])  # a later build
+        deadline = time.monotonic() + 20
+        while get_json(url, "/api/prediction/P2")[0] != 200:
+            assert time.monotonic() < deadline, "the new entry never appeared"
+            time.sleep(0.1)
+        status, headers, body = request(url, "/files/SM-P2-F1-model_v1.cif")
+        assert status == 200 and body.startswith(b"data_")
+        assert get_json(url, "/api/prediction/P1")[0] == 200
+        assert get_json(url, "/api/sql?q=SELECT%20count(*)%20FROM%20entries")[1]["rows"] == [[2]]

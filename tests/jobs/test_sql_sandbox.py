@@ -236,3 +236,18 @@ def test_close_stops_the_workers(database):
 def test_object_store_databases_are_not_supported():
     with pytest.raises(ValueError, match="needs a local database"):
         SqlSandbox(DatabaseLayout("s3://bucket/db?region=us-east-1&endpoint_override=127.0.0.1:9&scheme=http"))
+
+
+def test_a_build_can_refresh_the_catalog_while_the_sandbox_serves(tmp_path):
+    """The workers hold no lock on catalog.duckdb: a build writing the next shard and its catalog goes on, and
+    the workers' views see the new shard."""
+    from fake_database import entry, random_prediction, write_database
+    from models.types import PredictionRequest
+
+    first = random_prediction(PredictionRequest("p-a", "MKVLAAGIVGLLW"), 0)
+    layout = write_database(tmp_path / "db", [entry("SM-P1-F1", "P1", "MKVLAAGIVGLLW", "p-a")], [first])
+    with SqlSandbox(layout, workers=1) as sandbox:
+        assert sandbox.run("SELECT count(*) FROM entries").rows == [[1]]
+        second = random_prediction(PredictionRequest("p-b", "MKKLLAW"), 1)
+        write_database(tmp_path / "db", [entry("SM-P2-F1", "P2", "MKKLLAW", "p-b")], [second])  # refreshes the catalog
+        assert sandbox.run("SELECT entryId FROM entries ORDER BY 1").rows == [["SM-P1-F1"], ["SM-P2-F1"]]
