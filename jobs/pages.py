@@ -189,7 +189,7 @@ def metadata_rows(entry: Mapping[str, Any]) -> str:
 
 def download_links(entry: Mapping[str, Any]) -> str:
     links = []
-    for key, label in (("cifUrl", "mmCIF model"), ("paeDocUrl", "PAE (JSON)"),
+    for key, label in (("cifUrl", "mmCIF model"), ("pdbUrl", "PDB model"), ("paeDocUrl", "PAE (JSON)"),
                        ("plddtDocUrl", "Confidence (JSON)"), ("paeImageUrl", "PAE image (PNG)")):
         url = entry.get(key)
         if url:

@@ -31,13 +31,16 @@ from jobs.sql_sandbox import SqlError, SqlLimits, SqlRefused, SqlResourceError, 
 from jobs.viewer_assets import ensure_viewer_assets
 from storage import export, pae_image
 from storage.archive import decode
-from storage.entry_index import EntryIndex, FileLocation
+from storage.entry_index import DerivedFile, EntryIndex, FileLocation
 from storage.layout import DatabaseLayout
+from storage.mmcif import mmcif_to_pdb
 from storage.reader import ArchiveReader
 
 logger = logging.getLogger(__name__)
 
-MEDIA_TYPES = {".cif": "chemical/x-mmcif", ".json": "application/json", ".png": "image/png"}
+MEDIA_TYPES = {".cif": "chemical/x-mmcif", ".pdb": "chemical/x-pdb", ".json": "application/json", ".png": "image/png"}
+# Files rendered on request from a stored one (storage.entry_index.DERIVED_KINDS), by suffix.
+RENDERERS = {".png": pae_image.pae_png_from_json, ".pdb": lambda cif: mmcif_to_pdb(cif.decode()).encode()}
 # Pages load only what this server serves (the Mol* build included): the browser itself enforces "no request
 # leaves the machine".
 CONTENT_SECURITY_POLICY = (
@@ -69,7 +72,7 @@ class StructomeServer:
         self.reload_interval_s = reload_interval_s
         self._shards = set(layout.committed_shards()) if reload_interval_s > 0 else set()
         self.archives = ArchiveReader(layout)
-        self._pae_png = functools.lru_cache(maxsize=64)(self._render_pae_png)  # per server, bounded
+        self._rendered = functools.lru_cache(maxsize=64)(self._render)  # per server, bounded
         self.app = Starlette(
             routes=[
                 Route("/", self.search, methods=["GET"]),
@@ -152,9 +155,10 @@ class StructomeServer:
         media_type = MEDIA_TYPES.get(name[name.rfind("."):], "application/octet-stream")
         if (location := self.index.files.get(name)) is not None:
             return self._stored_representation(location, media_type, send_gzip)
-        if (pae := self.index.pae_images.get(name)) is not None:
-            png = await self._blocking(self._pae_png, pae)
-            return Representation(len(png), f'"{pae.sha256}.png"', media_type, None, lambda s, n: png[s:s + n])
+        if (derived := self.index.derived.get(name)) is not None:
+            content = await self._blocking(self._rendered, derived)
+            return Representation(len(content), f'"{derived.source.sha256}{derived.suffix}"', media_type, None,
+                                  lambda s, n: content[s:s + n])
         return None
 
     async def _blocking(self, function, *args):
@@ -180,8 +184,8 @@ class StructomeServer:
     def _stored_bytes(self, location: FileLocation) -> bytes:
         return self.archives.read_verified(location.archive, location.offset, location.length, location.sha256)
 
-    def _render_pae_png(self, pae: FileLocation) -> bytes:
-        return pae_image.pae_png_from_json(decode(self._stored_bytes(pae), pae.encoding))
+    def _render(self, derived: DerivedFile) -> bytes:
+        return RENDERERS[derived.suffix](decode(self._stored_bytes(derived.source), derived.source.encoding))
 
     # --- SQL and export
 

@@ -17,7 +17,9 @@ from storage.layout import DatabaseLayout
 
 logger = logging.getLogger(__name__)
 
-PAE_IMAGE_SUFFIX = ".png"  # the PAE plot is rendered from the stored PAE JSON, not stored itself
+# Files AFDB offers that are rendered from a stored one on request: stored kind -> (API field, stored name's
+# suffix, the rendered file's suffix). The PAE plot from the PAE JSON, the PDB-format model from the mmCIF.
+DERIVED_KINDS = {"pae": ("paeImageUrl", ".json", ".png"), "cif": ("pdbUrl", ".cif", ".pdb")}
 
 # entries columns served as they are (AlphaFold DB API names), in the order AFDB lists them.
 _ENTRY_COLUMNS = (
@@ -44,12 +46,25 @@ class FileLocation:
     sha256: str  # of the stored bytes
 
 
+@dataclass(frozen=True, slots=True)
+class DerivedFile:
+    """A file rendered on request from a stored one."""
+
+    source: FileLocation
+    suffix: str  # ".png" or ".pdb"
+
+    @property
+    def file_name(self) -> str:
+        return self.source.file_name.removesuffix(DERIVED_KINDS[self.source.kind][1]) + self.suffix
+
+
 class EntryIndex:
     """Entries by accession and entryId, files by name, and a simple text search."""
 
     def __init__(self, records: list[dict], files: list[FileLocation]):
         self.files = {f.file_name: f for f in files}
-        self.pae_images = {_pae_image_name(f.file_name): f for f in files if f.kind == "pae"}
+        derived = [DerivedFile(f, DERIVED_KINDS[f.kind][2]) for f in files if f.kind in DERIVED_KINDS]
+        self.derived = {d.file_name: d for d in derived}
         urls = _file_urls(files)
         by_accession: dict[str, list[dict]] = defaultdict(list)
         for record in sorted(records, key=lambda r: (r["uniprotAccession"], r["fragment"], r["entryId"])):
@@ -102,17 +117,14 @@ class EntryIndex:
         return {str(first.get(c) or "").lower() for c in ("uniprotAccession", "gene", "uniprotId")}
 
 
-def _pae_image_name(pae_file_name: str) -> str:
-    return pae_file_name.removesuffix(".json") + PAE_IMAGE_SUFFIX
-
-
 def _file_urls(files: list[FileLocation]) -> dict[str, dict[str, str]]:
     urls: dict[str, dict[str, str]] = defaultdict(dict)
     for f in files:
         urls[f.entry_id][{"cif": "cifUrl", "pae": "paeDocUrl", "confidence": "plddtDocUrl"}[f.kind]] = (
             f"/files/{f.file_name}")
-        if f.kind == "pae":
-            urls[f.entry_id]["paeImageUrl"] = f"/files/{_pae_image_name(f.file_name)}"
+        if f.kind in DERIVED_KINDS:
+            field, _, suffix = DERIVED_KINDS[f.kind]
+            urls[f.entry_id][field] = f"/files/{DerivedFile(f, suffix).file_name}"
     return urls
 
 

@@ -101,6 +101,24 @@ def to_mmcif(
     return block.as_string(_write_options())
 
 
+def mmcif_to_pdb(cif: str) -> str:
+    """The PDB-format text of one of our model files (AlphaFold DB offers both), pLDDT in the B-factor column;
+    TITLE names the model group, so a file from untrained weights says so in PDB format too."""
+    block = gemmi.cif.read_string(cif).sole_block()
+    structure = gemmi.make_structure_from_block(block)
+    title = (f"{_first(block, '_ma_model_list.model_group_name')} PREDICTION FOR "
+             f"{_first(block, '_entity.pdbx_description')} ({_first(block, '_ma_target_ref_db_details.db_accession')})")
+    lines = structure.make_pdb_string(gemmi.PdbWriteOptions(minimal=False)).splitlines(keepends=True)
+    chunks = [title.upper()[i:i + 70] for i in range(0, len(title), 70)]
+    title_lines = [f"TITLE   {'' if n == 0 else n + 1:>2}{chunk:<70}\n" for n, chunk in enumerate(chunks)]
+    return "".join(lines[:1] + title_lines + lines[1:])
+
+
+def _first(block: gemmi.cif.Block, tag: str) -> str:
+    values = block.find_values(tag)
+    return gemmi.cif.as_string(values[0]) if len(values) else "?"
+
+
 @functools.lru_cache(maxsize=1)
 def _write_options() -> gemmi.cif.WriteOptions:
     """Single-row categories as key-value pairs, columns aligned: the look of AlphaFold DB files."""

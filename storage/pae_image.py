@@ -21,7 +21,7 @@ import numpy as np
 
 from models.types import PAE_MAX
 
-__all__ = ["GREENS_R", "pae_colour_indices", "pae_image_name", "pae_png", "pae_png_from_json", "read_pae_json"]
+__all__ = ["GREENS_R", "pae_colour_indices", "pae_png", "pae_png_from_json", "read_pae_json"]
 
 # ColorBrewer "Greens" (matplotlib's _Greens_data), reversed: 0 -> dark green, 1 -> near white.
 _GREENS_R_STOPS = np.array(
@@ -41,13 +41,6 @@ def _ramp(stops: np.ndarray, n: int = 256) -> np.ndarray:
 GREENS_R = _ramp(_GREENS_R_STOPS)  # [256, 3] RGB
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ZLIB_LEVEL = 6
-
-
-def pae_image_name(pae_file_name: str) -> str:
-    """AFDB's image name from the PAE JSON name: ...-predicted_aligned_error_v4.json -> ..._v4.png."""
-    if not pae_file_name.endswith(".json"):
-        raise ValueError(f"not a PAE JSON file name: {pae_file_name!r}")
-    return pae_file_name.removesuffix(".json") + ".png"
 
 
 def pae_colour_indices(pae: np.ndarray, max_error: float = PAE_MAX) -> np.ndarray:

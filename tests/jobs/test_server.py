@@ -137,6 +137,22 @@ def test_json_files_and_the_pae_image(server_url):
     assert status == 200 and int(headers["content-length"]) == len(png)
 
 
+def test_the_pdb_format_model_is_rendered_from_the_mmcif(server_url, stored):
+    import gemmi
+
+    _, entries = get_json(server_url, "/api/prediction/P41068")
+    assert entries[0]["pdbUrl"].endswith("/files/SM-P41068-F1-model_v1.pdb")
+    status, headers, pdb = request(server_url, urlsplit(entries[0]["pdbUrl"]).path)
+    assert status == 200 and headers["content-type"].startswith("chemical/x-pdb")
+    assert b"UNTRAINED RANDOM WEIGHTS" in pdb.split(b"\nSEQRES")[0]  # provenance in TITLE
+    from_pdb = gemmi.read_pdb_string(pdb.decode())[0]["A"]
+    from_cif = gemmi.make_structure_from_block(gemmi.cif.read_string(stored[0].decode()).sole_block())[0]["A"]
+    assert len(from_pdb) == len(from_cif) == 196
+    assert [a.pos.tolist() for a in from_pdb[10]] == [a.pos.tolist() for a in from_cif[10]]
+    assert [r[0].b_iso for r in from_pdb] == pytest.approx([r[0].b_iso for r in from_cif], abs=0.01)
+    assert request(server_url, "/files/SM-P41068-F1-model_v1.pdb", headers={"Range": "bytes=0-5"})[2] == b"HEADER"
+
+
 HOSTILE_PATHS = [
     "/files/../../../../etc/passwd", "/files/..%2F..%2F..%2F..%2Fetc%2Fpasswd", "/files/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
     "/files/%252e%252e%252f%252e%252e%252fetc%252fpasswd", "/files/%2Fetc%2Fpasswd", "/files//etc/passwd",
@@ -209,6 +225,7 @@ def test_pages_escape_what_they_show_and_stay_local(server_url):
     status, headers, page = request(server_url, "/entry/P2")
     assert status == 200 and b"<script>alert(1)</script>" not in page and b"&lt;script&gt;" in page
     assert "default-src 'self'" in headers["content-security-policy"]
+    assert b'href="/files/SM-P2-F1-model_v1.pdb"' in page
     status, _, page = request(server_url, "/?q=rbsD")
     assert status == 200 and b"/entry/P41068" in page
     assert request(server_url, "/entry/Q99999")[0] == 404

@@ -12,7 +12,7 @@ import pytest
 
 from models.types import PAE_MAX, Prediction
 from storage.afdb_json import to_pae_json
-from storage.pae_image import GREENS_R, pae_image_name, pae_png, pae_png_from_json, read_pae_json
+from storage.pae_image import GREENS_R, pae_png, pae_png_from_json, read_pae_json
 
 DARK_GREEN, NEAR_WHITE = (0x00, 0x44, 0x1B), (0xF7, 0xFC, 0xF5)  # Greens_r at 0 and at 1
 
@@ -130,10 +130,6 @@ def test_other_layouts_of_the_json_read_the_same(document):
 def test_malformed_json_is_refused(document):
     with pytest.raises(ValueError):  # json.JSONDecodeError is a ValueError
         pae_png_from_json(document)
-
-
-def test_image_name_follows_afdb():
-    assert pae_image_name("SM-P1-F1-predicted_aligned_error_v1.json") == "SM-P1-F1-predicted_aligned_error_v1.png"
 
 
 def test_fast_enough_for_a_request_at_1400_residues():
