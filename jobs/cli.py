@@ -18,7 +18,7 @@ from models.registry import PRESETS
 from models.types import STEM_PRECISIONS, TRUNK_PRECISIONS
 from storage import catalog
 from storage.layout import DatabaseLayout, DatabaseLockedError
-from storage.reader import FILE_KINDS, AmbiguousEntryError, EntryNotFoundError, read_entry_file
+from storage.reader import DOWNLOAD_KINDS, AmbiguousEntryError, EntryNotFoundError, read_entry_file
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,7 +110,8 @@ def sql(db, fmt, out, query) -> None:
 
 @main.command()
 @DB_OPTION
-@click.option("--format", "kind", type=click.Choice(FILE_KINDS), default="cif", show_default=True)
+@click.option("--format", "kind", type=click.Choice(DOWNLOAD_KINDS), default="cif", show_default=True,
+              help="pdb: the model in PDB format, converted from the stored mmCIF.")
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path),
               help="File to write, or a folder to write the AFDB-named file into (default: stdout).")
 @click.argument("identifier", metavar="ID")

@@ -13,8 +13,10 @@ import pyarrow.dataset as ds
 from storage import catalog
 from storage.archive import ArchiveChecksumError, decode, verify_stored
 from storage.layout import DatabaseLayout
+from storage.mmcif import mmcif_to_pdb
 
-FILE_KINDS = ("cif", "pae", "confidence")
+FILE_KINDS = ("cif", "pae", "confidence")  # stored
+DOWNLOAD_KINDS = (*FILE_KINDS, "pdb")  # pdb: rendered from the mmCIF
 
 
 def committed_entries(layout: DatabaseLayout) -> dict[str, str]:
@@ -68,8 +70,12 @@ def resolve_entry(layout: DatabaseLayout, identifier: str) -> str:
 
 def read_entry_file(layout: DatabaseLayout, identifier: str, kind: str = "cif") -> StoredFile:
     """One file of one entry: a catalog lookup, then one ranged read of its archive member."""
+    if kind == "pdb":
+        cif = read_entry_file(layout, identifier, "cif")
+        return StoredFile(cif.entry_id, kind, cif.file_name.removesuffix(".cif") + ".pdb",
+                          mmcif_to_pdb(cif.data.decode()).encode())
     if kind not in FILE_KINDS:
-        raise ValueError(f"file kind must be one of {FILE_KINDS}, got {kind!r}")
+        raise ValueError(f"file kind must be one of {DOWNLOAD_KINDS}, got {kind!r}")
     entry_id = resolve_entry(layout, identifier)
     table = catalog.query(
         layout,

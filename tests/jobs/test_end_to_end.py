@@ -17,6 +17,7 @@ from pathlib import Path
 import gemmi
 import pytest
 from Bio.PDB.MMCIFParser import MMCIFParser
+from Bio.PDB.PDBParser import PDBParser
 
 from storage.mmcif import validate_mmcif
 
@@ -125,6 +126,9 @@ def test_get_writes_valid_modelcif_that_matches_the_catalog(built, tmp_path, dat
     assert len(list(structure[0]["A"])) == 196
     pae = json.loads(structome("get", "--db", str(db), "SM-P41068-F1", "--format", "pae").stdout)
     assert len(pae[0]["predicted_aligned_error"]) == 196
+    structome("get", "--db", str(db), "P41068", "--format", "pdb", "-o", str(tmp_path))
+    from_pdb = PDBParser(QUIET=True).get_structure("x", str(tmp_path / "SM-P41068-F1-model_v1.pdb"))
+    assert [a.coord.tolist() for a in from_pdb.get_atoms()] == [a.coord.tolist() for a in structure.get_atoms()]
 
 
 def test_get_refuses_to_pick_one_fragment_silently(built):
