@@ -22,13 +22,14 @@ logger = logging.getLogger(__name__)
 DERIVED_KINDS = {"pae": ("paeImageUrl", ".json", ".png"), "cif": ("pdbUrl", ".cif", ".pdb")}
 
 # entries columns served as they are (AlphaFold DB API names), in the order AFDB lists them.
-_ENTRY_COLUMNS = (
+ENTRY_COLUMNS = (
     "entryId", "gene", "sequenceChecksum", "uniprotAccession", "uniprotId", "uniprotDescription", "taxId",
     "organismScientificName", "uniprotStart", "uniprotEnd", "uniprotSequence", "modelCreatedDate", "latestVersion",
     "globalMetricValue", "fractionPlddtVeryLow", "fractionPlddtLow", "fractionPlddtConfident",
     "fractionPlddtVeryHigh", "ptm", "sequenceMd5", "model", "modelVersion", "untrained", "fragment",
 )  # fmt: skip
 _SEARCHED = ("uniprotAccession", "entryId", "uniprotId", "gene", "organismScientificName", "uniprotDescription")
+_EXACT = ("uniprotAccession", "gene", "uniprotId")  # an exact match on these ranks first
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +75,15 @@ class EntryIndex:
         self._haystack = [(accession, "\n".join(str(items[0].get(c) or "") for c in _SEARCHED).lower() + "\n"
                            + "\n".join(i["entryId"].lower() for i in items))
                           for accession, items in by_accession.items()]
+        self._exact: dict[str, set[str]] = defaultdict(set)  # accession, gene or entry name (lower case) -> accessions
+        for accession, items in by_accession.items():
+            for column in _EXACT:
+                self._exact[str(items[0].get(column) or "").lower()].add(accession)
 
     @classmethod
     def load(cls, layout: DatabaseLayout) -> EntryIndex:
         """Read what is committed now (without locking catalog.duckdb, which a running build may refresh)."""
-        columns = ", ".join(f'"{c}"' for c in _ENTRY_COLUMNS)
+        columns = ", ".join(f'"{c}"' for c in ENTRY_COLUMNS)
         connection = catalog.connect_detached(layout)
         try:
             records = connection.sql(f"SELECT {columns} FROM entries").to_arrow_table().to_pylist()
@@ -108,13 +113,9 @@ class EntryIndex:
         if not needle:
             return [], 0
         hits = [accession for accession, haystack in self._haystack if needle in haystack]
-        exact = {accession for accession in hits if needle in self._exact_keys(accession)}
+        exact = self._exact.get(needle, set())
         hits.sort(key=lambda accession: (accession not in exact, accession))
         return [record for accession in hits[:limit] for record in self.predictions(accession)[:1]], len(hits)
-
-    def _exact_keys(self, accession: str) -> set[str]:
-        first = self.predictions(accession)[0]
-        return {str(first.get(c) or "").lower() for c in ("uniprotAccession", "gene", "uniprotId")}
 
 
 def _file_urls(files: list[FileLocation]) -> dict[str, dict[str, str]]:
@@ -131,7 +132,7 @@ def _file_urls(files: list[FileLocation]) -> dict[str, dict[str, str]]:
 def _api_record(record: dict, urls: dict[str, str]) -> dict:
     """An entries row as AlphaFold DB's /api/prediction shows it (both its older and newer field names)."""
     start, end = record["uniprotStart"], record["uniprotEnd"]
-    api = {c: record[c] for c in _ENTRY_COLUMNS if c not in ("fragment",)}
+    api = {c: record[c] for c in ENTRY_COLUMNS if c not in ("fragment",)}
     api.update(
         modelCreatedDate=record["modelCreatedDate"].isoformat() if record["modelCreatedDate"] else None,
         allVersions=[record["latestVersion"]],
