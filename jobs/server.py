@@ -121,9 +121,10 @@ class StructomeServer:
         answer = self.index.prediction_json(request.path_params["accession"])
         if answer is None:
             return _json_error(404, f"no entry for {request.path_params['accession']!r}")
-        # Absolute URLs, as AFDB gives them, so that scripts can fetch entry["cifUrl"] as it is.
+        # Absolute URLs, as AFDB gives them, so that scripts can fetch entry["cifUrl"] as it is. The pattern is a
+        # whole `"key": "/files/` (inside a JSON string every quote is escaped, so text cannot match it).
         base = str(request.base_url).rstrip("/").encode()
-        return Response(answer.replace(b'"/files/', b'"' + base + b"/files/"), media_type="application/json")
+        return Response(answer.replace(b'": "/files/', b'": "' + base + b"/files/"), media_type="application/json")
 
     async def download(self, request: Request) -> Response:
         name = request.path_params["name"]

@@ -20,7 +20,7 @@ def served_database(tmp_path_factory):
     trap = afdb_prediction("p-trap")
     entries = [
         afdb_entry(trap),
-        entry("SM-P1-F1", "P1", "MKVLAAGIVGLLW", "p-a", gene="abcA"),
+        entry("SM-P1-F1", "P1", "MKVLAAGIVGLLW", "p-a", gene="abcA", description='see ": "/files/x'),
         entry("SM-P2-F1", "P2", "MKVLAAGIVGLLW", "p-a", description="<script>alert(1)</script> & co"),
         entry("SM-P3-F1", "P3", LONG_SEQUENCE, "p-b", 1, 1, 20),
         entry("SM-P3-F2", "P3", LONG_SEQUENCE, "p-c", 2, 14, 33),

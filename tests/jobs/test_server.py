@@ -67,6 +67,7 @@ def test_prediction_api_lists_fragments_and_answers_entry_ids_and_unknowns(serve
     assert status == 200 and [e["entryId"] for e in fragments] == ["SM-P3-F1", "SM-P3-F2"]
     assert [(e["sequenceStart"], e["sequenceEnd"]) for e in fragments] == [(1, 20), (14, 33)]
     assert get_json(server_url, "/api/prediction/SM-P3-F2")[1] == fragments
+    assert get_json(server_url, "/api/prediction/P1")[1][0]["uniprotDescription"] == 'see ": "/files/x'
     status, error = get_json(server_url, "/api/prediction/Q99999")
     assert status == 404 and "Q99999" in error["error"]
 
