@@ -45,14 +45,13 @@ def serve_command(db, host, port, sql_workers, sql_timeout, sql_row_limit, sql_m
                 "reload_interval_s": reload_interval,
                 "sql_limits": {"timeout_s": sql_timeout, "row_limit": sql_row_limit,
                                "address_space_bytes": _bytes(sql_memory)}}
-    if viewer_assets.ensure_viewer_assets(viewer_assets_dir) is None:  # fetched once here, for every process
-        click.echo(f"warning: no 3D viewer ({viewer_assets.problem()}); pages show everything else", err=True)
     options = {"host": host, "port": port, "log_level": "warning", "server_header": False}
     if workers == 1:
-        server = _server(settings)
+        server = _server(settings)  # loads the viewer files too (logging a warning when it cannot)
         click.echo(f"serving {db} ({len(server.index):,} entries) on http://{host}:{port}/", err=True)
         uvicorn.run(server.app, **options)
         return
+    viewer_assets.ensure_viewer_assets(viewer_assets_dir)  # fetched once here; the processes read the cache
     os.environ[_SETTINGS_VARIABLE] = json.dumps(settings)
     click.echo(f"serving {db} from {workers} processes on http://{host}:{port}/", err=True)
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)

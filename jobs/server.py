@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from jobs import pages
 from jobs.http_files import ByteRange, RangeNotSatisfiable, accepts_gzip, etag_matches, if_range_allows, parse_range
-from jobs.sql_sandbox import SqlError, SqlLimits, SqlRefused, SqlResourceError, SqlSandbox, SqlTimeout
+from jobs.sql_sandbox import SqlError, SqlLimits, SqlRefused, SqlResourceError, SqlResult, SqlSandbox, SqlTimeout
 from jobs.viewer_assets import ensure_viewer_assets
 from storage import export, pae_image
 from storage.archive import decode
@@ -191,45 +191,41 @@ class StructomeServer:
     # --- SQL and export
 
     async def run_sql(self, request: Request) -> Response:
-        sql = await _sql_text(request)
-        if isinstance(sql, Response):
-            return sql
-        if self.sql is None:
-            return _json_error(503, "the SQL endpoint is disabled on this server")
-        try:
-            result = await run_in_threadpool(self.sql.run, sql)
-        except SqlError as error:
-            return _json_error(SQL_ERROR_STATUS.get(type(error), 400), str(error))
+        result = await self._user_query(request, "the SQL endpoint is disabled on this server")
+        if isinstance(result, Response):
+            return result
         return JSONResponse({"columns": result.columns, "types": result.types, "rows": result.rows,
                              "rowCount": len(result.rows), "truncated": result.truncated,
                              "rowLimit": self.sql.limits.row_limit, "elapsedSeconds": round(result.elapsed_s, 4)})
 
     async def export_tar(self, request: Request) -> Response:
-        sql = await _sql_text(request)
-        if isinstance(sql, Response):
-            return sql
-        if self.sql is None:
-            return _json_error(503, "export needs the SQL endpoint, which is disabled on this server")
-        try:
-            result = await run_in_threadpool(self.sql.run, sql)
-        except SqlError as error:
-            return _json_error(SQL_ERROR_STATUS.get(type(error), 400), str(error))
+        result = await self._user_query(request, "export needs the SQL endpoint, which is disabled on this server")
+        if isinstance(result, Response):
+            return result
         if result.truncated:
             return _json_error(400, f"the query selects more than {self.sql.limits.row_limit} rows; "
                                     "export in parts, or with `structome export` on the database's machine")
-        names = [column.lower() for column in result.columns]
-        if names.count("entryid") != 1:
-            return _json_error(400, f"the export query must return one column named entryId (it returned: "
-                                    f"{', '.join(result.columns)})")
         if not result.rows:
             return _json_error(400, "the export query selected no entries")
-        entry_ids = [row[names.index("entryid")] for row in result.rows]
         try:
-            files = await run_in_threadpool(export.export_files, self.layout, entry_ids)
+            position = export.entry_id_position(result.columns)
+            files = await run_in_threadpool(export.export_files, self.layout, [row[position] for row in result.rows])
         except (export.ExportError, export.UnknownEntriesError) as error:
             return _json_error(400, str(error))
         return StreamingResponse(export.stream_tar(self.layout, files), media_type="application/x-tar",
                                  headers={"Content-Disposition": 'attachment; filename="structome-export.tar"'})
+
+    async def _user_query(self, request: Request, disabled: str) -> SqlResult | Response:
+        """The request's query run in the sandbox, or the error response to send instead."""
+        sql = await _sql_text(request)
+        if isinstance(sql, Response):
+            return sql
+        if self.sql is None:
+            return _json_error(503, disabled)
+        try:
+            return await run_in_threadpool(self.sql.run, sql)
+        except SqlError as error:
+            return _json_error(SQL_ERROR_STATUS.get(type(error), 400), str(error))
 
     # --- pages
 

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ENTRY_ID_COLUMN", "MANIFEST_FORMAT", "MANIFEST_NAME", "ExportError", "ExportFile", "UnknownEntriesError",
-    "entry_ids_of", "export_files", "manifest_bytes", "stream_tar",
+    "entry_id_position", "entry_ids_of", "export_files", "manifest_bytes", "stream_tar",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -105,15 +105,21 @@ class ExportFile:
                 "build": self.build}
 
 
-def entry_ids_of(table: pa.Table) -> list[str | None]:
-    """The entryId column of a query result (matched case-insensitively, as SQL identifiers are)."""
-    matches = [name for name in table.column_names if name.lower() == ENTRY_ID_COLUMN.lower()]
+def entry_id_position(columns: Sequence[str]) -> int:
+    """Where the entryId column is among a query's columns (matched case-insensitively, as SQL identifiers are)."""
+    matches = [i for i, name in enumerate(columns) if name.lower() == ENTRY_ID_COLUMN.lower()]
     if not matches:
-        columns = ", ".join(table.column_names) or "none"
-        raise ExportError(f"the query must return a column named {ENTRY_ID_COLUMN} (it returned: {columns})")
+        raise ExportError(f"the query must return a column named {ENTRY_ID_COLUMN} "
+                          f"(it returned: {', '.join(columns) or 'none'})")
     if len(matches) > 1:
-        raise ExportError(f"the query returned several {ENTRY_ID_COLUMN} columns: {', '.join(matches)}")
-    column = table.column(matches[0])
+        raise ExportError(f"the query returned several {ENTRY_ID_COLUMN} columns: "
+                          f"{', '.join(columns[i] for i in matches)}")
+    return matches[0]
+
+
+def entry_ids_of(table: pa.Table) -> list[str | None]:
+    """The entryId column of a query result."""
+    column = table.column(entry_id_position(table.column_names))
     if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
         raise ExportError(f"{ENTRY_ID_COLUMN} must be text, the query returned {column.type}")
     return column.to_pylist()

@@ -166,12 +166,18 @@ HOSTILE_PATHS = [
 
 
 @pytest.mark.parametrize("path", HOSTILE_PATHS)
-def test_hostile_paths_never_reach_the_file_system(server_url, served_database, path):
+def test_hostile_paths_never_reach_the_file_system(server_url, path):
     status, headers, body = request(server_url, path)
     assert status in (400, 404), (path, status)
     assert b"root:" not in body and b"DUCKDB" not in body and b"PAR1" not in body and b"import" not in body
+
+
+def test_files_of_the_database_folder_are_not_served_by_their_paths(server_url, served_database):
     archive = catalog.query(served_database, "SELECT archive FROM files LIMIT 1").to_pylist()[0]["archive"]
-    assert request(server_url, "/files/" + quote(archive, safe=""))[0] == 404
+    assert served_database.exists(archive)
+    for path in (archive, "catalog.duckdb", "schema/entries.parquet"):
+        assert request(server_url, "/files/" + quote(path, safe=""))[0] == 404
+        assert request(server_url, "/files/" + path)[0] == 404
 
 
 def test_sql_endpoint_answers_selects_as_json(server_url):
