@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -30,6 +31,13 @@ def served_database(tmp_path_factory):
     predictions = [trap, *(random_prediction(r, i) for i, r in enumerate(requests))]
     layout = write_database(tmp_path_factory.mktemp("served") / "db", entries, predictions)
     return layout
+
+
+def unavailable(reason: str) -> None:
+    """A test requirement is missing: skip here, but fail in CI (which must provide it)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must provide it")
+    pytest.skip(reason)
 
 
 class ThreadedServer:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import colorsys
-import os
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
+from conftest import unavailable
 from jobs import pages, viewer_assets
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,7 @@ PAE_MISMATCH_JS = """async (url) => {
 
 
 def chromium_or_skip() -> None:
-    """Chromium and Playwright are test requirements: missing here they skip; missing in CI they fail."""
+    """Chromium and Playwright are test requirements (skipped here when missing, failed in CI)."""
     problem = None
     if not CHROMIUM.exists():
         problem = f"{CHROMIUM} is not installed (Debian package chromium)"
@@ -76,10 +76,8 @@ def chromium_or_skip() -> None:
             import playwright.sync_api  # noqa: F401
         except ImportError:
             problem = "playwright (PyPI) is not installed"
-    if problem and os.environ.get("CI"):
-        pytest.fail(problem + "; CI must install it")
     if problem:
-        pytest.skip(problem)
+        unavailable(problem)
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +148,7 @@ def session(browser, server_url):
 def viewer_files(server_url):
     """The server was started with the pinned viewer files (fetched once per session)."""
     if not viewer_assets.available():
-        pytest.skip(f"pdbe-molstar {viewer_assets.VERSION} could not be fetched: {viewer_assets.problem()}")
+        unavailable(f"pdbe-molstar {viewer_assets.VERSION} could not be fetched: {viewer_assets.problem()}")
 
 
 def band_hues() -> np.ndarray:

@@ -17,6 +17,7 @@ from html.parser import HTMLParser
 
 import pytest
 
+from conftest import unavailable
 from jobs import pages, viewer_assets
 
 TRAP = {
@@ -173,7 +174,7 @@ def verified_files() -> dict[str, bytes]:
     try:
         _, files = viewer_assets.load_viewer_assets()
     except viewer_assets.ViewerAssetError as error:
-        pytest.skip(f"pdbe-molstar {viewer_assets.VERSION} could not be fetched from the npm registry: {error}")
+        unavailable(f"pdbe-molstar {viewer_assets.VERSION} could not be fetched from the npm registry: {error}")
     return files
 
 
