@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 from Bio.SeqUtils.CheckSum import crc64 as biopython_crc64
 
-from models.types import Entry, Prediction, Provenance
-from pipelines.checksums import crc64_many
-from pipelines.fasta import iter_fasta
-from pipelines.ingest import IngestSettings, ingest
-from pipelines.write import WriteContext, render_entry
-from storage.archive import ArchiveWriter
-from storage.layout import DatabaseLayout
+from structome.models.types import Entry, Prediction, Provenance
+from structome.pipelines.checksums import crc64_many
+from structome.pipelines.fasta import iter_fasta
+from structome.pipelines.ingest import IngestSettings, ingest
+from structome.pipelines.write import WriteContext, render_entry
+from structome.storage.archive import ArchiveWriter
+from structome.storage.layout import DatabaseLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_INPUTS = [ROOT.parent / "shared/data/uniprot/UP000002311_559292_yeast.fasta.gz",

@@ -31,13 +31,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from jobs.plan import CALIBRATION_PATH, PLAN_MODEL_KEY, cost_model_for, plan_report  # noqa: E402
-from pipelines.batch_plan import (  # noqa: E402
-    DeviceBudget, PlanTotals, chunk_size_for_length, plan_batches_by_cost, solo_length,
+from structome.pipelines.calibration import CALIBRATION_PATH  # noqa: E402
+from structome.pipelines.cost_model import CostModel  # noqa: E402
+from structome.pipelines.estimate import ESTIMATE_MODEL_KEY, estimate_build  # noqa: E402
+from structome.pipelines.batching import (  # noqa: E402
+    DeviceBudget, BatchTotals, chunk_size_for_length, batch_by_cost, solo_length,
 )
-from pipelines.build import BuildSettings  # noqa: E402
-from pipelines.ingest import ingest  # noqa: E402
-from pipelines.sharding import plan_batches, plan_shards  # noqa: E402
+from structome.pipelines.build import BuildSettings  # noqa: E402
+from structome.pipelines.ingest import ingest  # noqa: E402
+from structome.pipelines.sharding import plan_batches, cut_shards  # noqa: E402
 
 UNIPROT = ROOT.parent / "shared" / "data" / "uniprot"
 TOKEN_BUDGET = 4096  # the GPU padded-residue budget structome used before the cost planner
@@ -57,7 +59,7 @@ def efficiency_section() -> None:
           f"{'batches':>7} {'>mem':>4}")
     for path in sorted(UNIPROT.glob("*.fasta*")):
         started = time.perf_counter()
-        report = plan_report([path], model="esmfold", gpu_type="h100", num_recycles=4)
+        report = estimate_build([path], model="esmfold", gpu_type="h100", num_recycles=4)
         today, today_over = token_budget_totals(path, report.budget)
         planner, fixed = report.planner, report.baseline
         print(f"{path.name:<50} {report.unique_sequences:>6} {planner.token_efficiency:>11.4f} "
@@ -69,21 +71,21 @@ def efficiency_section() -> None:
     print("  >mem: batches the cost model says exceed the activation budget")
 
 
-def token_budget_totals(path: Path, budget: DeviceBudget) -> tuple[PlanTotals, int]:
+def token_budget_totals(path: Path, budget: DeviceBudget) -> tuple[BatchTotals, int]:
     """Today's batching: length-sorted shards, consecutive batches within TOKEN_BUDGET padded residues;
     its totals and how many of its batches exceed the budget's activation memory."""
     settings = BuildSettings()
-    cost = cost_model_for("esmfold", 4)
-    result = ingest([path], settings.ingest, PLAN_MODEL_KEY)
+    cost = CostModel.for_preset("esmfold", 4)
+    result = ingest([path], settings.ingest, ESTIMATE_MODEL_KEY)
     requests = result.requests()
-    totals, over_memory = PlanTotals(), 0
-    for shard in plan_shards(result.entries, requests, settings.shard_size_for(len(requests))):
+    totals, over_memory = BatchTotals(), 0
+    for shard in cut_shards(result.entries, requests, settings.shard_size_for(len(requests))):
         lengths = [len(r.sequence) for r in shard.requests]
         for batch in plan_batches(lengths, TOKEN_BUDGET):
             members = [lengths[i] for i in batch]
             memory = cost.peak_activation_bytes(len(members), max(members), chunk_size_for_length(max(members)))
             over_memory += memory > budget.activation_bytes
-            totals += PlanTotals(len(members), 1, sum(members), len(members) * max(members),
+            totals += BatchTotals(len(members), 1, sum(members), len(members) * max(members),
                                  cost.useful_flops(members), cost.executed_flops(members))
     return totals, over_memory
 
@@ -96,14 +98,14 @@ class TinyBench:
 
         if threads:
             torch.set_num_threads(threads)
-        from models.esmfold import EsmFoldSettings
-        from models.registry import load_predictor
-        from models.types import PredictionRequest
+        from structome.models.types import EsmFoldSettings
+        from structome.models.registry import load_predictor
+        from structome.models.types import PredictionRequest
 
         self.torch_threads = torch.get_num_threads()
         self.recycles = recycles
         self.predictor = load_predictor("esmfold-tiny", None, EsmFoldSettings(num_recycles=recycles))
-        self.cost = cost_model_for("esmfold-tiny", recycles)
+        self.cost = CostModel.for_preset("esmfold-tiny", recycles)
         self._request = PredictionRequest
         self._random = random.Random(seed)
         self.call([16])  # warm-up
@@ -150,7 +152,7 @@ def calibration_grid(bench: TinyBench) -> dict:
 def throughput_section(bench: TinyBench, budget: DeviceBudget) -> None:
     """Every planned call timed batched and one sequence at a time (paired), summed over the mix."""
     lengths = mix_lengths()
-    plan = plan_batches_by_cost(lengths, bench.cost, budget)
+    plan = batch_by_cost(lengths, bench.cost, budget)
     sizes = sorted((len(b.indices) for b in plan.batches), reverse=True)
     print(f"  mix: {len(lengths)} sequences, E. coli lengths x {MIX_SCALE} capped at {MIX_MAX} (min {min(lengths)}, "
           f"median {sorted(lengths)[len(lengths) // 2]}, max {max(lengths)}, {sum(lengths)} residues)")
@@ -167,7 +169,7 @@ def throughput_section(bench: TinyBench, budget: DeviceBudget) -> None:
 
 
 def mix_lengths() -> list[int]:
-    result = ingest([UNIPROT / "UP000000625_83333_ecoli_k12_2020.fasta"], BuildSettings().ingest, PLAN_MODEL_KEY)
+    result = ingest([UNIPROT / "UP000000625_83333_ecoli_k12_2020.fasta"], BuildSettings().ingest, ESTIMATE_MODEL_KEY)
     lengths = [len(r.sequence) for r in result.requests()]
     sample = random.Random(1).sample(lengths, MIX_SIZE)
     return [min(MIX_MAX, max(16, round(n * MIX_SCALE))) for n in sample]

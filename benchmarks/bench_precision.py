@@ -22,9 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.esmfold import EsmFoldPredictor, EsmFoldSettings  # noqa: E402
-from models.full_size import build_full_size_model  # noqa: E402
-from models.types import NonFiniteOutputError, PredictionRequest, Provenance  # noqa: E402
+from structome.models.esmfold import EsmFoldPredictor  # noqa: E402
+from structome.models.types import EsmFoldSettings  # noqa: E402
+from structome.models.full_size import build_full_size_model  # noqa: E402
+from structome.models.types import NonFiniteOutputError, PredictionRequest, Provenance  # noqa: E402
 
 # Real E. coli K-12 proteins (UniProt), cut to the benchmark length.
 SEQUENCES = {

@@ -127,7 +127,7 @@ def _rollup_kib(proc: Path, key: str) -> int:
 
 
 def source_lengths() -> tuple[Path, list[int]]:
-    from pipelines.fasta import iter_fasta
+    from structome.pipelines.fasta import iter_fasta
 
     source = next(p for p in LENGTH_SOURCES if p.exists())
     return source, [len(r.sequence_raw.rstrip("*")) for r in iter_fasta(source)]
@@ -317,11 +317,11 @@ def main(argv: list[str]) -> None:
     os.environ["STRUCTOME_SLEEP_TRACE"] = str(trace)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-    from jobs.build_job import BuildRequest, run_build
-    from jobs.runner import RunnerSettings
-    from models.esmfold import EsmFoldSettings
-    from pipelines.build import BuildSettings
-    from storage.layout import DatabaseLayout
+    from structome.jobs.build.job import BuildRequest, run_build
+    from structome.jobs.build.settings import RunnerSettings
+    from structome.models.types import EsmFoldSettings
+    from structome.pipelines.build import BuildSettings
+    from structome.storage.layout import DatabaseLayout
 
     runner = RunnerSettings(workers=args.workers, cpus_per_worker=args.cpus_per_worker, progress=False)
     request = BuildRequest(

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.types import PAE_MAX, Prediction, PredictionRequest, Provenance, STANDARD_RESIDUES
+from structome.models.types import PAE_MAX, Prediction, PredictionRequest, Provenance, STANDARD_RESIDUES
 
 REFERENCE_LENGTH = 300
 REFERENCE_SECONDS = 0.05
@@ -140,7 +140,7 @@ def _atom37_mask_table() -> np.ndarray:
 
 def load(name: str, weights: str | None, settings) -> SleepPredictor:
     """Loader for ModelSpec.loader: the named model's real provenance (so the settings key matches the plan)."""
-    from models.registry import describe_model
+    from structome.models.registry import describe_model
 
     provenance = describe_model(name, weights, settings)
     rate = float(os.environ.get("STRUCTOME_SLEEP_FLOPS_PER_S", DEFAULT_FLOPS_PER_S))

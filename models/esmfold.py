@@ -17,8 +17,8 @@ import transformers
 from transformers import EsmForProteinFolding
 from transformers.models.esm.openfold_utils import atom14_to_atom37, compute_predicted_aligned_error, compute_tm
 
-from models.chunking import chunk_size_for_length
-from models.types import STANDARD_RESIDUES, STEM_PRECISIONS, TRUNK_PRECISIONS, Prediction, PredictionRequest, Provenance
+from structome.models.chunking import chunk_size_for_length
+from structome.models.types import STANDARD_RESIDUES, EsmFoldSettings, Prediction, PredictionRequest, Provenance
 
 logger = logging.getLogger(__name__)
 
@@ -27,25 +27,6 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json")
 _PAE_BINS = 64
 _PAE_MAX_BIN = 31
-
-
-@dataclass(frozen=True)
-class EsmFoldSettings:
-    """Run-time choices that do not change the weights."""
-
-    num_recycles: int = 4  # ESMFold v1 was trained with 4
-    stem_precision: str = "fp32"  # language model: fp32, fp16 or bf16
-    trunk_precision: str = "fp32"  # folding trunk: fp32, tf32 (CUDA matmuls), bf16 or fp16 (overflows: see below)
-    chunk_size: int | None = None  # trunk chunk size; None = chosen by length per batch
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        if self.stem_precision not in STEM_PRECISIONS:
-            raise ValueError(f"stem precision must be one of {STEM_PRECISIONS}, got {self.stem_precision!r}")
-        if self.trunk_precision not in TRUNK_PRECISIONS:
-            raise ValueError(f"trunk precision must be one of {TRUNK_PRECISIONS}, got {self.trunk_precision!r}")
-        if self.num_recycles < 0:
-            raise ValueError("num_recycles must be >= 0")
 
 
 def encode(sequences: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from transformers import EsmConfig, EsmForProteinFolding
 
-from models.tiny import folding_config
+from structome.models.tiny import folding_config
 
 FULL_SIZE_SEED = 0
 

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import torch
 
-from models.types import Prediction, PredictionRequest, Provenance
+from structome.models.types import Prediction, PredictionRequest, Provenance
 
 
 class Predictor(Protocol):

@@ -36,6 +36,25 @@ _TO_X = str.maketrans({letter: "X" for letter in NONSTANDARD_RESIDUES})
 
 
 @dataclass(frozen=True)
+class EsmFoldSettings:
+    """Run-time choices that do not change the weights."""
+
+    num_recycles: int = 4  # ESMFold v1 was trained with 4
+    stem_precision: str = "fp32"  # language model: fp32, fp16 or bf16
+    trunk_precision: str = "fp32"  # folding trunk: fp32, tf32 (CUDA matmuls), bf16 or fp16 (overflows: see below)
+    chunk_size: int | None = None  # trunk chunk size; None = chosen by length per batch
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.stem_precision not in STEM_PRECISIONS:
+            raise ValueError(f"stem precision must be one of {STEM_PRECISIONS}, got {self.stem_precision!r}")
+        if self.trunk_precision not in TRUNK_PRECISIONS:
+            raise ValueError(f"trunk precision must be one of {TRUNK_PRECISIONS}, got {self.trunk_precision!r}")
+        if self.num_recycles < 0:
+            raise ValueError("num_recycles must be >= 0")
+
+
+@dataclass(frozen=True)
 class Entry:
     """One structure to write: a whole protein (F1) or one window of a long one (F2, F3 ...)."""
 

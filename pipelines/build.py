@@ -1,6 +1,6 @@
 """The build pipeline: ingest -> skip what the database already holds -> length-sorted shards.
 
-The plan is pure data; `jobs.runner` executes it on Ray (predict on model actors, write on CPU tasks).
+The plan is pure data; `structome.jobs.build.runner` executes it on Ray (predict on model actors, write on CPU tasks).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.types import Entry, Failure, Provenance
-from pipelines.ingest import IngestSettings, ingest
-from pipelines.sharding import ShardPlan, plan_shards
-from storage.layout import DatabaseLayout
-from storage.reader import committed_entries
+from structome.models.types import Entry, Failure, Provenance
+from structome.pipelines.ingest import IngestSettings, ingest
+from structome.pipelines.sharding import Shard, cut_shards
+from structome.storage.layout import DatabaseLayout
+from structome.storage.reader import committed_entries
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class BuildPlan:
     settings: BuildSettings
     provenance: Provenance
     record_count: int
-    shards: tuple[ShardPlan, ...]  # longest sequences first
+    shards: tuple[Shard, ...]  # longest sequences first
     ingest_failures: tuple[Failure, ...]
     entries_skipped: int  # already committed by an earlier build
 
@@ -96,7 +96,7 @@ def plan_build(
     todo, conflicts = _split_committed(result.entries, committed)
     wanted = {e.prediction_id for e in todo}
     requests = [r for r in result.requests() if r.prediction_id in wanted]
-    shards = plan_shards(todo, requests, settings.shard_size_for(len(requests)))
+    shards = cut_shards(todo, requests, settings.shard_size_for(len(requests)))
     skipped = len(result.entries) - len(todo) - len(conflicts)
     logger.info(
         "%d records -> %d entries (%d already in the database), %d unique sequences in %d shards",

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+from structome.models.registry import preset
+
 logger = logging.getLogger(__name__)
 
 LM_TOKENS_EMBED = 23  # ESMFold's residue embedding: padding, 20 residues, X, mask
@@ -169,18 +171,6 @@ _STRUCTURE_KEYS = {
     "angles": "num_angles",
 }
 
-# facebook/esmfold_v1 (config.json on the Hugging Face hub; the trunk and structure module use the defaults).
-ESMFOLD_V1_CONFIG: Mapping = {
-    "num_hidden_layers": 36, "hidden_size": 2560, "intermediate_size": 10240, "num_attention_heads": 40,
-    "vocab_size": 33,
-    "esmfold_config": {"lddt_head_hid_dim": 128, "trunk": {
-        "num_blocks": 48, "sequence_state_dim": 1024, "pairwise_state_dim": 128, "sequence_head_width": 32,
-        "pairwise_head_width": 32, "max_recycles": 4,
-        "structure_module": {"sequence_dim": 384, "pairwise_dim": 128, "num_blocks": 8, "num_heads_ipa": 12},
-    }},
-}
-
-
 def stem_parts(stem: StemDims, seq_dim: int) -> list[Part]:
     d = stem.hidden
     layer, layer_weights = _sum([
@@ -311,6 +301,11 @@ class CostModel:
         dims = FoldingDims.from_config(config)
         passes = dims.trunk.max_recycles if num_recycles is None else num_recycles + 1
         return cls(dims, passes, **kwargs)
+
+    @classmethod
+    def for_preset(cls, model: str, num_recycles: int | None = None, **kwargs) -> CostModel:
+        """The cost model of a named model preset (models.registry), from its architecture config."""
+        return cls.from_config(preset(model).architecture(), num_recycles, **kwargs)
 
     @cached_property
     def parts(self) -> tuple[Part, ...]:

@@ -18,9 +18,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from models.types import ACCEPTED_RESIDUES, Entry, Failure, PredictionRequest, to_model_alphabet
-from pipelines.checksums import crc64_many, md5_hex
-from pipelines.fasta import FastaRecord, iter_fasta
+from structome.models.types import ACCEPTED_RESIDUES, Entry, Failure, PredictionRequest, to_model_alphabet
+from structome.pipelines.checksums import crc64_many, md5_hex
+from structome.pipelines.fasta import FastaRecord, iter_fasta
 
 logger = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models.chunking import CHUNK_LADDER, chunk_size_for_length
-from models.protocol import OUT_OF_MEMORY_ERRORS, Predictor, release_device_memory
-from models.types import Failure, NonFiniteOutputError, Prediction, PredictionRequest
-from pipelines.batch_plan import BatchPlanner
-from pipelines.sharding import ShardPlan, ShardPredictions
+from structome.models.chunking import CHUNK_LADDER, chunk_size_for_length
+from structome.models.protocol import OUT_OF_MEMORY_ERRORS, Predictor, release_device_memory
+from structome.models.types import Failure, NonFiniteOutputError, Prediction, PredictionRequest
+from structome.pipelines.batching import Batcher
+from structome.pipelines.sharding import Shard, ShardPredictions
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +24,13 @@ class _Failed:
     message: str
 
 
-def predict_shard(predictor: Predictor, shard: ShardPlan, planner: BatchPlanner) -> ShardPredictions:
+def predict_shard(predictor: Predictor, shard: Shard, batcher: Batcher) -> ShardPredictions:
     """Fold every unique sequence of a shard in batches planned by the cost model within the device budget."""
-    plan = planner.plan([len(r.sequence) for r in shard.requests])
+    batching = batcher.batch([len(r.sequence) for r in shard.requests])
     predictions: list[Prediction] = []
     failed: list[_Failed] = []
     started = time.perf_counter()
-    for batch in plan.batches:
+    for batch in batching.batches:
         requests = [shard.requests[i] for i in batch.indices]
         lowered = batch.chunk_size != chunk_size_for_length(batch.padded_length)  # a lone protein made to fit
         if lowered:
@@ -47,7 +47,7 @@ def predict_shard(predictor: Predictor, shard: ShardPlan, planner: BatchPlanner)
         predictions=tuple(predictions),
         failures=_entry_failures(shard, failed),
         model_seconds=time.perf_counter() - started,
-        padded_residues=plan.totals.padded_residues,
+        padded_residues=batching.totals.padded_residues,
     )
 
 
@@ -108,7 +108,7 @@ def _retry_with_smaller_chunks(
     return [], [_Failed(request, "out_of_memory", message)]
 
 
-def _entry_failures(shard: ShardPlan, failed: Sequence[_Failed]) -> tuple[Failure, ...]:
+def _entry_failures(shard: Shard, failed: Sequence[_Failed]) -> tuple[Failure, ...]:
     by_prediction = {f.request.prediction_id: f for f in failed}
     return tuple(
         Failure(

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.types import Entry, Failure, Prediction, PredictionRequest
+from structome.models.types import Entry, Failure, Prediction, PredictionRequest
 
 ATOM_SLOTS = 37  # atom37 order
 
 
 @dataclass(frozen=True)
-class ShardPlan:
+class Shard:
     """A unit of work and of commit: some unique sequences (longest first) and the entries they serve."""
 
     shard_id: str
@@ -109,7 +109,7 @@ def _concatenate(arrays: list[np.ndarray], empty_dtype) -> np.ndarray:
     return np.concatenate(arrays) if arrays else np.zeros(0, empty_dtype)
 
 
-def plan_shards(entries: Sequence[Entry], requests: Sequence[PredictionRequest], shard_size: int) -> list[ShardPlan]:
+def cut_shards(entries: Sequence[Entry], requests: Sequence[PredictionRequest], shard_size: int) -> list[Shard]:
     """Sort unique sequences by length (longest first) and cut them into shards of `shard_size`."""
     if shard_size < 1:
         raise ValueError("shard size must be at least 1")
@@ -121,7 +121,7 @@ def plan_shards(entries: Sequence[Entry], requests: Sequence[PredictionRequest],
     for start in range(0, len(ordered), shard_size):
         chunk = tuple(ordered[start : start + shard_size])
         shard_entries = tuple(e for r in chunk for e in by_prediction[r.prediction_id])
-        shards.append(ShardPlan(_shard_id(shard_entries), chunk, shard_entries))
+        shards.append(Shard(_shard_id(shard_entries), chunk, shard_entries))
     return shards
 
 

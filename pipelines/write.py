@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
-from models.types import Entry, Failure, Prediction, Provenance
-from pipelines.sharding import ShardPlan, ShardPredictions
-from storage import rows
-from storage.afdb_json import entry_file_names, to_confidence_json, to_pae_json
-from storage.archive import ArchiveWriter
-from storage.layout import DatabaseLayout, ShardTarget
-from storage.mmcif import to_mmcif
+from structome.models.types import Entry, Failure, Prediction, Provenance
+from structome.pipelines.sharding import Shard, ShardPredictions
+from structome.storage import rows
+from structome.storage.afdb_json import entry_file_names, to_confidence_json, to_pae_json
+from structome.storage.archive import ArchiveWriter
+from structome.storage.layout import DatabaseLayout, ShardTarget
+from structome.storage.mmcif import to_mmcif
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class ShardSummary:
 
 
 def write_shard(
-    context: WriteContext, shard: ShardPlan, predictions: Sequence[Prediction], failures: Sequence[Failure]
+    context: WriteContext, shard: Shard, predictions: Sequence[Prediction], failures: Sequence[Failure]
 ) -> ShardSummary:
     """Render and store every entry of the shard that has a prediction; commit the shard atomically."""
     started = time.perf_counter()
@@ -82,7 +82,7 @@ class _Written:
     failures: list[Failure] = field(default_factory=list)
 
 
-def write_predicted_shard(context: WriteContext, shard: ShardPlan, predicted: ShardPredictions) -> ShardSummary:
+def write_predicted_shard(context: WriteContext, shard: Shard, predicted: ShardPredictions) -> ShardSummary:
     """The writer task's entry point (runs in CPU workers, which never import torch)."""
     return write_shard(context, shard, predicted.predictions, predicted.failures)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from models.types import PAE_MAX, Prediction
+from structome.models.types import PAE_MAX, Prediction
 
 # pLDDT bands of AlphaFold DB: D (very low) < 50 <= L (low) < 70 <= M (confident) < 90 <= H (very high).
 PLDDT_BAND_EDGES = (50.0, 70.0, 90.0)

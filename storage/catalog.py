@@ -22,8 +22,8 @@ import duckdb
 import pyarrow as pa
 from fsspec.implementations.arrow import ArrowFSWrapper
 
-from storage import schema
-from storage.layout import DatabaseLayout
+from structome.storage import schema
+from structome.storage.layout import DatabaseLayout
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
-from storage import catalog
-from storage.layout import DatabaseLayout
+from structome.storage import catalog
+from structome.storage.layout import DatabaseLayout
 
 logger = logging.getLogger(__name__)
 

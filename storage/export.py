@@ -36,10 +36,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from storage import catalog
-from storage.archive import verify_stored
-from storage.layout import DatabaseLayout
-from storage.reader import FILE_KINDS
+from structome.storage import catalog
+from structome.storage.archive import verify_stored
+from structome.storage.layout import DatabaseLayout
+from structome.storage.reader import FILE_KINDS
 
 logger = logging.getLogger(__name__)
 

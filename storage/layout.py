@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from storage.locks import BuildLock, DatabaseLockedError, LeaseLock, lease_is_fresh
+from structome.storage.locks import BuildLock, DatabaseLockedError, LeaseLock, lease_is_fresh
 
 __all__ = ["DatabaseLayout", "DatabaseLockedError", "ShardTarget", "write_parquet_atomic", "write_text_atomic"]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import gemmi
 import numpy as np
 
-from models.types import Entry, Prediction, Provenance
+from structome.models.types import Entry, Prediction, Provenance
 
 # AlphaFold / OpenFold atom37 order (residue_constants.atom_types).
 ATOM37_NAMES = (

@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-from models.types import PAE_MAX
+from structome.models.types import PAE_MAX
 
 __all__ = ["GREENS_R", "pae_colour_indices", "pae_png", "pae_png_from_json", "read_pae_json"]
 

@@ -10,10 +10,10 @@ from typing import BinaryIO
 
 import pyarrow.dataset as ds
 
-from storage import catalog
-from storage.archive import ArchiveChecksumError, decode, verify_stored
-from storage.layout import DatabaseLayout
-from storage.mmcif import mmcif_to_pdb
+from structome.storage import catalog
+from structome.storage.archive import ArchiveChecksumError, decode, verify_stored
+from structome.storage.layout import DatabaseLayout
+from structome.storage.mmcif import mmcif_to_pdb
 
 FILE_KINDS = ("cif", "pae", "confidence")  # stored
 DOWNLOAD_KINDS = (*FILE_KINDS, "pdb")  # pdb: rendered from the mmCIF

@@ -7,9 +7,9 @@ import datetime as dt
 import numpy as np
 import pyarrow as pa
 
-from models.types import Entry, Failure, Prediction, Provenance
-from storage.archive import StoredMember
-from storage.schema import BUILDS, ENTRIES, FAILURES, FILES, PLDDT_BANDS, RESIDUES
+from structome.models.types import Entry, Failure, Prediction, Provenance
+from structome.storage.archive import StoredMember
+from structome.storage.schema import BUILDS, ENTRIES, FAILURES, FILES, PLDDT_BANDS, RESIDUES
 
 
 def plddt_fractions(plddt: np.ndarray) -> dict[str, float]:

@@ -24,15 +24,15 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_weights() -> Path:
-    from models.tiny import ensure_tiny_weights
+    from structome.models.tiny import ensure_tiny_weights
 
     return ensure_tiny_weights()
 
 
 @pytest.fixture(scope="session")
 def tiny_predictor(tiny_weights):
-    from models.esmfold import EsmFoldSettings
-    from models.registry import load_predictor
+    from structome.models.types import EsmFoldSettings
+    from structome.models.registry import load_predictor
 
     return load_predictor("esmfold-tiny", str(tiny_weights), EsmFoldSettings(num_recycles=1))
 

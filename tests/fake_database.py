@@ -14,13 +14,13 @@ from pathlib import Path
 import gemmi
 import numpy as np
 
-from models.types import STANDARD_RESIDUES, Entry, Failure, Prediction, PredictionRequest, Provenance
-from pipelines.checksums import crc64_hex, md5_hex
-from pipelines.sharding import plan_shards
-from pipelines.write import WriteContext, write_shard
-from storage import catalog
-from storage.layout import DatabaseLayout
-from storage.mmcif import ATOM37_NAMES
+from structome.models.types import STANDARD_RESIDUES, Entry, Failure, Prediction, PredictionRequest, Provenance
+from structome.pipelines.checksums import crc64_hex, md5_hex
+from structome.pipelines.sharding import cut_shards
+from structome.pipelines.write import WriteContext, write_shard
+from structome.storage import catalog
+from structome.storage.layout import DatabaseLayout
+from structome.storage.mmcif import ATOM37_NAMES
 
 PROVENANCE = Provenance(
     model="esmfold-tiny", model_version="v1", weights="/tmp/w", weights_sha256="ab" * 32, untrained=True,
@@ -86,7 +86,7 @@ def write_database(location, entries: Sequence[Entry], predictions: Sequence[Pre
     layout.create()
     requests = {e.prediction_id: PredictionRequest(e.prediction_id, e.sequence[e.start - 1:e.end]) for e in entries}
     context = WriteContext(layout, PROVENANCE, BUILD_ID, CREATED)
-    for number, shard in enumerate(plan_shards(list(entries), list(requests.values()), shard_size=shard_size)):
+    for number, shard in enumerate(cut_shards(list(entries), list(requests.values()), shard_size=shard_size)):
         write_shard(context, shard, predictions, failures if number == 0 else ())
     catalog.refresh_catalog(layout)
     return layout

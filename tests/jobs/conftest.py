@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fake_database import afdb_entry, afdb_prediction, entry, random_prediction, write_database
-from models.types import PredictionRequest
+from structome.models.types import PredictionRequest
 
 LONG_SEQUENCE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
 
@@ -66,9 +66,9 @@ class ThreadedServer:
 
 @pytest.fixture(scope="session")
 def structome_server(served_database):
-    from jobs.server import create_server
+    from structome.jobs.serve.app import create_server
 
-    from jobs.sql_sandbox import SqlLimits
+    from structome.jobs.serve.sql_sandbox import SqlLimits
 
     return create_server(served_database.location, sql_workers=2,
                          sql_limits=SqlLimits(timeout_s=2.0, row_limit=50))

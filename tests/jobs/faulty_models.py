@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from models.registry import load_predictor
+from structome.models.registry import load_predictor
 
 
 class _Wrapped:

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from conftest import unavailable
-from jobs import pages, viewer_assets
+from structome.jobs.serve import pages
+from structome.jobs.serve import viewer_assets
 
 pytestmark = pytest.mark.slow
 

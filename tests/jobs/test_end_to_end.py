@@ -19,7 +19,7 @@ import pytest
 from Bio.PDB.MMCIFParser import MMCIFParser
 from Bio.PDB.PDBParser import PDBParser
 
-from storage.mmcif import validate_mmcif
+from structome.storage.mmcif import validate_mmcif
 
 # Small windows keep the tiny model's CPU time (which grows as L^3) to seconds: proteins above 200 aa
 # become 150-aa windows.
@@ -29,7 +29,7 @@ BUILD_OPTIONS = ["--num-recycles", "0", "--max-length", "200", "--fragment-windo
 
 def structome(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, timeout=900, env=os.environ.copy()
+        [sys.executable, "-m", "structome", *args], capture_output=True, text=True, timeout=900, env=os.environ.copy()
     )
     if check and result.returncode != 0:
         raise AssertionError(f"structome {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")

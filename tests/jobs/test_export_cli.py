@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from test_end_to_end import structome
 
 from fake_database import entry, random_prediction, write_database
-from jobs.cli import main
-from models.types import PredictionRequest
-from storage import catalog
-from storage.layout import DatabaseLayout
-from storage.reader import read_entry_file
+from structome.jobs.cli import main
+from structome.models.types import PredictionRequest
+from structome.storage import catalog
+from structome.storage.layout import DatabaseLayout
+from structome.storage.reader import read_entry_file
 
 SEQUENCES = {"Q1": "MKTAYIAKQRQISFVKSH", "Q2": "MKVLAAGIVGLLWKKRR", "Q3": "MSNIIKQLEQEQMKQDVPSFRPG"}
 

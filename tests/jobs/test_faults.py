@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from jobs.build_job import BuildRequest, run_build
-from jobs.runner import RunnerSettings
-from models.esmfold import EsmFoldSettings
-from pipelines.build import BuildSettings
-from storage import catalog
-from storage.layout import DatabaseLayout, DatabaseLockedError
+from structome.jobs.build.job import BuildRequest, run_build
+from structome.jobs.build.settings import RunnerSettings
+from structome.models.types import EsmFoldSettings
+from structome.pipelines.build import BuildSettings
+from structome.storage import catalog
+from structome.storage.layout import DatabaseLayout, DatabaseLockedError
 
 SEQUENCES = {f"T{i}": "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ"[: 20 + 7 * i]
              for i in range(7)}  # lengths 20, 27, ..., 62
@@ -96,18 +96,18 @@ def test_out_of_memory_fails_only_the_protein_that_does_not_fit(tmp_path, monkey
 def test_a_second_build_on_the_same_database_is_refused(tmp_path):
     fasta = Path(__file__).resolve().parents[2] / "examples" / "ecoli_k12_sample.fasta"  # a build of ~30 s
     db = tmp_path / "db"
-    first = subprocess.Popen([sys.executable, "-m", "jobs.cli", "build", str(fasta), "--db", str(db),
+    first = subprocess.Popen([sys.executable, "-m", "structome", "build", str(fasta), "--db", str(db),
                               "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while not DatabaseLayout(db).build_running():
             assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
-        second = subprocess.run([sys.executable, "-m", "jobs.cli", "build", str(fasta), "--db", str(db)],
+        second = subprocess.run([sys.executable, "-m", "structome", "build", str(fasta), "--db", str(db)],
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode != 0
         assert "another build is writing" in second.stderr and "Traceback" not in second.stderr
-        status = subprocess.run([sys.executable, "-m", "jobs.cli", "status", "--db", str(db)],
+        status = subprocess.run([sys.executable, "-m", "structome", "status", "--db", str(db)],
                                 capture_output=True, text=True, timeout=120)
         assert status.returncode == 0 and "a build is running now" in status.stdout
         assert "latest build" in status.stdout and "shards" in status.stdout

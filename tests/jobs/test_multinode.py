@@ -7,12 +7,12 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from jobs.build_job import BuildRequest, run_build
-from jobs.runner import RunnerSettings
-from models.esmfold import EsmFoldSettings
-from pipelines.build import BuildSettings
-from storage import catalog
-from storage.layout import DatabaseLayout
+from structome.jobs.build.job import BuildRequest, run_build
+from structome.jobs.build.settings import RunnerSettings
+from structome.models.types import EsmFoldSettings
+from structome.pipelines.build import BuildSettings
+from structome.storage import catalog
+from structome.storage.layout import DatabaseLayout
 
 NODE = {"num_cpus": 2, "memory": 2 * 1024**3, "object_store_memory": 256 * 1024**2}
 

@@ -6,7 +6,7 @@ import json
 
 from test_end_to_end import BUILD_OPTIONS, structome
 
-from storage.layout import DatabaseLayout
+from structome.storage.layout import DatabaseLayout
 
 SEQUENCES = {
     "sp|P0A7K6|RL19_ECOLI": "MSNIIKQLEQEQMKQDVPSFRPGDTVEVKVWVVEGSKKRLQAFEGVVIAIRNRGLHSAFTVRKISNGEGVERVFQTHSPVVDSISVKRRGAVRKAKLYYLRERTGKAARIKERLN",

@@ -18,7 +18,8 @@ from html.parser import HTMLParser
 import pytest
 
 from conftest import unavailable
-from jobs import pages, viewer_assets
+from structome.jobs.serve import pages
+from structome.jobs.serve import viewer_assets
 
 TRAP = {
     "entryId": "SM-P41068-F1", "uniprotAccession": "P41068", "uniprotId": "TRAP_ECOLI",
@@ -229,7 +230,7 @@ def test_damaged_cache_file_is_detected_and_fetched_again(registry, verified_fil
 def test_unwritable_cache_still_serves_the_verified_files(registry, verified_files, tmp_path, monkeypatch, caplog):
     (tmp_path / "not-a-folder").write_text("")
     monkeypatch.setenv("STRUCTOME_CACHE", str(tmp_path / "not-a-folder"))
-    with caplog.at_level("WARNING", logger="jobs.viewer_assets"):
+    with caplog.at_level("WARNING", logger="structome.jobs.serve.viewer_assets"):
         assert viewer_assets.ensure_viewer_assets() == viewer_assets.cache_folder()
     assert "from memory" in caplog.text and viewer_assets.available()
     assert pages.static_asset(viewer_assets.PLUGIN_CSS)[0] == verified_files["pdbe-molstar-light.css"]
@@ -256,7 +257,7 @@ def test_unreachable_registry_leaves_pages_working(monkeypatch, tmp_path, caplog
     monkeypatch.setenv("NPM_CONFIG_REGISTRY", "http://127.0.0.1:9/npm/")  # discard port: refused at once
     monkeypatch.delenv("STRUCTOME_VIEWER_ASSETS", raising=False)
     assert viewer_assets.tarball_url() == f"http://127.0.0.1:9/npm/pdbe-molstar/-/pdbe-molstar-{viewer_assets.VERSION}.tgz"
-    with caplog.at_level("WARNING", logger="jobs.viewer_assets"):
+    with caplog.at_level("WARNING", logger="structome.jobs.serve.viewer_assets"):
         assert viewer_assets.ensure_viewer_assets() is None
     assert "cannot fetch http://127.0.0.1:9/npm/" in viewer_assets.problem()
     assert "no 3D viewer" in caplog.text and "--viewer-assets" in caplog.text

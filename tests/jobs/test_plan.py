@@ -8,14 +8,16 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from jobs.plan import Calibration, load_calibrations, plan_command, plan_report
-from pipelines.ingest import IngestSettings, fragment_windows
-from pipelines.fasta import iter_fasta
+from structome.jobs.cli.plan import plan_command
+from structome.pipelines.calibration import Calibration, load_calibrations
+from structome.pipelines.estimate import estimate_build
+from structome.pipelines.ingest import IngestSettings, fragment_windows
+from structome.pipelines.fasta import iter_fasta
 
 
 @click.group()
 def cli() -> None:
-    """A throwaway group: jobs.cli registers the same command."""
+    """A throwaway group: structome.jobs.cli registers the same command."""
 
 
 cli.add_command(plan_command)
@@ -88,7 +90,7 @@ def test_a_measured_gpu_calibration_is_used_as_measured(slice_fasta):
     rate = 1e14
     flat = Calibration(model="esmfold", device="h100", call_flops=(1e12, 1e15), flops_per_second=(rate, rate),
                        max_batch_flops=None, measured="test")
-    report = plan_report([slice_fasta], model="esmfold", gpu_type="h100", gpus=2, calibrations=[flat])
+    report = estimate_build([slice_fasta], model="esmfold", gpu_type="h100", gpus=2, calibrations=[flat])
     assert report.estimate.measured
     assert report.estimate.device_seconds == pytest.approx(report.planner.executed_flops / rate)
     assert report.estimate.wall_seconds == pytest.approx(report.estimate.device_seconds / 2)

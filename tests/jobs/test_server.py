@@ -15,8 +15,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from storage import catalog
-from storage.reader import read_entry_file
+from structome.storage import catalog
+from structome.storage.reader import read_entry_file
 
 CIF = "SM-P41068-F1-model_v1.cif"
 
@@ -268,10 +268,10 @@ def test_concurrent_load_is_answered_in_full_with_flat_memory(server_url):
 
 def test_identity_stored_members_are_served_by_ranged_reads(tmp_path):
     from conftest import ThreadedServer
-    from jobs.server import StructomeServer
-    from storage.archive import ArchiveWriter
-    from storage.entry_index import EntryIndex, FileLocation
-    from storage.layout import DatabaseLayout
+    from structome.jobs.serve.app import StructomeServer
+    from structome.storage.archive import ArchiveWriter
+    from structome.storage.entry_index import EntryIndex, FileLocation
+    from structome.storage.layout import DatabaseLayout
 
     text = b"data_x\n" + b"".join(b"ATOM %06d\n" % i for i in range(5000))
     with open(tmp_path / "archive.tar", "wb") as stream, ArchiveWriter(stream, mtime=0) as archive:
@@ -321,8 +321,8 @@ def test_the_serve_command_answers_and_stops(served_database, processes):
 def test_an_object_store_database_is_served_without_sql(s3_database):
     from conftest import ThreadedServer
     from fake_database import entry, random_prediction, write_database
-    from jobs.server import create_server
-    from models.types import PredictionRequest
+    from structome.jobs.serve.app import create_server
+    from structome.models.types import PredictionRequest
 
     prediction = random_prediction(PredictionRequest("p-a", "MKVLAAGIVGLLW"), 0)
     layout = write_database(s3_database, [entry("SM-P1-F1", "P1", "MKVLAAGIVGLLW", "p-a")], [prediction])
@@ -361,8 +361,8 @@ def test_entries_of_a_later_build_are_served_after_the_reload_interval(tmp_path)
 
     from conftest import ThreadedServer
     from fake_database import entry, random_prediction, write_database
-    from jobs.server import create_server
-    from models.types import PredictionRequest
+    from structome.jobs.serve.app import create_server
+    from structome.models.types import PredictionRequest
 
     first = random_prediction(PredictionRequest("p-a", "MKVLAAGIVGLLW"), 0)
     write_database(tmp_path / "db", [entry("SM-P1-F1", "P1", "MKVLAAGIVGLLW", "p-a")], [first])

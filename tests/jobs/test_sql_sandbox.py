@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from fake_database import entry, random_prediction, write_database
 
-from jobs.sql_sandbox import (SqlError, SqlLimits, SqlRefused, SqlResourceError, SqlSandbox, SqlTimeout,
+from structome.jobs.serve.sql_sandbox import (SqlError, SqlLimits, SqlRefused, SqlResourceError, SqlSandbox, SqlTimeout,
                               check_statement)
-from models.types import PredictionRequest
-from storage.layout import DatabaseLayout
+from structome.models.types import PredictionRequest
+from structome.storage.layout import DatabaseLayout
 
 LIMITS = SqlLimits(timeout_s=1.0, row_limit=100, result_bytes=1 << 20)
 ENTRIES = [entry(f"SM-P{i:05d}-F1", f"P{i:05d}", "ACDEFGHIKLMNPQRSTVWY"[: 8 + i], f"pred{i}") for i in range(6)]
@@ -242,7 +242,7 @@ def test_a_build_can_refresh_the_catalog_while_the_sandbox_serves(tmp_path):
     """The workers hold no lock on catalog.duckdb: a build writing the next shard and its catalog goes on, and
     the workers' views see the new shard."""
     from fake_database import entry, random_prediction, write_database
-    from models.types import PredictionRequest
+    from structome.models.types import PredictionRequest
 
     first = random_prediction(PredictionRequest("p-a", "MKVLAAGIVGLLW"), 0)
     layout = write_database(tmp_path / "db", [entry("SM-P1-F1", "P1", "MKVLAAGIVGLLW", "p-a")], [first])

@@ -29,7 +29,7 @@ SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "MSDNELLKQAEELLKRIEELAKKGDEEA", "MGSSHHHH
 
 def structome(*args: str, cwd: Path | None = None, env: dict | None = None,
               check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, timeout=300,
+    result = subprocess.run([sys.executable, "-m", "structome", *args], capture_output=True, text=True, timeout=300,
                             cwd=cwd, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"structome {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.runner import ModelSpec, batch_planner, RunnerSettings, plan_workers, with_weights_digest
-from models.esmfold import EsmFoldSettings, weights_sha256
+from structome.jobs.build.runner import ModelSpec, batcher_for, plan_workers, with_weights_digest
+from structome.jobs.build.settings import RunnerSettings
+from structome.models.esmfold import weights_sha256
+from structome.models.types import EsmFoldSettings
 
 
 def test_one_actor_per_gpu_and_fractions_share_a_gpu():
@@ -49,9 +51,9 @@ def test_workers_get_the_drivers_weights_hash_when_the_driver_sees_the_weights(t
 
 def test_cpu_workers_plan_batches_by_the_cost_model_with_the_measured_cap_and_the_token_cap():
     spec = ModelSpec("esmfold-tiny", None, EsmFoldSettings(num_recycles=1), "key")
-    planner = batch_planner(spec, "cpu", batch_tokens=None)
-    short = planner.plan([30] * 8).batches  # batching pays on a CPU for short sequences only
+    batcher = batcher_for(spec, "cpu", batch_tokens=None)
+    short = batcher.batch([30] * 8).batches  # batching pays on a CPU for short sequences only
     assert len(short) < 8
-    assert all(len(b.indices) == 1 for b in planner.plan([190] * 4).batches)  # past the measured cap: alone
-    capped = batch_planner(spec, "cpu", batch_tokens=60).plan([30] * 8).batches
+    assert all(len(b.indices) == 1 for b in batcher.batch([190] * 4).batches)  # past the measured cap: alone
+    capped = batcher_for(spec, "cpu", batch_tokens=60).batch([30] * 8).batches
     assert all(len(b.indices) * b.padded_length <= 60 for b in capped)

@@ -8,12 +8,12 @@ import torch
 from transformers import EsmForProteinFolding
 from transformers.models.esm.openfold_utils import residue_constants
 
-from models import esmfold
-from models.esmfold import (EsmFoldSettings, encode, load_esmfold, trust_weights_digest, weights_digest,
-                           weights_sha256)
-from models.registry import describe_model, preset
-from models.tiny import build_tiny_model
-from models.types import PredictionRequest
+from structome.models import esmfold
+from structome.models.esmfold import encode, load_esmfold, trust_weights_digest, weights_digest, weights_sha256
+from structome.models.types import EsmFoldSettings
+from structome.models.registry import describe_model, preset
+from structome.models.tiny import build_tiny_model
+from structome.models.types import PredictionRequest
 
 SHORT = PredictionRequest("short", "MKTAYIAKQRQISFVKSHFSRQ")
 LONG = PredictionRequest("long", "MSHHWGYGKHNGPEHWHKDFPIAKGERQSPVDIDTHTAKYDPSLKPLSVSYDQATS")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from Bio.SeqUtils.CheckSum import crc64 as bio_crc64
 
-from models.types import ACCEPTED_RESIDUES
-from pipelines.checksums import crc64_hex, crc64_many, md5_hex
-from pipelines.fasta import iter_fasta
+from structome.models.types import ACCEPTED_RESIDUES
+from structome.pipelines.checksums import crc64_hex, crc64_many, md5_hex
+from structome.pipelines.fasta import iter_fasta
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fasta"
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.cost_model import ESMFOLD_V1_CONFIG, CostModel, Cubic
+from structome.models.registry import ESMFOLD_V1_CONFIG
+from structome.pipelines.cost_model import CostModel, Cubic
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _reduced_config(**trunk_changes) -> dict:
     """The tiny config with other widths and head counts, so every dimension is exercised."""
-    from models.tiny import tiny_config
+    from structome.models.tiny import tiny_config
 
     config = tiny_config()
     trunk = config.esmfold_config.trunk
@@ -108,7 +109,7 @@ def test_activation_memory_grows_with_batch_and_chunking_removes_the_cubic_term(
 _PEAK_SCRIPT = """
 import sys, torch
 from transformers import EsmForProteinFolding
-from models.tiny import tiny_config
+from structome.models.tiny import tiny_config
 batch, length, chunk, pair_dim, pair_heads, ipa_heads = (int(a) for a in sys.argv[1:])
 config = tiny_config()
 config.esmfold_config.trunk.pairwise_state_dim = pair_dim
@@ -154,5 +155,5 @@ def test_activation_memory_matches_the_measured_peak(batch, length, chunk, pair_
 
 
 def test_planning_never_imports_torch():
-    code = "import sys, pipelines.batch_plan, pipelines.cost_model; sys.exit('torch' in sys.modules)"
+    code = "import sys, structome.pipelines.batching, structome.pipelines.cost_model; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.fasta import FastaRecord, is_gzip, iter_fasta, parse_header
+from structome.pipelines.fasta import FastaRecord, is_gzip, iter_fasta, parse_header
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fasta"
 
@@ -175,7 +175,7 @@ def test_crlf_blank_lines_and_whitespace_inside_lines() -> None:
 
 def test_text_before_first_header_is_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write(tmp_path, "preamble.fasta", b"some notes\n\n;comment\n>a\nMK\n;inner comment\nVL\n")
-    with caplog.at_level(logging.WARNING, logger="pipelines.fasta"):
+    with caplog.at_level(logging.WARNING, logger="structome.pipelines.fasta"):
         (record,) = iter_fasta(path)
     assert (record.record_id, record.sequence_raw) == ("a", "MKVL")
     assert "ignored 1 line" in caplog.text

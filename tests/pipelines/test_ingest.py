@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from Bio.SeqUtils.CheckSum import crc64 as bio_crc64
 
-from models.types import STANDARD_RESIDUES, Entry, Failure, to_model_alphabet
-from pipelines.fasta import iter_fasta
-from pipelines.ingest import (
+from structome.models.types import STANDARD_RESIDUES, Entry, Failure, to_model_alphabet
+from structome.pipelines.fasta import iter_fasta
+from structome.pipelines.ingest import (
     IngestResult,
     IngestSettings,
     clean_sequence,

@@ -8,21 +8,22 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from models.chunking import CHUNK_LADDER
-from models.types import Entry, NonFiniteOutputError, Prediction, PredictionRequest
-from pipelines.batch_plan import BatchPlanner, DeviceBudget
-from pipelines.cost_model import ESMFOLD_V1_CONFIG, CostModel
-from pipelines.predict import predict_shard
-from pipelines.sharding import plan_shards
+from structome.models.chunking import CHUNK_LADDER
+from structome.models.types import Entry, NonFiniteOutputError, Prediction, PredictionRequest
+from structome.pipelines.batching import Batcher, DeviceBudget
+from structome.models.registry import ESMFOLD_V1_CONFIG
+from structome.pipelines.cost_model import CostModel
+from structome.pipelines.predict import predict_shard
+from structome.pipelines.sharding import cut_shards
 
 UNLIMITED = 1e30
 
 
-def planner(batch_tokens: int = 10_000, activation_bytes: float = UNLIMITED) -> BatchPlanner:
+def batcher(batch_tokens: int = 10_000, activation_bytes: float = UNLIMITED) -> Batcher:
     """Every call costs the same (so the fewest calls win), capped at `batch_tokens` padded residues."""
     budget = DeviceBudget(activation_bytes=activation_bytes, min_batch_flops=UNLIMITED, max_batch_flops=UNLIMITED,
                           max_padded_residues=batch_tokens)
-    return BatchPlanner(CostModel.from_config(ESMFOLD_V1_CONFIG), budget)
+    return Batcher(CostModel.from_config(ESMFOLD_V1_CONFIG), budget)
 
 
 class ScriptedPredictor:
@@ -72,13 +73,13 @@ def _shard(lengths):
     requests = [PredictionRequest(f"p{i}", "A" * n) for i, n in enumerate(lengths)]
     entries = [Entry(f"E{i}", f"r{i}", "x.fasta", f"E{i}", r.sequence, 1, 1, len(r.sequence), "0" * 16, "0" * 32,
                      r.prediction_id) for i, r in enumerate(requests)]
-    return plan_shards(entries, requests, shard_size=len(requests))[0]
+    return cut_shards(entries, requests, shard_size=len(requests))[0]
 
 
 def test_oom_splits_the_batch_until_it_fits():
     shard = _shard([50, 40, 40, 30, 30, 30])
     predictor = ScriptedPredictor(max_padded=100)
-    result = predict_shard(predictor, shard, planner())
+    result = predict_shard(predictor, shard, batcher())
     assert len(result.predictions) == 6 and not result.failures
     assert predictor.calls[0] == 6  # tried whole first, then halves until each part fits 100 padded residues
     assert predictor.calls[1:] == [3, 1, 2, 3]
@@ -86,21 +87,21 @@ def test_oom_splits_the_batch_until_it_fits():
 
 def test_one_protein_that_never_fits_is_a_ledger_row_not_a_failed_shard():
     shard = _shard([80, 20, 20])
-    result = predict_shard(ScriptedPredictor(oom_length=80), shard, planner())
+    result = predict_shard(ScriptedPredictor(oom_length=80), shard, batcher())
     assert sorted(p.prediction_id for p in result.predictions) == ["p1", "p2"]
     assert [(f.entry_id, f.reason, f.stage) for f in result.failures] == [("E0", "out_of_memory", "predict")]
 
 
 def test_a_smaller_chunk_size_rescues_a_long_protein_and_is_reset_afterwards():
     predictor = ScriptedPredictor(oom_length=80, chunk_fix=CHUNK_LADDER[1])
-    result = predict_shard(predictor, _shard([80, 20]), planner())
+    result = predict_shard(predictor, _shard([80, 20]), batcher())
     assert len(result.predictions) == 2 and not result.failures
     assert predictor.chunk_size is None
 
 
 def test_non_finite_output_is_isolated_to_its_protein():
     predictor = ScriptedPredictor(nan_length=33)
-    result = predict_shard(predictor, _shard([40, 33, 20]), planner())
+    result = predict_shard(predictor, _shard([40, 33, 20]), batcher())
     assert len(result.predictions) == 2
     assert [f.reason for f in result.failures] == ["non_finite_output"]
     assert predictor.calls == [3, 1, 2, 1, 1, 1]  # split, then the NaN protein alone, then once more in fp32
@@ -108,19 +109,19 @@ def test_non_finite_output_is_isolated_to_its_protein():
 
 def test_a_protein_that_overflows_in_reduced_precision_is_folded_again_in_fp32():
     predictor = ScriptedPredictor(nan_length=33, nan_in_fp32=False)
-    result = predict_shard(predictor, _shard([40, 33, 20]), planner())
+    result = predict_shard(predictor, _shard([40, 33, 20]), batcher())
     assert sorted(p.prediction_id for p in result.predictions) == ["p0", "p1", "p2"] and not result.failures
     assert not predictor.in_fp32  # back to the build's precision afterwards
 
 
 def test_in_fp32_already_there_is_nothing_to_fall_back_to():
     predictor = ScriptedPredictor(nan_length=33, nan_in_fp32=False, reduced_precision=False)
-    result = predict_shard(predictor, _shard([33]), planner())
+    result = predict_shard(predictor, _shard([33]), batcher())
     assert [f.reason for f in result.failures] == ["non_finite_output"] and predictor.calls == [1]
 
 
 def test_padding_is_counted():
-    result = predict_shard(ScriptedPredictor(), _shard([10, 5]), planner(1000))
+    result = predict_shard(ScriptedPredictor(), _shard([10, 5]), batcher(1000))
     assert result.padded_residues == 20
 
 
@@ -135,7 +136,7 @@ def test_the_planner_batches_within_its_token_cap_and_lowers_the_chunk_of_a_prot
             return super().predict(requests)
 
     predictor = Spy()
-    result = predict_shard(predictor, _shard([250, 40, 40, 30]), planner(100, activation_bytes=chunked))
+    result = predict_shard(predictor, _shard([250, 40, 40, 30]), batcher(100, activation_bytes=chunked))
     assert len(result.predictions) == 4 and not result.failures
     assert chunks[0] == (1, 64)  # the long protein alone, chunked so that it fits
     assert all(count * 40 <= 100 for count, _ in chunks[1:]) and sum(c for c, _ in chunks) == 4

@@ -7,10 +7,10 @@ import pickle
 
 import numpy as np
 
-from models.types import Entry, Failure, Prediction, PredictionRequest, Provenance
-from pipelines.sharding import ShardPredictions, plan_shards
-from storage.afdb_json import to_confidence_json, to_pae_json
-from storage.mmcif import to_mmcif
+from structome.models.types import Entry, Failure, Prediction, PredictionRequest, Provenance
+from structome.pipelines.sharding import ShardPredictions, cut_shards
+from structome.storage.afdb_json import to_confidence_json, to_pae_json
+from structome.storage.mmcif import to_mmcif
 
 
 def _entry(entry_id: str, sequence: str, prediction_id: str) -> Entry:
@@ -25,7 +25,7 @@ def test_shards_are_length_sorted_and_keep_entries_with_their_prediction():
     requests = [PredictionRequest(f"p{n}", "A" * (n % 100)) for n in (5, 40, 12, 140, 7)]
     entries = [_entry(f"E{i}", r.sequence, r.prediction_id) for i, r in enumerate(requests)]
     entries.append(_entry("E-dup", "A" * 12, "p12"))  # shares the prediction of E2
-    shards = plan_shards(entries, requests, shard_size=2)
+    shards = cut_shards(entries, requests, shard_size=2)
     lengths = [len(r.sequence) for s in shards for r in s.requests]
     assert lengths == sorted(lengths, reverse=True)
     assert [len(s.requests) for s in shards] == [2, 2, 1]
@@ -37,8 +37,8 @@ def test_shards_are_length_sorted_and_keep_entries_with_their_prediction():
 def test_shard_ids_are_content_addresses():
     requests = [PredictionRequest("a", "MK"), PredictionRequest("b", "MKV")]
     entries = [_entry("A", "MK", "a"), _entry("B", "MKV", "b")]
-    first = plan_shards(entries, requests, 1)
-    again = plan_shards(list(reversed(entries)), list(reversed(requests)), 1)
+    first = cut_shards(entries, requests, 1)
+    again = cut_shards(list(reversed(entries)), list(reversed(requests)), 1)
     assert [s.shard_id for s in first] == [s.shard_id for s in again]
     assert len({s.shard_id for s in first}) == 2
 

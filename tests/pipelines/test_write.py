@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from fake_database import entry, random_prediction, write_database
-from models.types import Failure, PredictionRequest
-from storage import catalog
-from storage.layout import DatabaseLayout
-from storage.mmcif import validate_mmcif
-from storage.reader import AmbiguousEntryError, EntryNotFoundError, read_entry_file, resolve_entry
+from structome.models.types import Failure, PredictionRequest
+from structome.storage import catalog
+from structome.storage.layout import DatabaseLayout
+from structome.storage.mmcif import validate_mmcif
+from structome.storage.reader import AmbiguousEntryError, EntryNotFoundError, read_entry_file, resolve_entry
 
 @pytest.fixture(params=["local", "s3"])
 def database(request, tmp_path, data_dir):
@@ -90,7 +90,7 @@ def test_catalog_views_exist_before_any_shard_and_work_from_any_folder(tmp_path,
 
 def test_failures_view_drops_entries_that_a_later_run_predicted(database):
     layout, _ = database
-    from storage import rows
+    from structome.storage import rows
 
     old = Failure("sp|P1|X_ECOLI", "in.fasta", "out_of_memory", "earlier run", "predict", "SM-P1-F1")
     layout.write_parquet_atomic(rows.failures_table([old, old], "20200101T000000Z-000000"),

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.types import PAE_MAX, Prediction
-from storage.afdb_json import entry_file_names, plddt_category, to_confidence_json, to_pae_json
+from structome.models.types import PAE_MAX, Prediction
+from structome.storage.afdb_json import entry_file_names, plddt_category, to_confidence_json, to_pae_json
 
 AFDB_PAE = Path(__file__).resolve().parents[1] / "data" / "afdb" / "AF-O05023-F1-predicted_aligned_error_v4.json"
 

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from storage.archive import ArchiveChecksumError, ArchiveWriter, decode, verify_stored
+from structome.storage.archive import ArchiveChecksumError, ArchiveWriter, decode, verify_stored
 
 
 def write_archive(path, add):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from storage.entry_index import ENTRY_COLUMNS, EntryIndex, FileLocation
+from structome.storage.entry_index import ENTRY_COLUMNS, EntryIndex, FileLocation
 
 
 def record(accession: str, fragment: int = 1, **fields) -> dict:

@@ -13,14 +13,14 @@ import pyarrow as pa
 import pytest
 
 from fake_database import CREATED, entry, random_prediction, write_database
-from models.types import PredictionRequest
-from storage import catalog
-from storage.archive import ArchiveChecksumError
-from storage.export import (
+from structome.models.types import PredictionRequest
+from structome.storage import catalog
+from structome.storage.archive import ArchiveChecksumError
+from structome.storage.export import (
     MANIFEST_FORMAT, MANIFEST_NAME, ExportError, UnknownEntriesError, entry_ids_of, export_files, stream_tar,
 )
-from storage.layout import DatabaseLayout
-from storage.reader import FILE_KINDS, read_entry_file
+from structome.storage.layout import DatabaseLayout
+from structome.storage.reader import FILE_KINDS, read_entry_file
 
 SEQUENCE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQ"
 ENTRY_IDS = [f"SM-Q{n}-F1" for n in range(7)]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from storage.layout import DatabaseLayout, DatabaseLockedError, write_parquet_atomic
+from structome.storage.layout import DatabaseLayout, DatabaseLockedError, write_parquet_atomic
 
 
 def test_a_second_build_lock_is_refused_until_the_first_is_released(tmp_path):
@@ -100,7 +100,7 @@ def test_logs_append_and_read_back_in_order(any_layout):
 
 
 def test_an_object_store_lease_refuses_a_second_build_and_expires(s3_database, monkeypatch):
-    from storage import locks
+    from structome.storage import locks
 
     monkeypatch.setattr(locks, "SETTLE_SECONDS", 0.05)
     layout = DatabaseLayout(s3_database)

@@ -12,8 +12,8 @@ import pytest
 from Bio.PDB.MMCIF2Dict import MMCIF2Dict
 from Bio.PDB.MMCIFParser import MMCIFParser
 
-from models.types import Entry, Prediction, Provenance
-from storage.mmcif import ATOM37_NAMES, MODELCIF_DICT_VERSION, to_mmcif, validate_mmcif
+from structome.models.types import Entry, Prediction, Provenance
+from structome.storage.mmcif import ATOM37_NAMES, MODELCIF_DICT_VERSION, to_mmcif, validate_mmcif
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DICTIONARY = DATA / "dictionaries" / "mmcif_ma.dic"

@@ -10,9 +10,9 @@ import zlib
 import numpy as np
 import pytest
 
-from models.types import PAE_MAX, Prediction
-from storage.afdb_json import to_pae_json
-from storage.pae_image import GREENS_R, pae_png, pae_png_from_json, read_pae_json
+from structome.models.types import PAE_MAX, Prediction
+from structome.storage.afdb_json import to_pae_json
+from structome.storage.pae_image import GREENS_R, pae_png, pae_png_from_json, read_pae_json
 
 DARK_GREEN, NEAR_WHITE = (0x00, 0x44, 0x1B), (0xF7, 0xFC, 0xF5)  # Greens_r at 0 and at 1
 

@@ -16,25 +16,28 @@ import importlib
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from tqdm import tqdm
 
-from jobs.manifest import ManifestWriter
-from models.esmfold import EsmFoldSettings, WeightsDigest, trust_weights_digest, weights_digest
-from models.types import Failure
-from pipelines.build import BuildCounters, BuildPlan
-from jobs.plan import budget_for, cost_model_for, device_spec, find_calibration, load_calibrations
-from pipelines.batch_plan import BatchPlanner, DeviceBudget
-from pipelines.predict import predict_shard
-from pipelines.sharding import ShardPlan, ShardPredictions
-from pipelines.write import WriteContext, write_predicted_shard
+from structome.jobs.build.manifest import ManifestWriter
+from structome.jobs.build.settings import RunnerSettings
+from structome.models.esmfold import WeightsDigest, trust_weights_digest, weights_digest
+from structome.models.types import EsmFoldSettings
+from structome.models.types import Failure
+from structome.pipelines.build import BuildCounters, BuildPlan
+from structome.pipelines.calibration import budget_for, device_spec, find_calibration, load_calibrations
+from structome.pipelines.cost_model import CostModel
+from structome.pipelines.batching import Batcher, DeviceBudget
+from structome.pipelines.predict import predict_shard
+from structome.pipelines.sharding import Shard, ShardPredictions
+from structome.pipelines.write import WriteContext, write_predicted_shard
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LOADER = "models.registry:load_predictor"
+DEFAULT_LOADER = "structome.models.registry:load_predictor"
 # Shards queued per actor: with 2, the driver's round trip (result to the object store, ray.wait, dispatch)
 # overlaps folding (benchmark: 12-14 ms instead of ~22 ms idle per shard with 1).
 SHARDS_PER_WORKER = 2
@@ -71,25 +74,6 @@ def with_weights_digest(model: ModelSpec) -> ModelSpec:
         return model
 
 
-@dataclass(frozen=True)
-class RunnerSettings:
-    address: str | None = None  # None: start Ray in-process
-    workers: int | None = None  # predictor actors; None: one per GPU, else one per 4 CPUs
-    gpus_per_worker: float = 1.0
-    cpus_per_worker: int = 1  # reserved per actor; on CPU-only clusters torch may use more threads
-    worker_resources: dict[str, float] = field(default_factory=dict)  # custom resources each actor needs
-    device: str = "auto"  # auto: GPU actors when the cluster has GPUs now; cuda: always (autoscaled GPU nodes)
-    max_writes_in_flight: int = 4
-    shard_retries: int = 2  # a shard whose actor died is retried on a fresh actor this many times
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.device not in ("auto", "cuda", "cpu"):
-            raise ValueError(f"device must be auto, cuda or cpu, got {self.device!r}")
-        if self.gpus_per_worker <= 0 or self.shard_retries < 0 or self.max_writes_in_flight < 1:
-            raise ValueError("gpus per worker and writes in flight must be positive, shard retries >= 0")
-
-
 class PredictorWorker:
     """Loads the model once, then folds shard after shard."""
 
@@ -107,19 +91,19 @@ class PredictorWorker:
         key = self.predictor.provenance.settings_key()
         if key != model.settings_key:
             raise RuntimeError(f"this worker's model ({key}) differs from the planned one ({model.settings_key})")
-        self.planner = batch_planner(model, device, batch_tokens)
+        self.batcher = batcher_for(model, device, batch_tokens)
         self.label = f"{ray.get_runtime_context().get_node_id()[:8]}/pid{os.getpid()}"
 
     def describe(self) -> str:
         return self.label
 
-    def predict(self, shard: ShardPlan, after: dict | None = None) -> tuple[dict, ShardPredictions]:
+    def predict(self, shard: Shard, after: dict | None = None) -> tuple[dict, ShardPredictions]:
         """Two returns: small stats for the driver, the predictions for the writer.
 
         `after` (unused) is the ref of the stats of the call queued before this one: Ray starts this call only
         once they have reached the driver, so a death can never hide that the previous shard was finished.
         """
-        result = predict_shard(self.predictor, shard, self.planner)
+        result = predict_shard(self.predictor, shard, self.batcher)
         stats = {
             "worker": self.label,
             "predictions": len(result.predictions),
@@ -133,7 +117,7 @@ class PredictorWorker:
 @dataclass
 class _Running:
     worker: object
-    shard: ShardPlan
+    shard: Shard
     attempt: int
     result: object  # ObjectRef of the ShardPredictions
 
@@ -176,11 +160,11 @@ class RayBuildRunner:
         return workers
 
 
-def batch_planner(model: ModelSpec, device: str, batch_tokens: int | None) -> BatchPlanner:
+def batcher_for(model: ModelSpec, device: str, batch_tokens: int | None) -> Batcher:
     """The model's cost model and this device's budget: a GPU's memory, or the host's with the CPU
     calibration's batch cap (batching pays on a CPU only for short sequences); `batch_tokens` caps padded
     residues per call on top."""
-    cost = cost_model_for(model.name, model.settings.num_recycles)
+    cost = CostModel.for_preset(model.name, model.settings.num_recycles)
     if device == "cuda":
         import torch
 
@@ -188,7 +172,7 @@ def batch_planner(model: ModelSpec, device: str, batch_tokens: int | None) -> Ba
         budget = DeviceBudget.for_device(cost, memory)
     else:
         budget = budget_for(cost, device_spec("cpu"), find_calibration(load_calibrations(), model.name, "cpu"))
-    return BatchPlanner(cost, dataclasses.replace(budget, max_padded_residues=batch_tokens))
+    return Batcher(cost, dataclasses.replace(budget, max_padded_residues=batch_tokens))
 
 
 @dataclass(frozen=True)
@@ -322,7 +306,7 @@ class _Loop:
         self.manifest.record(shard.shard_id, "failed", error=_first_line(error))
         self._advance(len(shard.entries))
 
-    def _on_written(self, ref, shard: ShardPlan, stats: dict) -> None:
+    def _on_written(self, ref, shard: Shard, stats: dict) -> None:
         try:
             summary = ray.get(ref)
         except RayError as error:  # storage trouble is not a protein's fault: stop the build
@@ -354,7 +338,7 @@ def _settled(refs: list) -> list[dict | RayError]:
     return [_outcome(ref) for ref in refs]
 
 
-def _shard_failures(shard: ShardPlan, error: Exception, attempts: int) -> list[Failure]:
+def _shard_failures(shard: Shard, error: Exception, attempts: int) -> list[Failure]:
     message = f"worker failed {attempts} time(s) on this shard: {_first_line(error)}"
     return [
         Failure(e.record_id, e.source_file, "worker_failed", message, "predict", e.entry_id, e.record_number)

@@ -13,8 +13,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from pipelines.build import BuildPlan
-from storage.layout import DatabaseLayout
+from structome.pipelines.build import BuildPlan
+from structome.storage.layout import DatabaseLayout
 
 STATES = ("started", "committed", "retried", "failed")
 

@@ -3,7 +3,7 @@
 Pure functions over the entry dicts of `/api/prediction/{accession}` (AlphaFold DB API shape). Every value
 goes through `html.escape`; data for the page scripts travels in a `<script type="application/json">` with
 `<`, `>` and `&` escaped. Everything a page loads comes from this server: jobs/web/ and the pinned
-pdbe-molstar build of `jobs.viewer_assets` (no CDN, no web fonts).
+pdbe-molstar build of `structome.jobs.serve.viewer_assets` (no CDN, no web fonts).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from jobs import viewer_assets
+from structome.jobs.serve import viewer_assets
 
 # AlphaFold DB pLDDT bands: (lower bound, label, colour); confidence-JSON letters H, M, L, D.
 PLDDT_BANDS = (

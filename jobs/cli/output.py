@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage import catalog
-from storage.layout import DatabaseLayout
+from structome.storage import catalog
+from structome.storage.layout import DatabaseLayout
 
 SQL_FORMATS = ("table", "csv", "json", "parquet")
 MAX_CELL = 60  # characters shown per cell in the table format
@@ -100,7 +100,7 @@ def status_text(layout: DatabaseLayout) -> str:
 
 def _latest_progress(layout: DatabaseLayout, running: bool) -> str | None:
     """The newest build's shard progress from its manifest: done/planned, rate, ETA."""
-    from jobs.manifest import read_progress
+    from structome.jobs.build.manifest import read_progress
 
     manifests = [f for f in layout.list_files("builds") if f.endswith(".manifest.json")]
     if not manifests:

@@ -2,7 +2,7 @@
 
 Starlette on uvicorn. Entry metadata and file locations are read once at start (storage.entry_index); a
 file download is one ranged read of its archive member. SQL runs in sandboxed worker processes
-(jobs.sql_sandbox). Every route answers a client error as JSON (API, files) or a small HTML page, never a
+(structome.jobs.serve.sql_sandbox). Every route answers a client error as JSON (API, files) or a small HTML page, never a
 stack trace; file names are looked up in the index and never joined to a path.
 """
 
@@ -25,16 +25,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from jobs import pages
-from jobs.http_files import ByteRange, RangeNotSatisfiable, accepts_gzip, etag_matches, if_range_allows, parse_range
-from jobs.sql_sandbox import SqlError, SqlLimits, SqlRefused, SqlResourceError, SqlResult, SqlSandbox, SqlTimeout
-from jobs.viewer_assets import ensure_viewer_assets
-from storage import export, pae_image
-from storage.archive import decode
-from storage.entry_index import DerivedFile, EntryIndex, FileLocation
-from storage.layout import DatabaseLayout
-from storage.mmcif import mmcif_to_pdb
-from storage.reader import ArchiveReader
+from structome.jobs.serve import pages
+from structome.jobs.serve.http_files import ByteRange, RangeNotSatisfiable, accepts_gzip, etag_matches, if_range_allows, parse_range
+from structome.jobs.serve.sql_sandbox import SqlError, SqlLimits, SqlRefused, SqlResourceError, SqlResult, SqlSandbox, SqlTimeout
+from structome.jobs.serve.viewer_assets import ensure_viewer_assets
+from structome.storage import export, pae_image
+from structome.storage.archive import decode
+from structome.storage.entry_index import DerivedFile, EntryIndex, FileLocation
+from structome.storage.layout import DatabaseLayout
+from structome.storage.mmcif import mmcif_to_pdb
+from structome.storage.reader import ArchiveReader
 
 logger = logging.getLogger(__name__)
 

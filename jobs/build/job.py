@@ -8,14 +8,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.runner import DEFAULT_LOADER, ModelSpec, RayBuildRunner, RunnerSettings
-from models.esmfold import EsmFoldSettings
-from models.registry import describe_model
-from pipelines.build import BuildCounters, BuildPlan, BuildSettings, build_record, build_report, plan_build
-from pipelines.write import WriteContext
-from storage import rows
-from storage.catalog import refresh_catalog
-from storage.layout import DatabaseLayout
+from structome.jobs.build.runner import DEFAULT_LOADER, ModelSpec, RayBuildRunner
+from structome.jobs.build.settings import RunnerSettings
+from structome.models.types import EsmFoldSettings
+from structome.models.registry import describe_model
+from structome.pipelines.build import BuildCounters, BuildPlan, BuildSettings, build_record, build_report, plan_build
+from structome.pipelines.write import WriteContext
+from structome.storage import rows
+from structome.storage.catalog import refresh_catalog
+from structome.storage.layout import DatabaseLayout
 
 logger = logging.getLogger(__name__)
 

@@ -6,11 +6,12 @@ import random
 
 import pytest
 
-from pipelines.batch_plan import (
-    CHUNK_LADDER, DeviceBudget, PlanTotals, chunk_size_for_length, lone_chunk_size, plan_batches_by_cost,
-    plan_fixed_batches, solo_length,
+from structome.pipelines.batching import (
+    CHUNK_LADDER, DeviceBudget, BatchTotals, chunk_size_for_length, lone_chunk_size, batch_by_cost,
+    batch_fixed_size, solo_length,
 )
-from pipelines.cost_model import ESMFOLD_V1_CONFIG, CostModel
+from structome.models.registry import ESMFOLD_V1_CONFIG
+from structome.pipelines.cost_model import CostModel
 
 V1 = CostModel.from_config(ESMFOLD_V1_CONFIG, 4)
 H100 = DeviceBudget.for_device(V1, 80e9)
@@ -24,7 +25,7 @@ def proteome_like_lengths(count: int, seed: int = 0) -> list[int]:
 
 def test_every_index_is_planned_exactly_once_and_within_the_budget():
     lengths = proteome_like_lengths(500)
-    plan = plan_batches_by_cost(lengths, V1, H100)
+    plan = batch_by_cost(lengths, V1, H100)
     planned = [i for batch in plan.batches for i in batch.indices]
     assert sorted(planned) == list(range(len(lengths)))
     for batch in plan.batches:
@@ -39,7 +40,7 @@ def test_long_sequences_run_alone_and_are_always_chunked():
     solo = solo_length(V1, H100)
     assert solo == pytest.approx(V1.cubic_crossover_length, abs=1)  # the default budget: alone above the crossover
     lengths = [solo - 1, solo - 1, solo, solo + 5, 2000, 300, 120, 120]
-    plan = plan_batches_by_cost(lengths, V1, H100)
+    plan = batch_by_cost(lengths, V1, H100)
     for batch in plan.batches:
         if batch.padded_length >= solo:
             assert len(batch.indices) == 1
@@ -51,7 +52,7 @@ def test_long_sequences_run_alone_and_are_always_chunked():
 def test_memory_bounds_batches_when_it_binds():
     tight = DeviceBudget(activation_bytes=V1.peak_activation_bytes(3, 200, None), min_batch_flops=1e15,
                          max_batch_flops=1e16)
-    plan = plan_batches_by_cost([200] * 10, V1, tight)
+    plan = batch_by_cost([200] * 10, V1, tight)
     assert max(len(b.indices) for b in plan.batches) == 3
     assert all(b.fits for b in plan.batches)
 
@@ -64,17 +65,17 @@ def test_a_sequence_over_the_budget_takes_a_smaller_chunk_or_is_flagged():
     assert V1.peak_activation_bytes(1, 200, None) > budget.activation_bytes
     assert lone_chunk_size(200, V1, budget) == 64
     # Beyond any chunk size: the smallest, flagged (the predictor's out-of-memory ladder takes over).
-    (batch,) = plan_batches_by_cost([3000], V1, budget).batches
+    (batch,) = batch_by_cost([3000], V1, budget).batches
     assert batch.chunk_size == CHUNK_LADDER[-1] and not batch.fits
 
 
 def test_planner_beats_fixed_unsorted_batches_on_a_synthetic_mix():
     lengths = proteome_like_lengths(2000, seed=3)
-    planner = plan_batches_by_cost(lengths, V1, H100).totals
+    planner = batch_by_cost(lengths, V1, H100).totals
     assert planner.token_efficiency >= 0.97
     assert planner.flop_efficiency >= 0.98
     size = round(len(lengths) / planner.batches)
-    baseline = plan_fixed_batches(lengths, size, V1, H100).totals
+    baseline = batch_fixed_size(lengths, size, V1, H100).totals
     assert baseline.batches == pytest.approx(planner.batches, rel=0.05)  # about as many calls
     assert baseline.token_efficiency < 0.8 and baseline.flop_efficiency < 0.7
     assert planner.executed_flops < baseline.executed_flops
@@ -82,23 +83,23 @@ def test_planner_beats_fixed_unsorted_batches_on_a_synthetic_mix():
 
 def test_short_sequences_fill_calls_up_to_the_flop_cap():
     per_call = min(int(H100.max_batch_flops // V1.flops(150)), H100.max_batch_size)
-    plan = plan_batches_by_cost([150] * (3 * per_call + 1), V1, H100)
+    plan = batch_by_cost([150] * (3 * per_call + 1), V1, H100)
     assert len(plan.batches) == 4
     assert max(len(b.indices) for b in plan.batches) == per_call
 
 
 def test_efficiency_totals_add_up():
-    a = plan_batches_by_cost([100, 90, 80], V1, H100).totals
-    b = plan_batches_by_cost([500], V1, H100).totals
+    a = batch_by_cost([100, 90, 80], V1, H100).totals
+    b = batch_by_cost([500], V1, H100).totals
     both = a + b
     assert (both.sequences, both.residues) == (4, 770)
     assert both.padded_residues == 3 * 100 + 500
     assert both.token_efficiency == pytest.approx(770 / 800)
-    assert PlanTotals().token_efficiency == 1.0
+    assert BatchTotals().token_efficiency == 1.0
 
 
 def test_fixed_baseline_keeps_input_order():
-    plan = plan_fixed_batches([10, 300, 20, 30, 40], 2, V1, H100)
+    plan = batch_fixed_size([10, 300, 20, 30, 40], 2, V1, H100)
     assert [sorted(b.indices) for b in plan.batches] == [[0, 1], [2, 3], [4]]
     assert [b.padded_length for b in plan.batches] == [300, 30, 40]
 
@@ -110,8 +111,8 @@ def test_long_sequences_are_always_chunked_and_longer_ones_more_finely():
 
 def test_invalid_input_is_refused():
     with pytest.raises(ValueError):
-        plan_batches_by_cost([10, 0], V1, H100)
+        batch_by_cost([10, 0], V1, H100)
     with pytest.raises(ValueError):
-        plan_fixed_batches([10], 0, V1, H100)
+        batch_fixed_size([10], 0, V1, H100)
     with pytest.raises(ValueError):
         DeviceBudget.for_device(V1, 10e9)  # 13 GiB of weights do not fit in 10 GB

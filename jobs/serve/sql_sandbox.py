@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import duckdb
 
-from storage import catalog
-from storage.layout import DatabaseLayout
+from structome.storage import catalog
+from structome.storage.layout import DatabaseLayout
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models.chunking import CHUNK_LADDER, chunk_size_for_length
-from pipelines.cost_model import CostModel
+from structome.models.chunking import CHUNK_LADDER, chunk_size_for_length
+from structome.pipelines.cost_model import CostModel
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class DeviceBudget:
 
 
 @dataclass(frozen=True)
-class PlannedBatch:
+class Batch:
     """One model call."""
 
     indices: tuple[int, ...]  # into the planner's input, longest first
@@ -75,7 +75,7 @@ class PlannedBatch:
 
 
 @dataclass(frozen=True)
-class PlanTotals:
+class BatchTotals:
     """Efficiency figures of one or more plans (they add up)."""
 
     sequences: int = 0
@@ -85,8 +85,8 @@ class PlanTotals:
     useful_flops: float = 0.0
     executed_flops: float = 0.0
 
-    def __add__(self, other: PlanTotals) -> PlanTotals:
-        return PlanTotals(
+    def __add__(self, other: BatchTotals) -> BatchTotals:
+        return BatchTotals(
             self.sequences + other.sequences, self.batches + other.batches, self.residues + other.residues,
             self.padded_residues + other.padded_residues, self.useful_flops + other.useful_flops,
             self.executed_flops + other.executed_flops,
@@ -104,12 +104,12 @@ class PlanTotals:
 
 
 @dataclass(frozen=True)
-class BatchPlan:
-    batches: tuple[PlannedBatch, ...]
+class Batching:
+    batches: tuple[Batch, ...]
 
     @property
-    def totals(self) -> PlanTotals:
-        return PlanTotals(
+    def totals(self) -> BatchTotals:
+        return BatchTotals(
             sequences=sum(len(b.indices) for b in self.batches),
             batches=len(self.batches),
             residues=sum(b.residues for b in self.batches),
@@ -120,14 +120,14 @@ class BatchPlan:
 
 
 @dataclass(frozen=True)
-class BatchPlanner:
+class Batcher:
     """How one predictor's calls are planned: its cost model and its device's budget."""
 
     cost: CostModel
     budget: DeviceBudget
 
-    def plan(self, lengths: Sequence[int]) -> BatchPlan:
-        return plan_batches_by_cost(lengths, self.cost, self.budget)
+    def batch(self, lengths: Sequence[int]) -> Batching:
+        return batch_by_cost(lengths, self.cost, self.budget)
 
 
 def solo_length(model: CostModel, budget: DeviceBudget) -> int:
@@ -143,11 +143,11 @@ def solo_length(model: CostModel, budget: DeviceBudget) -> int:
 
 def make_batch(
     indices: Sequence[int], lengths: Sequence[int], model: CostModel, chunk_size: int | None, budget: DeviceBudget
-) -> PlannedBatch:
+) -> Batch:
     members = [lengths[i] for i in indices]
     padded = max(members)
     memory = model.peak_activation_bytes(len(members), padded, chunk_size)
-    return PlannedBatch(
+    return Batch(
         indices=tuple(indices),
         padded_length=padded,
         chunk_size=chunk_size,
@@ -171,7 +171,7 @@ def lone_chunk_size(length: int, model: CostModel, budget: DeviceBudget) -> int 
     return CHUNK_LADDER[-1]
 
 
-def plan_batches_by_cost(lengths: Sequence[int], model: CostModel, budget: DeviceBudget) -> BatchPlan:
+def batch_by_cost(lengths: Sequence[int], model: CostModel, budget: DeviceBudget) -> Batching:
     """Cut sequences (any order) into cost-planned batches; every index appears in exactly one batch.
 
     Optimal over consecutive groups of the length-sorted sequences (dynamic programming, O(n x batch size)).
@@ -193,7 +193,7 @@ def plan_batches_by_cost(lengths: Sequence[int], model: CostModel, budget: Devic
         )
         batches.append(make_batch(members, lengths, model, chunk, budget))
         end = start
-    return BatchPlan(tuple(reversed(batches)))
+    return Batching(tuple(reversed(batches)))
 
 
 def _best_batch_starts(
@@ -228,9 +228,9 @@ def _fits(head: int, count: int, model: CostModel, budget: DeviceBudget) -> bool
     return model.peak_activation_bytes(count, head, chunk_size_for_length(head)) <= budget.activation_bytes
 
 
-def plan_fixed_batches(
+def batch_fixed_size(
     lengths: Sequence[int], batch_size: int, model: CostModel, budget: DeviceBudget
-) -> BatchPlan:
+) -> Batching:
     """Baseline: consecutive batches of `batch_size` sequences in input order, chunk size by length."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -238,4 +238,4 @@ def plan_fixed_batches(
     for first in range(0, len(lengths), batch_size):
         indices = sorted(range(first, min(first + batch_size, len(lengths))), key=lambda i: (-lengths[i], i))
         batches.append(make_batch(indices, lengths, model, chunk_size_for_length(lengths[indices[0]]), budget))
-    return BatchPlan(tuple(batches))
+    return Batching(tuple(batches))

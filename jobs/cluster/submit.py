@@ -1,7 +1,7 @@
 """Run `structome build` on a Ray cluster as a job (Ray Jobs API), and follow, inspect or stop such jobs.
 
 The job carries the project source (runtime_env `working_dir`) and runs
-`python -m jobs.cli build ... --address auto` on the cluster, so the build joins the cluster it runs on.
+`python -m structome.jobs.cli build ... --address auto` on the cluster, so the build joins the cluster it runs on.
 Paths travel as text: every node must see the inputs and the database at the same place (shared storage),
 so relative paths are made absolute here, with a warning.
 """
@@ -25,7 +25,7 @@ import click
 
 logger = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the folder holding pyproject.toml
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the folder holding pyproject.toml
 # Never uploaded with a job (gitignore syntax, relative to the project root; Ray also honours .gitignore).
 EXCLUDES = (".venv/", "venv/", ".git/", "**/__pycache__/", "*.egg-info/", ".pytest_cache/", "/tests/",
             "/example-db/", "/build/", "/dist/")
@@ -65,7 +65,7 @@ class BuildJob:
 
     @property
     def entrypoint(self) -> str:
-        return shlex.join(["python", "-m", "jobs.cli", *self.args, "--address", "auto"])
+        return shlex.join(["python", "-m", "structome", *self.args, "--address", "auto"])
 
     def runtime_env(self) -> dict:
         if not (PROJECT_ROOT / "pyproject.toml").is_file():

@@ -17,11 +17,11 @@ from typing import BinaryIO
 import click
 import duckdb
 
-from jobs.options import DB_OPTION
-from storage import catalog
-from storage.export import ExportError, UnknownEntriesError, entry_ids_of, export_files, stream_tar
-from storage.layout import DatabaseLayout
-from storage.reader import FILE_KINDS
+from structome.jobs.cli.options import DB_OPTION
+from structome.storage import catalog
+from structome.storage.export import ExportError, UnknownEntriesError, entry_ids_of, export_files, stream_tar
+from structome.storage.layout import DatabaseLayout
+from structome.storage.reader import FILE_KINDS
 
 logger = logging.getLogger(__name__)
 

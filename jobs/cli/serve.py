@@ -1,18 +1,14 @@
-"""`structome serve`: the HTTP server over one database (see jobs/server.py for the routes)."""
+"""`structome serve`: the HTTP server over one database (the routes are in structome.jobs.serve.app)."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 
 import click
 
-from jobs.options import DB_OPTION
+from structome.jobs.cli.options import DB_OPTION
 
 logger = logging.getLogger(__name__)
-
-_SETTINGS_VARIABLE = "STRUCTOME_SERVE_SETTINGS"  # how the parent hands its settings to the worker processes
 
 
 @click.command("serve")
@@ -37,38 +33,13 @@ _SETTINGS_VARIABLE = "STRUCTOME_SERVE_SETTINGS"  # how the parent hands its sett
 def serve_command(db, host, port, sql_workers, sql_timeout, sql_row_limit, sql_memory, viewer_assets_dir,
                   reload_interval, workers) -> None:
     """Serve a database over HTTP: AFDB-style /api/prediction and /files, /api/sql, /entry pages, /export."""
-    import uvicorn
-
-    from jobs import viewer_assets
+    from structome.jobs.serve import launch
 
     settings = {"location": db, "sql_workers": sql_workers, "viewer_assets": viewer_assets_dir,
                 "reload_interval_s": reload_interval,
                 "sql_limits": {"timeout_s": sql_timeout, "row_limit": sql_row_limit,
                                "address_space_bytes": _bytes(sql_memory)}}
-    options = {"host": host, "port": port, "log_level": "warning", "server_header": False}
-    if workers == 1:
-        server = _server(settings)  # loads the viewer files too (logging a warning when it cannot)
-        click.echo(f"serving {db} ({len(server.index):,} entries) on http://{host}:{port}/", err=True)
-        uvicorn.run(server.app, **options)
-        return
-    viewer_assets.ensure_viewer_assets(viewer_assets_dir)  # fetched once here; the processes read the cache
-    os.environ[_SETTINGS_VARIABLE] = json.dumps(settings)
-    click.echo(f"serving {db} from {workers} processes on http://{host}:{port}/", err=True)
-    uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
-
-
-def app_from_environment():
-    """The ASGI app of one of several server processes (uvicorn imports it by name in each)."""
-    return _server(json.loads(os.environ[_SETTINGS_VARIABLE])).app
-
-
-def _server(settings: dict):
-    from jobs.server import create_server
-    from jobs.sql_sandbox import SqlLimits
-
-    return create_server(settings["location"], sql_workers=settings["sql_workers"],
-                         sql_limits=SqlLimits(**settings["sql_limits"]), viewer_assets=settings["viewer_assets"],
-                         reload_interval_s=settings["reload_interval_s"])
+    launch.run(settings, host=host, port=port, workers=workers, announce=lambda text: click.echo(text, err=True))
 
 
 def _bytes(text: str) -> int:

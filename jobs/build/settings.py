@@ -1,0 +1,26 @@
+"""How a build runs on Ray: worker counts, devices, retries (no Ray import: the CLI reads the defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+WORKER_DEVICES = ("auto", "cuda", "cpu")
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    address: str | None = None  # None: start Ray in-process
+    workers: int | None = None  # predictor actors; None: one per GPU, else one per 4 CPUs
+    gpus_per_worker: float = 1.0
+    cpus_per_worker: int = 1  # reserved per actor; on CPU-only clusters torch may use more threads
+    worker_resources: dict[str, float] = field(default_factory=dict)  # custom resources each actor needs
+    device: str = "auto"  # auto: GPU actors when the cluster has GPUs now; cuda: always (autoscaled GPU nodes)
+    max_writes_in_flight: int = 4
+    shard_retries: int = 2  # a shard whose actor died is retried on a fresh actor this many times
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.device not in WORKER_DEVICES:
+            raise ValueError(f"device must be auto, cuda or cpu, got {self.device!r}")
+        if self.gpus_per_worker <= 0 or self.shard_retries < 0 or self.max_writes_in_flight < 1:
+            raise ValueError("gpus per worker and writes in flight must be positive, shard retries >= 0")

@@ -1,0 +1,64 @@
+"""Commands that read a database: `sql`, `get`, `status`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import duckdb
+
+from structome.jobs.cli import output
+from structome.jobs.cli.options import DB_OPTION
+from structome.storage import catalog
+from structome.storage.layout import DatabaseLayout
+from structome.storage.reader import DOWNLOAD_KINDS, AmbiguousEntryError, EntryNotFoundError, read_entry_file
+
+
+@click.command()
+@DB_OPTION
+@click.option("--format", "fmt", type=click.Choice(output.SQL_FORMATS), default="table", show_default=True)
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+@click.argument("query")
+def sql(db, fmt, out, query) -> None:
+    """Run a read-only SQL QUERY over the catalog (tables: entries, residues, files, failures, builds)."""
+    try:
+        table = catalog.query(DatabaseLayout(db), query)
+    except (duckdb.Error, FileNotFoundError) as error:
+        raise click.ClickException(str(error).strip()) from error
+    output.write_table(table, fmt, out)
+
+
+@click.command()
+@DB_OPTION
+@click.option("--format", "kind", type=click.Choice(DOWNLOAD_KINDS), default="cif", show_default=True,
+              help="pdb: the model in PDB format, converted from the stored mmCIF.")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path),
+              help="File to write, or a folder to write the AFDB-named file into (default: stdout).")
+@click.argument("identifier", metavar="ID")
+def get(db, kind, out, identifier) -> None:
+    """Print or save one entry's file. ID is an entryId (SM-P12345-F1) or an accession (P12345)."""
+    try:
+        stored = read_entry_file(DatabaseLayout(db), identifier, kind)
+    except AmbiguousEntryError as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(2)
+    except (EntryNotFoundError, FileNotFoundError, duckdb.Error) as error:
+        raise click.ClickException(str(error)) from error
+    if out is None:
+        sys.stdout.buffer.write(stored.data)
+        return
+    target = out / stored.file_name if out.is_dir() else out
+    target.write_bytes(stored.data)
+    click.echo(f"wrote {target} ({len(stored.data):,} bytes)", err=True)
+
+
+@click.command()
+@DB_OPTION
+def status(db) -> None:
+    """Builds, counts, and failures by reason."""
+    layout = DatabaseLayout(db)
+    try:
+        click.echo(output.status_text(layout))
+    except (duckdb.Error, FileNotFoundError) as error:
+        raise click.ClickException(str(error).strip()) from error

@@ -1,0 +1,1 @@
+"""The cluster wing: submitting builds to a Ray cluster (Jobs API)."""
