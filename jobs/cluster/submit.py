@@ -1,7 +1,12 @@
 """Run `structome build` on a Ray cluster as a job (Ray Jobs API), and follow, inspect or stop such jobs.
 
-The job carries the project source (runtime_env `working_dir`) and runs
-`python -m structome.jobs.cli build ... --address auto` on the cluster, so the build joins the cluster it runs on.
+The job carries the installed structome package (runtime_env `py_modules`) and runs
+`python -m structome build ... --address auto` on the cluster, so the build joins the cluster it runs on and every
+node imports the client's structome (Ray puts the package first on the job's PYTHONPATH; the nodes keep their
+own dependencies). A folder, not a wheel: Ray `pip install`s a wheel on every node, dependencies included (network,
+minutes), while a folder is only unpacked. Ray ships a folder under its own name, and the package folder of an
+editable install is the project root, so the package's files are first copied into a temporary `structome` folder
+(the same upload for a plain and an editable install; nothing else of a project, no tests, caches or databases).
 Paths travel as text: every node must see the inputs and the database at the same place (shared storage),
 so relative paths are made absolute here, with a warning.
 """
@@ -13,7 +18,9 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,10 +32,10 @@ import click
 
 logger = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the folder holding pyproject.toml
-# Never uploaded with a job (gitignore syntax, relative to the project root; Ray also honours .gitignore).
-EXCLUDES = (".venv/", "venv/", ".git/", "**/__pycache__/", "*.egg-info/", ".pytest_cache/", "/tests/",
-            "/example-db/", "/build/", "/dist/")
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the structome package folder (an editable install's project root)
+PACKAGE_MODULES = ("__init__.py", "__main__.py")  # the root package's own modules
+SUBPACKAGES = ("models", "storage", "pipelines", "jobs")  # with their data files (pyproject.toml's packages)
+NOT_SHIPPED = shutil.ignore_patterns("__pycache__", "*.pyc")
 PATH_OPTIONS = ("--db", "--weights")  # `build` options whose values are paths on the cluster
 # Ray lets these override a client's explicit address; ours is always explicit.
 ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
@@ -58,19 +65,24 @@ class JobState:
 
 @dataclass(frozen=True)
 class BuildJob:
-    """The remote `structome build` command line and the project paths not to upload with it."""
+    """The remote `structome build` command line."""
 
     args: tuple[str, ...]  # starts with "build"; paths absolute
-    excludes: tuple[str, ...] = ()
 
     @property
     def entrypoint(self) -> str:
         return shlex.join(["python", "-m", "structome", *self.args, "--address", "auto"])
 
-    def runtime_env(self) -> dict:
-        if not (PROJECT_ROOT / "pyproject.toml").is_file():
-            raise SubmitError(f"submit needs the structome source tree (no pyproject.toml in {PROJECT_ROOT})")
-        return {"working_dir": str(PROJECT_ROOT), "excludes": [*EXCLUDES, *self.excludes]}
+
+def stage_package(folder: Path) -> Path:
+    """Copy the structome package's files into FOLDER/structome, the folder a job ships as `py_modules`."""
+    package = folder / "structome"
+    package.mkdir()
+    for name in PACKAGE_MODULES:
+        shutil.copy2(PACKAGE_ROOT / name, package / name)
+    for name in SUBPACKAGES:
+        shutil.copytree(PACKAGE_ROOT / name, package / name, ignore=NOT_SHIPPED)
+    return package
 
 
 def prepare_build(args: Sequence[str], command: click.Command) -> BuildJob:
@@ -79,7 +91,7 @@ def prepare_build(args: Sequence[str], command: click.Command) -> BuildJob:
         raise SubmitError("after `--` comes the remote command, which must be `build` "
                           "(e.g. `-- build /shared/proteome.fasta --db /shared/db`)")
     takes_value = _option_arity(command)
-    out, excludes, rest = ["build"], [], iter(args[1:])
+    out, rest = ["build"], iter(args[1:])
     for token in rest:
         if not token.startswith("-"):
             out.append(_cluster_path(token, "input"))
@@ -97,9 +109,8 @@ def prepare_build(args: Sequence[str], command: click.Command) -> BuildJob:
             raise SubmitError(f"{name} needs a value")
         if name in PATH_OPTIONS:
             value = _cluster_path(value, name, only_if_exists=name == "--weights")
-            excludes.extend(_inside_project(value))
         out += [name, value]
-    return BuildJob(tuple(out), tuple(excludes))
+    return BuildJob(tuple(out))
 
 
 def connect(address: str):
@@ -113,10 +124,12 @@ def connect(address: str):
 
 
 def submit_build(client, job: BuildJob) -> str:
-    """Submit JOB; return its submission id."""
+    """Submit JOB with the structome package (uploaded from a temporary copy); return its submission id."""
     logger.info("submitting: %s", job.entrypoint)
-    return _call(client.submit_job, entrypoint=job.entrypoint, runtime_env=job.runtime_env(),
-                 metadata={"structome": "build"})
+    with tempfile.TemporaryDirectory(prefix="structome-submit-") as scratch:
+        package = _call(stage_package, Path(scratch))
+        return _call(client.submit_job, entrypoint=job.entrypoint, runtime_env={"py_modules": [str(package)]},
+                     metadata={"structome": "build"})
 
 
 def job_state(client, job_id: str) -> JobState:
@@ -175,17 +188,6 @@ def _cluster_path(value: str, what: str, only_if_exists: bool = False) -> str:
     logger.warning("%s %s is relative: sent as %s, which every node of the cluster must see (shared storage)",
                    what, value, absolute)
     return absolute
-
-
-def _inside_project(path: str) -> list[str]:
-    """An exclude pattern for PATH when it lies inside the project (a database there must not be uploaded)."""
-    if "://" in path:
-        return []
-    try:
-        relative = Path(path).resolve().relative_to(PROJECT_ROOT)
-    except ValueError:
-        return []
-    return [f"/{relative.as_posix()}"] if relative.parts else []
 
 
 def _check_reachable(url: str) -> None:
