@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from installs import build_wheel, install_wheel, run
 from processes import kill_all, processes_with_marker
 
 RAY = Path(sys.executable).with_name("ray")
@@ -134,6 +135,33 @@ def test_submit_wait_builds_on_the_cluster(head, tmp_path):
     elsewhere = {**os.environ, "RAY_ADDRESS": "http://127.0.0.1:1"}  # Ray would prefer it; --address wins
     assert structome("submit", "--address", head, "--status", job_id, env=elsewhere).stdout.startswith("SUCCEEDED")
     assert "3 entries written" in structome("submit", "--address", head, "--logs", job_id).stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A fresh virtual environment with the structome wheel installed: no source tree, no pyproject.toml."""
+    folder = tmp_path_factory.mktemp("install")
+    return install_wheel(build_wheel(folder), folder / "venv")
+
+
+@pytest.mark.slow
+def test_submit_from_a_plain_install(head, installed, tmp_path):
+    from ray.job_submission import JobSubmissionClient
+
+    where = run([str(installed.python), "-c", "import structome; print(structome.__file__)"], cwd=tmp_path,
+                env=installed.env()).stdout.strip()
+    assert Path(where) == installed.site_packages() / "structome" / "__init__.py"  # not this checkout's
+    write_fasta(tmp_path / "tiny.fasta", SEQUENCES)
+    result = run([str(installed.bin / "structome"), "submit", "--address", head, "--wait", "--", "build", "tiny.fasta",
+                  "--db", "db", *TINY_OPTIONS], cwd=tmp_path, env=installed.env())
+    job_id = result.stdout.strip()
+    assert f"job {job_id} SUCCEEDED" in result.stderr and "3 entries written" in result.stderr
+
+    rows = json.loads(structome("sql", "--db", str(tmp_path / "db"), "--format", "json",
+                                "SELECT count(*) AS n FROM entries").stdout)
+    assert rows == [{"n": 3}]
+    runtime_env = JobSubmissionClient(head).get_job_info(job_id).runtime_env
+    assert len(runtime_env["py_modules"]) == 1 and "working_dir" not in runtime_env  # the package, nothing else
 
 
 @pytest.mark.slow
