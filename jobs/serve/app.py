@@ -69,7 +69,9 @@ class StructomeServer:
     def __init__(self, layout: DatabaseLayout, index: EntryIndex, sql: SqlSandbox | None = None,
                  reload_interval_s: float = 0.0, viewer: ViewerAssets | None = None):
         self.layout, self.index, self.sql = layout, index, sql
-        self.viewer = viewer if viewer is not None else ViewerAssets.missing("this server was made without viewer files")
+        if viewer is None:
+            viewer = ViewerAssets.missing("this server was made without viewer files")
+        self.viewer = viewer
         self.reload_interval_s = reload_interval_s
         self._shards = set(layout.committed_shards()) if reload_interval_s > 0 else set()
         self.archives = ArchiveReader(layout)
