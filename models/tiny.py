@@ -7,13 +7,12 @@ then loaded through the same `from_pretrained` path as the real model; its outpu
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import EsmConfig, EsmForProteinFolding
+
+from structome.models.cache import cache_folder, publish_folder, staging_folder
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +67,7 @@ def build_tiny_model() -> EsmForProteinFolding:
 
 
 def default_tiny_folder() -> Path:
-    base = Path(os.environ.get("STRUCTOME_CACHE", Path.home() / ".cache" / "structome"))
-    return base / f"esmfold-tiny-v{TINY_VERSION}"
+    return cache_folder(f"esmfold-tiny-v{TINY_VERSION}")
 
 
 def ensure_tiny_weights(folder: Path | None = None) -> Path:
@@ -77,13 +75,9 @@ def ensure_tiny_weights(folder: Path | None = None) -> Path:
     folder = Path(folder or default_tiny_folder())
     if (folder / "config.json").exists():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
     model = build_tiny_model()
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
+    staging = staging_folder(folder)
     model.save_pretrained(staging)
-    try:
-        staging.rename(folder)
-    except OSError:  # another process finished first: keep its copy
-        shutil.rmtree(staging, ignore_errors=True)
+    publish_folder(staging, folder)  # False: another process finished first, and its copy is kept
     logger.info("saved esmfold-tiny (untrained random weights) to %s", folder)
     return folder

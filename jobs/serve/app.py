@@ -28,7 +28,7 @@ from starlette.routing import Route
 from structome.jobs.serve import pages
 from structome.jobs.serve.http_files import ByteRange, RangeNotSatisfiable, accepts_gzip, etag_matches, if_range_allows, parse_range
 from structome.jobs.serve.sql_sandbox import SqlError, SqlLimits, SqlRefused, SqlResourceError, SqlResult, SqlSandbox, SqlTimeout
-from structome.jobs.serve.viewer_assets import ensure_viewer_assets
+from structome.jobs.serve.viewer_assets import ViewerAssets
 from structome.storage import export, pae_image
 from structome.storage.archive import decode
 from structome.storage.entry_index import DerivedFile, EntryIndex, FileLocation
@@ -64,11 +64,14 @@ class Representation:
 
 
 class StructomeServer:
-    """The routes over one database; `app` is the ASGI application."""
+    """The routes over one database; `app` is the ASGI application; `viewer` the 3D viewer files it serves."""
 
     def __init__(self, layout: DatabaseLayout, index: EntryIndex, sql: SqlSandbox | None = None,
-                 reload_interval_s: float = 0.0):
+                 reload_interval_s: float = 0.0, viewer: ViewerAssets | None = None):
         self.layout, self.index, self.sql = layout, index, sql
+        if viewer is None:
+            viewer = ViewerAssets.missing("this server was made without viewer files")
+        self.viewer = viewer
         self.reload_interval_s = reload_interval_s
         self._shards = set(layout.committed_shards()) if reload_interval_s > 0 else set()
         self.archives = ArchiveReader(layout)
@@ -239,10 +242,10 @@ class StructomeServer:
         entries = self.index.predictions(accession)
         if not entries:
             return _html(pages.search_page(accession, [], 0), status_code=404)
-        return _html(pages.entry_page(entries, accession))
+        return _html(pages.entry_page(entries, accession, self.viewer))
 
     async def static(self, request: Request) -> Response:
-        asset = pages.static_asset(request.path_params["name"])
+        asset = pages.static_asset(request.path_params["name"], self.viewer)
         if asset is None:
             return _json_error(404, "no such asset")
         content, media_type = asset
@@ -304,8 +307,11 @@ def _html(content: str, status_code: int = 200) -> HTMLResponse:
 
 def create_server(location: str, *, sql_workers: int = 2, sql_limits: SqlLimits | None = None,
                   viewer_assets=None, reload_interval_s: float = 0.0) -> StructomeServer:
-    """Load the index, the viewer files and start the SQL workers (sql_workers=0 turns off SQL and export)."""
-    ensure_viewer_assets(viewer_assets)  # logs why, when the pages must go without the 3D viewer
+    """Load the index, the viewer files and start the SQL workers (sql_workers=0 turns off SQL and export).
+
+    `viewer_assets`: an offline folder with the viewer files (else `$STRUCTOME_VIEWER_ASSETS`, else the cache).
+    """
+    viewer = ViewerAssets.load(viewer_assets)  # logs why, when the pages must go without the 3D viewer
     layout = DatabaseLayout(location)
     if not layout.exists():
         raise FileNotFoundError(f"{location} is not a structome database (no catalog)")
@@ -315,4 +321,4 @@ def create_server(location: str, *, sql_workers: int = 2, sql_limits: SqlLimits 
         logger.warning("no SQL endpoint for %s: the SQL sandbox needs a local database", location)
     elif sql_workers:
         sql = SqlSandbox(layout, sql_limits or SqlLimits(), workers=sql_workers)
-    return StructomeServer(layout, index, sql, reload_interval_s)
+    return StructomeServer(layout, index, sql, reload_interval_s, viewer)

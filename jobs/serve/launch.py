@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Callable
 
-from structome.jobs.serve import viewer_assets
+from structome.jobs.serve.viewer_assets import ViewerAssets
 
 _SETTINGS_VARIABLE = "STRUCTOME_SERVE_SETTINGS"  # how the parent hands its settings to the worker processes
 
@@ -22,7 +22,7 @@ def run(settings: dict, *, host: str, port: int, workers: int, announce: Callabl
         announce(f"serving {location} ({len(server.index):,} entries) on http://{host}:{port}/")
         uvicorn.run(server.app, **options)
         return
-    viewer_assets.ensure_viewer_assets(settings["viewer_assets"])  # fetched once here; the processes read the cache
+    ViewerAssets.load(settings["viewer_assets"])  # fetched once here, so that the processes read the cache
     os.environ[_SETTINGS_VARIABLE] = json.dumps(settings)
     announce(f"serving {location} from {workers} processes on http://{host}:{port}/")
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)

@@ -2,8 +2,8 @@
 
 Pure functions over the entry dicts of `/api/prediction/{accession}` (AlphaFold DB API shape). Every value
 goes through `html.escape`; data for the page scripts travels in a `<script type="application/json">` with
-`<`, `>` and `&` escaped. Everything a page loads comes from this server: jobs/web/ and the pinned
-pdbe-molstar build of `structome.jobs.serve.viewer_assets` (no CDN, no web fonts).
+`<`, `>` and `&` escaped. Everything a page loads comes from this server: jobs/serve/web/ and the pinned
+pdbe-molstar build the server loaded (a `ViewerAssets`, passed in; no CDN, no web fonts).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from structome.jobs.serve import viewer_assets
+from structome.jobs.serve.viewer_assets import PLUGIN_CSS, PLUGIN_JS, VERSION, ViewerAssets
 
 # AlphaFold DB pLDDT bands: (lower bound, label, colour); confidence-JSON letters H, M, L, D.
 PLDDT_BANDS = (
@@ -225,11 +225,11 @@ def untrained_banner(entries: Sequence[Mapping[str, Any]]) -> str:
             "of the real structure: use them only to test the software.</div>\n")
 
 
-def viewer_block() -> str:
-    if viewer_assets.available():
+def viewer_block(viewer: ViewerAssets) -> str:
+    if viewer.available:
         return '<div id="viewer" class="viewer"></div>'
     return ('<div id="viewer" class="viewer unavailable"><p class="viewer-message" id="viewer-message">'
-            f"The 3D viewer is not available on this server: the pinned pdbe-molstar {viewer_assets.VERSION} "
+            f"The 3D viewer is not available on this server: the pinned pdbe-molstar {VERSION} "
             "files could not be fetched or verified (the server log says why). Metadata, plots and downloads "
             "work without it.</p></div>")
 
@@ -244,28 +244,29 @@ def page(title: str, body: str, head: str = "", header_search: bool = True) -> s
                            header_search=HEADER_SEARCH if header_search else "")
 
 
-def entry_page(entries: list[dict], accession: str) -> str:
+def entry_page(entries: list[dict], accession: str, viewer: ViewerAssets) -> str:
     """The page of one UniProt accession; `entries` are its fragments (F1, F2, ...) as the API returns them.
 
-    `accession` as requested: a UniProt accession, or an entryId, whose fragment is then shown first.
+    `accession` as requested: a UniProt accession, or an entryId, whose fragment is then shown first. The page
+    links the viewer files when `viewer` has them, else it says where the viewer would be that it is missing.
     """
     first, requested = entries[0], accession
     accession = first.get("uniprotAccession") or accession
     initial = next((e for e in entries if e.get("entryId") == requested), first)
     heading = first.get("uniprotDescription") or first.get("uniprotId") or accession
     head = ""
-    if viewer_assets.available():
-        head = (f'<link rel="stylesheet" href="/static/{viewer_assets.PLUGIN_CSS}">\n'
-                f'<script src="/static/{viewer_assets.PLUGIN_JS}" defer></script>\n')
+    if viewer.available:
+        head = (f'<link rel="stylesheet" href="/static/{PLUGIN_CSS}">\n'
+                f'<script src="/static/{PLUGIN_JS}" defer></script>\n')
     data = {"accession": accession, "entries": [{k: e.get(k) for k in SCRIPT_FIELDS} for e in entries],
-            "initial": initial.get("entryId"), "viewer": viewer_assets.available(),
+            "initial": initial.get("entryId"), "viewer": viewer.available,
             "bands": [{"min": lower if lower > float("-inf") else None, "label": label, "colour": colour}
                       for lower, label, colour in PLDDT_BANDS]}
     body = ENTRY.substitute(
         heading=esc(heading), accession=esc(accession), banner=untrained_banner(entries),
         selector=fragment_selector(entries),
         fragments="".join(fragment_section(e, e is initial) for e in entries),
-        viewer=viewer_block(), legend=legend(), data=json_for_script(data),
+        viewer=viewer_block(viewer), legend=legend(), data=json_for_script(data),
     )
     return page(f"{accession} · {heading} · structome", body, head)
 
@@ -310,11 +311,11 @@ def web_file(name: str) -> bytes:
     return (WEB / name).read_bytes()
 
 
-def static_asset(name: str) -> tuple[bytes, str] | None:
-    """(bytes, media type) of a known static file, else None; `name` is only ever a dictionary key."""
+def static_asset(name: str, viewer: ViewerAssets) -> tuple[bytes, str] | None:
+    """(bytes, media type) of a known static file (ours, or `viewer`'s), else None; `name` is only ever a key."""
     if name in WEB_FILES:
         return web_file(name), WEB_FILES[name]
-    data = viewer_assets.served_file(name)
+    data = viewer.served_file(name)
     if data is None:
         return None
     return data, VIEWER_MEDIA_TYPES["." + name.rsplit(".", 1)[-1]]

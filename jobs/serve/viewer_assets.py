@@ -7,7 +7,8 @@ every later start re-checks them against the sha256 pinned below. An air-gapped 
 `--viewer-assets DIR` / `$STRUCTOME_VIEWER_ASSETS` at a folder holding the two files (same pins), e.g. the
 package/build folder of `npm pack pdbe-molstar@3.11.0` unpacked elsewhere.
 
-Without verified assets the entry pages still work, with a message where the viewer would be; `problem()`
+`ViewerAssets.load()` gives what a server serves: the verified files, or the problem why there are none.
+Without verified assets the entry pages still work, with a message where the viewer would be; `problem`
 says why and the server logs it. The plugin loads nothing else at run time (seen in a browser: no fonts, no
 workers; its CSS images and the MP4 exporter's WebAssembly are inline data: URIs).
 """
@@ -26,7 +27,12 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+
+from structome.models.cache import cache_folder, publish_folder, staging_folder
 
 logger = logging.getLogger(__name__)
 
@@ -49,18 +55,14 @@ PLUGIN_JS, PLUGIN_CSS = SERVED_NAMES  # the names the entry page links to
 RECORD = "SHA256SUMS"
 FETCH_TIMEOUT_S = 120
 
-# What the running server serves: set by ensure_viewer_assets(), read by static_asset() and the pages.
-_loaded: dict[str, bytes] = {}
-_problem: str | None = "viewer assets were not loaded (ensure_viewer_assets() not called)"
-
 
 class ViewerAssetError(Exception):
     """The viewer files are missing, incomplete, or do not match their pinned hashes."""
 
 
-def cache_folder() -> Path:
-    base = Path(os.environ.get("STRUCTOME_CACHE", Path.home() / ".cache" / "structome"))
-    return base / f"pdbe-molstar-{VERSION}"
+def default_folder() -> Path:
+    """Where fetched files are cached: `$STRUCTOME_CACHE/pdbe-molstar-<version>`."""
+    return cache_folder(f"pdbe-molstar-{VERSION}")
 
 
 def tarball_url() -> str:
@@ -141,8 +143,7 @@ def fetch_into(folder: Path) -> dict[str, bytes]:
 
 def store(folder: Path, files: dict[str, bytes]) -> None:
     """Write `folder` atomically: staged beside it, then renamed (it appears complete or not at all)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    staging = staging_folder(folder)
     try:
         for name, data in files.items():
             (staging / name).write_bytes(data)
@@ -151,9 +152,7 @@ def store(folder: Path, files: dict[str, bytes]) -> None:
             stale = Path(tempfile.mkdtemp(prefix=f".{folder.name}.stale.", dir=folder.parent))
             folder.rename(stale / "old")
             shutil.rmtree(stale, ignore_errors=True)
-        try:
-            staging.rename(folder)
-        except OSError:  # another process has just stored its copy (checked when next loaded)
+        if not publish_folder(staging, folder):  # another process has just stored its copy (checked when loaded)
             logger.info("%s was stored by another process meanwhile", folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -164,7 +163,7 @@ def load_viewer_assets(offline_dir: Path | str | None = None) -> tuple[Path, dic
     if offline_dir is not None:
         folder = Path(offline_dir)
         return folder, read_verified(folder)
-    folder = cache_folder()
+    folder = default_folder()
     if folder.exists():
         try:
             return folder, read_verified(folder)
@@ -173,39 +172,48 @@ def load_viewer_assets(offline_dir: Path | str | None = None) -> tuple[Path, dic
     return folder, fetch_into(folder)
 
 
-def ensure_viewer_assets(offline_dir: Path | str | None = None) -> Path | None:
-    """Called once at server start: make the viewer servable, or log why the pages will go without it.
+@dataclass(frozen=True)
+class ViewerAssets:
+    """What a server serves of the viewer: the verified files and their folder, or the problem why there are none.
 
-    `offline_dir` (or `$STRUCTOME_VIEWER_ASSETS`) names a folder with the two pinned files; without one the
-    pinned tarball is fetched into the cache once. Returns the folder the files come from (the cache folder
-    even if it could not be written: the verified files are served from memory either way), or None.
+    Made once at server start by `load` (which never raises) and handed to the pages.
     """
-    global _problem
-    offline_dir = offline_dir if offline_dir is not None else os.environ.get("STRUCTOME_VIEWER_ASSETS") or None
-    _loaded.clear()
-    try:
-        folder, files = load_viewer_assets(offline_dir)
-    except ViewerAssetError as error:
-        _problem = str(error)
-        hint = "" if offline_dir else f" (air-gapped: --viewer-assets DIR with {', '.join(FILE_SHA256)})"
-        logger.warning("entry pages will have no 3D viewer: %s%s", error, hint)
-        return None
-    _loaded.update(files)
-    _problem = None
-    logger.info("serving pdbe-molstar %s from %s", VERSION, folder)
-    return folder
 
+    files: Mapping[str, bytes] = field(default_factory=dict)  # file name (FILE_SHA256 keys) -> verified bytes
+    folder: Path | None = None  # where they come from (the cache folder even if it could not be written)
+    problem: str | None = None  # why there are no files; None when there are
 
-def served_file(name: str) -> bytes | None:
-    """Bytes of a loaded viewer file by its /static/ name; None for any other name."""
-    file_name = SERVED_NAMES.get(name)
-    return _loaded.get(file_name) if file_name is not None else None
+    def __post_init__(self):
+        if (self.problem is None) != bool(self.files):
+            raise ValueError("ViewerAssets has either its files or a problem")
+        object.__setattr__(self, "files", MappingProxyType(dict(self.files)))
 
+    @classmethod
+    def missing(cls, problem: str) -> ViewerAssets:
+        return cls(problem=problem)
 
-def available() -> bool:
-    return _problem is None
+    @classmethod
+    def load(cls, offline_dir: Path | str | None = None) -> ViewerAssets:
+        """The viewer files to serve, or why the pages will go without them (logged either way).
 
+        `offline_dir` (or `$STRUCTOME_VIEWER_ASSETS`) names a folder with the two pinned files; without one the
+        pinned tarball is fetched into the cache once; the verified files are served from memory either way.
+        """
+        offline_dir = offline_dir if offline_dir is not None else os.environ.get("STRUCTOME_VIEWER_ASSETS") or None
+        try:
+            folder, files = load_viewer_assets(offline_dir)
+        except ViewerAssetError as error:
+            hint = "" if offline_dir else f" (air-gapped: --viewer-assets DIR with {', '.join(FILE_SHA256)})"
+            logger.warning("entry pages will have no 3D viewer: %s%s", error, hint)
+            return cls.missing(str(error))
+        logger.info("serving pdbe-molstar %s from %s", VERSION, folder)
+        return cls(files, folder)
 
-def problem() -> str | None:
-    """Why the viewer is not available (None when it is)."""
-    return _problem
+    @property
+    def available(self) -> bool:
+        return self.problem is None
+
+    def served_file(self, name: str) -> bytes | None:
+        """Bytes of a viewer file by its /static/ name; None for any other name (or without files)."""
+        file_name = SERVED_NAMES.get(name)
+        return self.files.get(file_name) if file_name is not None else None

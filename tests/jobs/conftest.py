@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
 from fake_database import afdb_entry, afdb_prediction, entry, random_prediction, write_database
+from structome.jobs.serve.viewer_assets import tarball_url
 from structome.models.types import PredictionRequest
 
 LONG_SEQUENCE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
+REGISTRY_CONNECT_TIMEOUT_S = 3.0
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +43,24 @@ def unavailable(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{reason}; CI must provide it")
     pytest.skip(reason)
+
+
+@functools.cache
+def registry_problem(url: str) -> str | None:
+    """Why the registry serving `url` cannot be reached (one TCP connect, checked once per session), else None."""
+    parts = urlsplit(url)
+    address = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    try:
+        socket.create_connection(address, timeout=REGISTRY_CONNECT_TIMEOUT_S).close()
+    except OSError as error:  # refused, unknown host, timed out
+        return f"the npm registry {address[0]}:{address[1]} cannot be reached ({error})"
+    return None
+
+
+def pytest_runtest_setup(item):
+    """`network` tests fetch pdbe-molstar from the npm registry: without it they skip here, and fail in CI."""
+    if item.get_closest_marker("network") and (problem := registry_problem(tarball_url())) is not None:
+        unavailable(problem)
 
 
 class ThreadedServer:

@@ -21,6 +21,7 @@ import pytest
 from conftest import unavailable
 from structome.jobs.serve import pages
 from structome.jobs.serve import viewer_assets
+from structome.jobs.serve.viewer_assets import ViewerAssets
 
 pytestmark = pytest.mark.slow
 
@@ -146,10 +147,10 @@ def session(browser, server_url):
 
 
 @pytest.fixture
-def viewer_files(server_url):
+def viewer_files(structome_server, server_url):
     """The server was started with the pinned viewer files (fetched once per session)."""
-    if not viewer_assets.available():
-        unavailable(f"pdbe-molstar {viewer_assets.VERSION} could not be fetched: {viewer_assets.problem()}")
+    if not structome_server.viewer.available:
+        unavailable(f"pdbe-molstar {viewer_assets.VERSION} could not be fetched: {structome_server.viewer.problem}")
 
 
 def band_hues() -> np.ndarray:
@@ -206,6 +207,7 @@ def test_band_pixel_counts_follow_hue_not_brightness():
     assert counts.tolist() == [4, 4, 4, 4]
 
 
+@pytest.mark.network
 def test_entry_page_shows_the_model_coloured_by_plddt_and_its_plots(session, viewer_files, server_url):
     page = session.page
     started = time.monotonic()
@@ -242,8 +244,8 @@ def test_search_box_leads_to_the_entry(session, server_url):
     assert page.locator("h1").inner_text().startswith("D-ribose pyranase")
 
 
-def test_page_without_viewer_files_explains_and_keeps_plots(session, server_url, monkeypatch):
-    monkeypatch.setattr(viewer_assets, "_problem", "test: no viewer files")  # as if the fetch had failed
+def test_page_without_viewer_files_explains_and_keeps_plots(session, server_url, structome_server, monkeypatch):
+    monkeypatch.setattr(structome_server, "viewer", ViewerAssets.missing("test: no viewer files"))  # a failed fetch
     page = session.page
     page.goto(f"{server_url}/entry/P41068")
     page.wait_for_function("document.body.dataset.viewerState === 'failed'")
@@ -256,6 +258,7 @@ def test_page_without_viewer_files_explains_and_keeps_plots(session, server_url,
     assert page.locator("h1").inner_text().startswith("<script>alert(1)</script> & co")
 
 
+@pytest.mark.network
 def test_fragments_switch_with_the_selector(session, viewer_files, server_url):
     """A deep link opens F2; choosing F1 while F2 is still loading ends with F1 in the viewer and the plots."""
     page = session.page

@@ -14,12 +14,14 @@ import io
 import json
 import tarfile
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
-from conftest import unavailable
+from conftest import registry_problem, unavailable
 from structome.jobs.serve import pages
 from structome.jobs.serve import viewer_assets
+from structome.jobs.serve.viewer_assets import ViewerAssets
 
 TRAP = {
     "entryId": "SM-P41068-F1", "uniprotAccession": "P41068", "uniprotId": "TRAP_ECOLI",
@@ -34,6 +36,7 @@ TRAP = {
     "model": "esmfold-tiny", "untrained": True,
 }
 HOSTILE = "<script>alert(1)</script></script><!-- & \"quoted\" 'single'"
+NO_VIEWER = ViewerAssets.missing("not loaded in this test")
 
 
 class Elements(HTMLParser):
@@ -69,20 +72,13 @@ def page_data(text: str) -> dict:
     return json.loads(data)
 
 
-@pytest.fixture(autouse=True)
-def viewer_state(monkeypatch):
-    """Each test starts with no viewer loaded and leaves the served state (a server may share it) as it was."""
-    monkeypatch.setattr(viewer_assets, "_loaded", {})
-    monkeypatch.setattr(viewer_assets, "_problem", "not loaded in this test")
-
-
 # --- pages
 
 
 def test_entry_page_renders_markup_in_values_inert():
     hostile = {**TRAP, "uniprotDescription": HOSTILE, "gene": HOSTILE, "organismScientificName": HOSTILE,
                "model": HOSTILE, "cifUrl": '/files/x.cif" onmouseover="alert(1)'}
-    text = pages.entry_page([hostile], "P41068")
+    text = pages.entry_page([hostile], "P41068", NO_VIEWER)
     elements = Elements(text)
     assert [a.get("src") or a.get("type") for a, _ in elements.scripts] == ["application/json", "/static/entry.js"]
     assert "<script>alert" not in text and "</script><!--" not in text and "&lt;script&gt;alert(1)" in text
@@ -93,7 +89,7 @@ def test_entry_page_renders_markup_in_values_inert():
 
 
 def test_entry_page_shows_metadata_untrained_warning_downloads_and_fragments():
-    text = pages.entry_page([TRAP], "P41068")
+    text = pages.entry_page([TRAP], "P41068", NO_VIEWER)
     assert 'id="untrained-warning"' in text and "UNTRAINED" in text
     for shown in ("TRAP_ECOLI", "rbsD", "Escherichia coli (strain K12)", "taxid 83333", "68.60", "0.81",
                   "2026-11-25", "30 residues", "esmfold-tiny"):
@@ -101,20 +97,20 @@ def test_entry_page_shows_metadata_untrained_warning_downloads_and_fragments():
     hrefs = {a["href"] for tag, a in Elements(text).tags if tag == "a" and "download" in a}
     assert hrefs == {TRAP[k] for k in ("cifUrl", "paeDocUrl", "plddtDocUrl", "paeImageUrl")}
     assert 'id="pae"' in text and 'id="plddt-plot"' in text and "#0053D6" in text and "#FF7D45" in text
-    assert "untrained-warning" not in pages.entry_page([{**TRAP, "untrained": False}], "P41068")
+    assert "untrained-warning" not in pages.entry_page([{**TRAP, "untrained": False}], "P41068", NO_VIEWER)
     second = {**TRAP, "entryId": "SM-P41068-F2", "sequenceStart": 14, "sequenceEnd": 30}
-    text = pages.entry_page([TRAP, second], "P41068")
+    text = pages.entry_page([TRAP, second], "P41068", NO_VIEWER)
     sections = [a for tag, a in Elements(text).tags if tag == "section" and "data-entry-id" in a]
     assert [(s["data-entry-id"], "hidden" in s) for s in sections] == [("SM-P41068-F1", False), ("SM-P41068-F2", True)]
     assert 'id="fragment"' in text and "F2: residues 14–30" in text
-    text = pages.entry_page([TRAP, second], "SM-P41068-F2")  # asked for by entryId: that fragment first
+    text = pages.entry_page([TRAP, second], "SM-P41068-F2", NO_VIEWER)  # asked for by entryId: that fragment first
     sections = [a for tag, a in Elements(text).tags if tag == "section" and "data-entry-id" in a]
     assert [(s["data-entry-id"], "hidden" in s) for s in sections] == [("SM-P41068-F1", True), ("SM-P41068-F2", False)]
     assert page_data(text)["initial"] == "SM-P41068-F2" and '<span class="accession">P41068</span>' in text
 
 
 def test_page_without_viewer_says_so_and_loads_no_plugin():
-    text = pages.entry_page([TRAP], "P41068")
+    text = pages.entry_page([TRAP], "P41068", NO_VIEWER)
     assert 'id="viewer-message"' in text and "not available" in text and "pdbe-molstar-plugin" not in text
     assert not any("//" in (a.get("src") or a.get("href") or "") for _, a in Elements(text).tags)  # all local
 
@@ -135,17 +131,17 @@ def test_search_page_escapes_the_query_and_links_results():
 
 @pytest.mark.parametrize("name", ["entry.js", "style.css"])
 def test_static_serves_our_web_files(name):
-    data, media_type = pages.static_asset(name)
+    data, media_type = pages.static_asset(name, NO_VIEWER)
     assert data and media_type.startswith("text/")
 
 
 @pytest.mark.parametrize("name", [
     "", ".", "..", "../server.py", "..%2Fserver.py", "web/entry.js", "/etc/passwd", "entry.js/../pages.py",
     "ENTRY.JS", "entry.js ", "__init__.py", "pages.py", "pdbe-molstar-plugin.js", "SHA256SUMS",
-    viewer_assets.PLUGIN_JS, viewer_assets.PLUGIN_CSS,  # not loaded (see the autouse fixture)
+    viewer_assets.PLUGIN_JS, viewer_assets.PLUGIN_CSS,  # not loaded (NO_VIEWER)
 ])
 def test_static_refuses_unknown_and_path_like_names(name):
-    assert pages.static_asset(name) is None
+    assert pages.static_asset(name, NO_VIEWER) is None
 
 
 # --- viewer assets
@@ -169,7 +165,7 @@ def integrity_of(data: bytes) -> str:
 def verified_files() -> dict[str, bytes]:
     """The two pinned files, verified; fetched (the session's one fetch) only if the session cache lacks them."""
     try:
-        return viewer_assets.read_verified(viewer_assets.cache_folder())
+        return viewer_assets.read_verified(viewer_assets.default_folder())
     except viewer_assets.ViewerAssetError:
         pass
     try:
@@ -202,54 +198,63 @@ def registry(verified_files, monkeypatch, tmp_path):
     return stand_in
 
 
+@pytest.mark.network
 def test_fetched_files_are_cached_recorded_served_and_linked(registry, verified_files):
-    folder = viewer_assets.ensure_viewer_assets()
-    assert folder == viewer_assets.cache_folder() and registry.downloads == 1
+    viewer = ViewerAssets.load()
+    folder = viewer.folder
+    assert folder == viewer_assets.default_folder() and registry.downloads == 1
     assert sorted(p.name for p in folder.iterdir()) == sorted([*viewer_assets.FILE_SHA256, viewer_assets.RECORD])
     record = dict(reversed(line.split("  ")) for line in (folder / viewer_assets.RECORD).read_text().splitlines())
     assert record == viewer_assets.FILE_SHA256
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging folder left behind
-    script, media_type = pages.static_asset(viewer_assets.PLUGIN_JS)
+    script, media_type = pages.static_asset(viewer_assets.PLUGIN_JS, viewer)
     assert script == verified_files["pdbe-molstar-plugin.js"] and media_type.startswith("text/javascript")
-    assert pages.static_asset(viewer_assets.PLUGIN_CSS)[1].startswith("text/css")
-    text = pages.entry_page([TRAP], "P41068")
+    assert pages.static_asset(viewer_assets.PLUGIN_CSS, viewer)[1].startswith("text/css")
+    text = pages.entry_page([TRAP], "P41068", viewer)
     assert f'src="/static/{viewer_assets.PLUGIN_JS}"' in text and "viewer-message" not in text
-    assert viewer_assets.ensure_viewer_assets() == folder and registry.downloads == 1  # the cache is used
+    assert ViewerAssets.load().folder == folder and registry.downloads == 1  # the cache is used
 
 
+@pytest.mark.network
 def test_damaged_cache_file_is_detected_and_fetched_again(registry, verified_files):
-    folder = viewer_assets.ensure_viewer_assets()
+    folder = ViewerAssets.load().folder
     damaged = bytearray(verified_files["pdbe-molstar-plugin.js"])
     damaged[1000] ^= 1
     (folder / "pdbe-molstar-plugin.js").write_bytes(bytes(damaged))
     (folder / "pdbe-molstar-light.css").unlink()
-    assert viewer_assets.ensure_viewer_assets() == folder and registry.downloads == 2
+    assert ViewerAssets.load().folder == folder and registry.downloads == 2
     assert viewer_assets.read_verified(folder) == verified_files
 
 
+@pytest.mark.network
 def test_unwritable_cache_still_serves_the_verified_files(registry, verified_files, tmp_path, monkeypatch, caplog):
     (tmp_path / "not-a-folder").write_text("")
     monkeypatch.setenv("STRUCTOME_CACHE", str(tmp_path / "not-a-folder"))
     with caplog.at_level("WARNING", logger="structome.jobs.serve.viewer_assets"):
-        assert viewer_assets.ensure_viewer_assets() == viewer_assets.cache_folder()
-    assert "from memory" in caplog.text and viewer_assets.available()
-    assert pages.static_asset(viewer_assets.PLUGIN_CSS)[0] == verified_files["pdbe-molstar-light.css"]
+        viewer = ViewerAssets.load()
+    assert viewer.folder == viewer_assets.default_folder()
+    assert "from memory" in caplog.text and viewer.available
+    assert pages.static_asset(viewer_assets.PLUGIN_CSS, viewer)[0] == verified_files["pdbe-molstar-light.css"]
 
 
+@pytest.mark.network
 def test_tarball_failing_its_integrity_is_refused(registry):
     registry.tarball = registry.tarball[:-1] + bytes([registry.tarball[-1] ^ 1])
-    assert viewer_assets.ensure_viewer_assets() is None
-    assert "integrity" in viewer_assets.problem() and not viewer_assets.cache_folder().exists()
-    assert pages.static_asset(viewer_assets.PLUGIN_JS) is None
-    assert "viewer-message" in pages.entry_page([TRAP], "P41068")
+    viewer = ViewerAssets.load()
+    assert viewer.folder is None
+    assert "integrity" in viewer.problem and not viewer_assets.default_folder().exists()
+    assert pages.static_asset(viewer_assets.PLUGIN_JS, viewer) is None
+    assert "viewer-message" in pages.entry_page([TRAP], "P41068", viewer)
 
 
+@pytest.mark.network
 def test_tarball_with_files_other_than_the_pinned_is_refused(registry, verified_files, monkeypatch):
     tampered = tarball_of({**verified_files, "pdbe-molstar-plugin.js": b"alert(1)"})
     registry.tarball = tampered  # even when its integrity matches (a wrong pin), the file pins catch it
     monkeypatch.setattr(viewer_assets, "TARBALL_INTEGRITY", integrity_of(tampered))
-    assert viewer_assets.ensure_viewer_assets() is None and "pinned sha256" in viewer_assets.problem()
-    assert not viewer_assets.cache_folder().exists()
+    viewer = ViewerAssets.load()
+    assert viewer.folder is None and "pinned sha256" in viewer.problem
+    assert not viewer_assets.default_folder().exists()
 
 
 def test_unreachable_registry_leaves_pages_working(monkeypatch, tmp_path, caplog):
@@ -258,27 +263,32 @@ def test_unreachable_registry_leaves_pages_working(monkeypatch, tmp_path, caplog
     monkeypatch.delenv("STRUCTOME_VIEWER_ASSETS", raising=False)
     assert viewer_assets.tarball_url() == f"http://127.0.0.1:9/npm/pdbe-molstar/-/pdbe-molstar-{viewer_assets.VERSION}.tgz"
     with caplog.at_level("WARNING", logger="structome.jobs.serve.viewer_assets"):
-        assert viewer_assets.ensure_viewer_assets() is None
-    assert "cannot fetch http://127.0.0.1:9/npm/" in viewer_assets.problem()
+        viewer = ViewerAssets.load()
+    assert viewer.folder is None
+    assert "cannot fetch http://127.0.0.1:9/npm/" in viewer.problem
     assert "no 3D viewer" in caplog.text and "--viewer-assets" in caplog.text
-    text = pages.entry_page([TRAP], "P41068")
+    text = pages.entry_page([TRAP], "P41068", viewer)
     assert "viewer-message" in text and 'id="pae"' in text and "SM-P41068-F1-model_v1.cif" in text
 
 
+@pytest.mark.network
 def test_offline_folder_is_checked_and_never_fetched(registry, verified_files, tmp_path, monkeypatch):
     offline = tmp_path / "offline"
     offline.mkdir()
     for name, data in verified_files.items():
         (offline / name).write_bytes(data)
-    assert viewer_assets.ensure_viewer_assets(offline) == offline
+    assert ViewerAssets.load(offline).folder == offline
     monkeypatch.setenv("STRUCTOME_VIEWER_ASSETS", str(offline))
-    assert viewer_assets.ensure_viewer_assets() == offline and viewer_assets.available()
+    viewer = ViewerAssets.load()
+    assert viewer.folder == offline and viewer.available
     (offline / "pdbe-molstar-light.css").write_bytes(b"body{}")
-    assert viewer_assets.ensure_viewer_assets() is None and "pdbe-molstar-light.css: sha256" in viewer_assets.problem()
-    assert pages.static_asset(viewer_assets.PLUGIN_JS) is None  # nothing of a failed folder is served
+    viewer = ViewerAssets.load()
+    assert viewer.folder is None and "pdbe-molstar-light.css: sha256" in viewer.problem
+    assert pages.static_asset(viewer_assets.PLUGIN_JS, viewer) is None  # nothing of a failed folder is served
     (offline / "pdbe-molstar-light.css").unlink()
-    assert viewer_assets.ensure_viewer_assets(offline) is None and "cannot read" in viewer_assets.problem()
-    assert registry.downloads == 0 and not viewer_assets.cache_folder().exists()
+    viewer = ViewerAssets.load(offline)
+    assert viewer.folder is None and "cannot read" in viewer.problem
+    assert registry.downloads == 0 and not viewer_assets.default_folder().exists()
 
 
 def test_pins_are_consistent():
@@ -287,3 +297,25 @@ def test_pins_are_consistent():
     assert all(viewer_assets.VERSION in name for name in viewer_assets.SERVED_NAMES)
     with pytest.raises(viewer_assets.ViewerAssetError):
         viewer_assets.check_integrity(b"x")
+
+
+def test_viewer_assets_hold_their_files_or_a_problem_and_cannot_be_changed():
+    files = {name: name.encode() for name in viewer_assets.FILE_SHA256}
+    viewer = ViewerAssets(files, Path("/assets"))
+    assert viewer.available and viewer.problem is None
+    assert viewer.served_file(viewer_assets.PLUGIN_CSS) == b"pdbe-molstar-light.css"
+    assert viewer.served_file("pdbe-molstar-light.css") is None  # only by its versioned /static/ name
+    with pytest.raises(TypeError):
+        viewer.files["pdbe-molstar-plugin.js"] = b"alert(1)"
+    files["pdbe-molstar-plugin.js"] = b"alert(1)"  # the caller's dict is copied
+    assert viewer.served_file(viewer_assets.PLUGIN_JS) == b"pdbe-molstar-plugin.js"
+    missing = ViewerAssets.missing("no files")
+    assert not missing.available and missing.served_file(viewer_assets.PLUGIN_JS) is None
+    for neither_or_both in ({}, {"files": files, "problem": "no files"}):
+        with pytest.raises(ValueError):
+            ViewerAssets(**neither_or_both)
+
+
+def test_an_unreachable_registry_is_reported_quickly():
+    problem = registry_problem("http://127.0.0.1:9/npm/")  # discard port: refused at once
+    assert problem is not None and "127.0.0.1:9" in problem
