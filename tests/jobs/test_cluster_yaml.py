@@ -10,6 +10,8 @@ import jsonschema
 import pytest
 import ray.autoscaler
 import yaml
+# No public Ray API validates a cluster config without a cloud account (ray.autoscaler.sdk.bootstrap_config calls the
+# provider): these two are what `ray up` runs first, so the test keeps them.
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
