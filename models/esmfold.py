@@ -62,7 +62,7 @@ class EsmFoldPredictor:
             with _trunk_policy(self._trunk_precision, self.settings.device):
                 return _as_fp32(forward(*args, **kwargs))
 
-        trunk.forward = forward_under_policy
+        trunk.__dict__["forward"] = forward_under_policy  # an instance attribute, as nn.Module sets one
 
     @property
     def reduced_precision(self) -> bool:
@@ -150,7 +150,8 @@ def load_esmfold(
     """Load `EsmForProteinFolding` from a local folder or a Hugging Face id (AutoModel would load only the LM)."""
     folder = resolve_weights(weights)
     model = EsmForProteinFolding.from_pretrained(folder, dtype=torch.float32)
-    model.esm.to(_DTYPES[settings.stem_precision])
+    stem: torch.nn.Module = model.esm
+    stem.to(_DTYPES[settings.stem_precision])
     model.eval().to(settings.device)
     provenance = describe_esmfold(weights, settings, model_name=model_name, untrained=untrained)
     logger.info("loaded %s from %s on %s (%s)", model_name, weights, settings.device, provenance.precision)

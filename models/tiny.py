@@ -60,7 +60,9 @@ def build_tiny_model() -> EsmForProteinFolding:
     torch.manual_seed(TINY_SEED)
     model = EsmForProteinFolding(tiny_config())
     with torch.no_grad():
-        for head in (*model.lddt_head[1:], model.ptm_head):
+        heads: list[torch.nn.Module] = [*list(model.lddt_head)[1:], model.ptm_head]  # the Linear layers
+        for head in heads:
+            assert isinstance(head, torch.nn.Linear)
             head.weight.normal_(0.0, 0.5)
             head.bias.normal_(0.0, 1.0)
     return model

@@ -107,6 +107,8 @@ def _latest_progress(layout: DatabaseLayout, running: bool) -> str | None:
         return None
     build_id = manifests[-1].removeprefix("builds/").removesuffix(".manifest.json")
     progress = read_progress(layout, build_id, running=running)
+    if progress is None:
+        return None
     rate, eta = progress.residues_per_second, progress.eta_seconds
     return (
         f"\nlatest build {progress.build}: {progress.shards_committed}/{progress.shards_planned} shards, "

@@ -35,7 +35,7 @@ def submit_command(address, wait, status_id, stop_id, logs_id, build_args) -> No
             click.echo(job_state(client, status_id) if status_id else stop_job(client, stop_id))
         elif logs_id:
             click.echo(job_logs(client, logs_id), nl=False)
-        else:
+        elif job is not None:
             job_id = submit_build(client, job)
             click.echo(job_id)
             state = follow_job(client, job_id, sys.stderr) if wait else None

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import logging
+from typing import Any
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
@@ -86,7 +87,7 @@ class StructomeServer:
                 Route("/export", self.export_tar, methods=["GET"]),
                 Route("/static/{name}", self.static, methods=["GET", "HEAD"]),
             ],
-            exception_handlers={HTTPException: self._http_error, Exception: self._server_error},
+            exception_handlers=self._exception_handlers(),
             lifespan=self._lifespan,
         )
         self.app.router.redirect_slashes = False  # an unknown path is a 404, never a redirect to a guess
@@ -199,14 +200,14 @@ class StructomeServer:
             return result
         return JSONResponse({"columns": result.columns, "types": result.types, "rows": result.rows,
                              "rowCount": len(result.rows), "truncated": result.truncated,
-                             "rowLimit": self.sql.limits.row_limit, "elapsedSeconds": round(result.elapsed_s, 4)})
+                             "rowLimit": self._row_limit, "elapsedSeconds": round(result.elapsed_s, 4)})
 
     async def export_tar(self, request: Request) -> Response:
         result = await self._user_query(request, "export needs the SQL endpoint, which is disabled on this server")
         if isinstance(result, Response):
             return result
         if result.truncated:
-            return _json_error(400, f"the query selects more than {self.sql.limits.row_limit} rows; "
+            return _json_error(400, f"the query selects more than {self._row_limit} rows; "
                                     "export in parts, or with `structome export` on the database's machine")
         if not result.rows:
             return _json_error(400, "the export query selected no entries")
@@ -217,6 +218,10 @@ class StructomeServer:
             return _json_error(400, str(error))
         return StreamingResponse(export.stream_tar(self.layout, files), media_type="application/x-tar",
                                  headers={"Content-Disposition": 'attachment; filename="structome-export.tar"'})
+
+    @property
+    def _row_limit(self) -> int | None:
+        return self.sql.limits.row_limit if self.sql is not None else None
 
     async def _user_query(self, request: Request, disabled: str) -> SqlResult | Response:
         """The request's query run in the sandbox, or the error response to send instead."""
@@ -253,6 +258,9 @@ class StructomeServer:
 
     # --- errors
 
+    def _exception_handlers(self) -> dict[Any, Any]:  # Starlette types a handler by the base Exception only
+        return {HTTPException: self._http_error, Exception: self._server_error}
+
     async def _http_error(self, request: Request, error: HTTPException) -> Response:
         return _json_error(error.status_code, error.detail)
 
@@ -285,8 +293,9 @@ def _sql_from_body(body: bytes, content_type: str) -> str | None:
         return payload.get("sql") or payload.get("q") if isinstance(payload, dict) else None
     if content_type.startswith("application/x-www-form-urlencoded"):  # also what `curl --data 'SELECT ...'` sends
         form = parse_qs(text)
-        if "sql" in form or "q" in form:
-            return (form.get("sql") or form.get("q"))[0]
+        values = form.get("sql") or form.get("q")
+        if values:
+            return values[0]
     return text
 
 

@@ -15,7 +15,7 @@ def run(settings: dict, *, host: str, port: int, workers: int, announce: Callabl
     """Serve until interrupted. SETTINGS: location, sql_workers, sql_limits, viewer_assets, reload_interval_s."""
     import uvicorn
 
-    options = {"host": host, "port": port, "log_level": "warning", "server_header": False}
+    options: dict = {"host": host, "port": port, "log_level": "warning", "server_header": False}
     location = settings["location"]
     if workers == 1:
         server = _server(settings)  # loads the viewer files too (logging a warning when it cannot)

@@ -267,7 +267,8 @@ class SqlSandbox:
             raise SqlTimeout("all SQL workers are busy; try again later") from None
         if not worker.process.is_alive():
             worker = self._replace(worker)
-        message, failure = None, None
+        message: dict | None = None
+        failure: SqlError | None = None
         try:
             worker.wait_ready()
             worker.pipe.send_bytes(request)
@@ -281,8 +282,8 @@ class SqlSandbox:
             if message is None:  # no answer, or one still coming: the worker cannot be reused
                 worker = self._replace(worker)
             self._release(worker)
-        if failure is not None:
-            raise failure
+        if failure is not None or message is None:
+            raise failure or SqlResourceError("the SQL worker sent no answer")
         if "error" in message:
             raise _ERRORS[message["error"]](message["message"])
         return SqlResult(**message, elapsed_s=time.perf_counter() - started)
