@@ -13,7 +13,7 @@ Run: .venv/bin/python benchmarks/bench_planner.py [--skip-throughput] [--recycle
     sequences whose lengths are E. coli's x 0.25 (16 to 200) planned with the measured batch cap; every planned
     call is timed batched and as its sequences one at a time, twice in alternating order (best of each), so
     load from other processes falls on both; ratio = one-at-a-time seconds / planner seconds, same run.
-    --write-calibration stores the grid's rates in jobs/calibration.json (what `structome plan` reads).
+    --write-calibration stores the grid's rates in pipelines/calibration.json (what `structome plan` reads).
 """
 
 from __future__ import annotations
