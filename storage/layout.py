@@ -340,9 +340,11 @@ class DatabaseLayout:
     # ---- the build lock -------------------------------------------------------------------------------
 
     def lock(self) -> BuildLock | LeaseLock:
+        """The build lock; a database of an older layout can be locked too, to migrate it."""
+        self.layout_version  # a newer layout or a corrupt marker is refused before any lock is taken
         if self.is_local:
-            return BuildLock(Path(self.path(_LOCK)))
-        return LeaseLock(self.fs, self.path(_LOCK), self.location)
+            return BuildLock(Path(self._path(_LOCK)))
+        return LeaseLock(self.fs, self._path(_LOCK), self.location)
 
     def build_running(self) -> bool:
         """True while some process holds the build lock."""
