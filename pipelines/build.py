@@ -18,6 +18,7 @@ from pathlib import Path
 from structome.models.types import Entry, Failure, Provenance
 from structome.pipelines.ingest import IngestSettings, ingest
 from structome.pipelines.sharding import Shard, cut_shards
+from structome.storage.formats import format_tag
 from structome.storage.layout import DatabaseLayout
 from structome.storage.reader import committed_entries
 
@@ -33,6 +34,7 @@ def _structome_version() -> str:
 
 
 STRUCTOME_VERSION = _structome_version()
+REPORT_FORMAT = format_tag("report", 1)  # builds/<build>.report.json
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,7 @@ def build_report(record: dict, plan: BuildPlan, counters: BuildCounters) -> dict
     failures = [*plan.ingest_failures, *counters.predict_failures, *counters.shard_failures]
     by_reason = Counter(f.reason for f in failures)
     return {
+        "format": REPORT_FORMAT,
         **{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in record.items()},
         "provenance": plan.provenance.as_dict(),
         "failuresByReason": dict(sorted(by_reason.items())),

@@ -1,6 +1,7 @@
 """The database: where every table, archive and report lives, and how things appear atomically.
 
     DB/
+      structome.json                 the format marker: {"format": "structome-database", "layout": 1, ...}
       catalog.duckdb                 views over the Parquet files below (local databases only)
       shards/<shard>/                one committed shard:
         entries.parquet residues.parquet files.parquet failures.parquet archive.tar
@@ -16,10 +17,15 @@ DB is a folder (local or a shared file system) or an object-store URI (`s3://buc
 A local shard is written under .staging and appears by one rename. Object stores have no rename: a shard
 is written under `shards/<shard>/<attempt>/` and appears when the marker `shards/<shard>/<attempt>.committed`
 is written; readers only ever see attempts with a marker.
+
+Opening a database checks its format marker (storage.formats) on first use: a newer layout, or a corrupt
+marker, is refused. A database from before markers is layout 1, read as it is; `create` (every build, under
+the build lock) and `structome migrate` write its marker and run any pending layout migrations.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -32,9 +38,13 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from structome.storage.atomic import publish_folder, write_bytes_atomic, write_parquet_atomic, write_text_atomic
+from structome.storage import formats
+from structome.storage.formats import MARKER_NAME, FormatError, new_marker, parse_marker
 from structome.storage.locks import BuildLock, DatabaseLockedError, LeaseLock, lease_is_fresh
 
-__all__ = ["DatabaseLayout", "DatabaseLockedError", "ShardTarget", "write_parquet_atomic", "write_text_atomic"]
+__all__ = ["DatabaseLayout", "DatabaseLockedError", "FormatError", "ShardTarget", "write_parquet_atomic",
+           "write_text_atomic"]
 
 COMMIT_SUFFIX = ".committed"
 SHARD_TABLES = ("entries", "residues", "files", "failures")
@@ -71,6 +81,10 @@ class DatabaseLayout:
             self.location = base
         self.base = base.rstrip("/")
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+        self._marker: dict | None = None  # structome.json as read; None while unread or absent
+        self._layout: int | None = None  # the database's layout; None: no database here (yet)
+        self._marker_read = False
+        self._migrating = False
 
     def __repr__(self) -> str:
         return f"DatabaseLayout({self.location!r})"
@@ -80,11 +94,69 @@ class DatabaseLayout:
         """The database folder (local databases only)."""
         if not self.is_local:
             raise ValueError(f"{self.location} is not a local folder")
+        self._require_readable()
         return Path(self.base)
 
     def path(self, relative: str) -> str:
         """A file-system path from a path relative to the database."""
+        self._require_readable()
+        return self._path(relative)
+
+    def _path(self, relative: str) -> str:
         return f"{self.base}/{relative}" if relative else self.base
+
+    # ---- format -------------------------------------------------------------------------------------
+
+    @property
+    def layout_version(self) -> int | None:
+        """The database's layout (1 for one from before markers); None where there is no database yet.
+
+        Read once, on first use; FormatError for a corrupt marker or a layout newer than this structome knows.
+        """
+        if not self._marker_read:
+            self._marker, self._layout = self._read_marker()
+            self._marker_read = True
+        return self._layout
+
+    def _read_marker(self) -> tuple[dict | None, int | None]:
+        try:
+            with self.fs.open_input_stream(self._path(MARKER_NAME)) as stream:
+                marker = parse_marker(stream.read(), f"{self.location}/{MARKER_NAME}")
+        except FileNotFoundError:
+            content = any(self.fs.get_file_info(self._path(f)).type != pafs.FileType.NotFound
+                          for f in ("shards", "builds"))
+            return None, (1 if content else None)  # a database from before markers is layout 1
+        return marker, marker["layout"]
+
+    def _require_readable(self) -> None:
+        version = self.layout_version
+        if version is not None and version < formats.LAYOUT and not self._migrating:
+            raise FormatError(f"{self.location} has layout {version}; this structome reads layout {formats.LAYOUT}: "
+                              f"run `structome migrate --db {self.location}`")
+
+    def migrate(self) -> list[str]:
+        """Bring the database to this structome's layout and write its marker (hold the build lock).
+
+        Idempotent; what it did, one line a step (nothing when the database was already current).
+        """
+        version = self.layout_version or formats.LAYOUT
+        done = []
+        self._migrating = True
+        try:
+            for step in range(version + 1, formats.LAYOUT + 1):  # a marker after each step: a rerun resumes
+                formats.MIGRATIONS[step](self)
+                self._write_marker({**(self._marker or new_marker(step)), "layout": step})
+                done.append(f"migrated {self.location} from layout {step - 1} to layout {step}")
+        finally:
+            self._migrating = False
+        if self._marker is None:
+            self._write_marker(new_marker(version))
+            done.append(f"wrote {self.location}/{MARKER_NAME} (layout {version})")
+        return done
+
+    def _write_marker(self, marker: dict) -> None:
+        self._put_atomic(json.dumps(marker, indent=2).encode() + b"\n", self._path(MARKER_NAME))
+        self._marker, self._layout, self._marker_read = marker, marker["layout"], True
 
     # ---- names --------------------------------------------------------------------------------------
 
@@ -134,9 +206,12 @@ class DatabaseLayout:
         return self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound
 
     def create(self) -> None:
+        """Make the database, or bring an existing one to this layout (under the build lock if it may hold data)."""
+        self.layout_version  # read before the folders below make a new database look like an old one
         if self.is_local:
             for folder in ("", "shards", ".staging", "builds", "failures", "schema"):
-                Path(self.path(folder)).mkdir(parents=True, exist_ok=True)
+                Path(self._path(folder)).mkdir(parents=True, exist_ok=True)
+        self.migrate()
 
     def read_bytes(self, relative: str) -> bytes:
         with self.fs.open_input_stream(self.path(relative)) as stream:
@@ -158,10 +233,13 @@ class DatabaseLayout:
 
     def write_bytes_atomic(self, data: bytes, relative: str) -> None:
         """Readers see the old file or the whole new one, never a part (object PUTs are atomic)."""
+        self._put_atomic(data, self.path(relative))
+
+    def _put_atomic(self, data: bytes, path: str) -> None:
         if self.is_local:
-            _replace_atomically(Path(self.path(relative)), lambda temporary: temporary.write_bytes(data))
+            write_bytes_atomic(data, path)
             return
-        with self.fs.open_output_stream(self.path(relative)) as stream:
+        with self.fs.open_output_stream(path) as stream:
             stream.write(data)
 
     def write_text_atomic(self, text: str, relative: str) -> None:
@@ -169,7 +247,7 @@ class DatabaseLayout:
 
     def write_parquet_atomic(self, table: pa.Table, relative: str) -> None:
         if self.is_local:
-            write_parquet_atomic(table, Path(self.path(relative)))
+            write_parquet_atomic(table, self.path(relative))
         else:
             pq.write_table(table, self.path(relative), filesystem=self.fs, compression="zstd")
 
@@ -210,10 +288,8 @@ class DatabaseLayout:
         if not self.is_local:
             self.write_bytes_atomic(b"", target.relative + COMMIT_SUFFIX)
             return True
-        for file in Path(target.folder).iterdir():
-            _fsync(file)
         try:
-            os.rename(target.folder, self.path(target.relative))
+            publish_folder(target.folder, self.path(target.relative))
         except OSError:  # committed by someone else since the check
             if not self.is_committed(target.shard_id):
                 raise
@@ -264,9 +340,11 @@ class DatabaseLayout:
     # ---- the build lock -------------------------------------------------------------------------------
 
     def lock(self) -> BuildLock | LeaseLock:
+        """The build lock; a database of an older layout can be locked too, to migrate it."""
+        self.layout_version  # a newer layout or a corrupt marker is refused before any lock is taken
         if self.is_local:
-            return BuildLock(Path(self.path(_LOCK)))
-        return LeaseLock(self.fs, self.path(_LOCK), self.location)
+            return BuildLock(Path(self._path(_LOCK)))
+        return LeaseLock(self.fs, self._path(_LOCK), self.location)
 
     def build_running(self) -> bool:
         """True while some process holds the build lock."""
@@ -274,24 +352,3 @@ class DatabaseLayout:
             return BuildLock(Path(self.path(_LOCK))).held_by_another()
         return lease_is_fresh(self.fs, self.path(_LOCK))
 
-
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write to a temporary name beside `path`, then rename: readers never see a partial file."""
-    _replace_atomically(Path(path), lambda temporary: pq.write_table(table, temporary, compression="zstd"))
-
-
-def write_text_atomic(text: str, path: Path) -> None:
-    _replace_atomically(Path(path), lambda temporary: temporary.write_text(text))
-
-
-def _replace_atomically(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(temporary)
-    _fsync(temporary)
-    os.replace(temporary, path)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())

@@ -2,7 +2,8 @@
 
 On a file system it is an flock on `.build.lock` (released by the kernel when the holder dies). Object
 stores have no locks: there it is a lease object that the holder renews every few seconds; a lease not
-renewed for LEASE_SECONDS belongs to a dead build and may be taken over.
+renewed for LEASE_SECONDS belongs to a dead build and may be taken over. A lease names its format
+(LEASE_FORMAT); one without is version 1, and a newer one is refused (a newer structome holds it).
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from structome.storage.formats import check_format, format_tag
+
 LEASE_SECONDS = 60.0  # a lease older than this was left by a dead build
 RENEW_SECONDS = 10.0
 SETTLE_SECONDS = 1.0  # wait before re-reading a new lease, so a racing writer's lease shows
+LEASE_VERSION = 1
+LEASE_FORMAT = format_tag("lease", LEASE_VERSION)
 
 
 class DatabaseLockedError(RuntimeError):
@@ -104,7 +109,7 @@ class LeaseLock:
 
     def _write(self) -> None:
         with self.fs.open_output_stream(self.path) as stream:
-            stream.write(json.dumps({"owner": self.owner, "renewedAt": time.time()}).encode())
+            stream.write(json.dumps({"format": LEASE_FORMAT, "owner": self.owner, "renewedAt": time.time()}).encode())
 
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_SECONDS):
@@ -112,13 +117,16 @@ class LeaseLock:
 
 
 def read_lease(fs: pafs.FileSystem, path: str) -> dict | None:
+    """The lease at `path`, None if there is none; FormatError for a lease of a newer structome."""
     try:
         with fs.open_input_stream(path) as stream:
-            return json.loads(stream.read())
+            lease = json.loads(stream.read())
     except FileNotFoundError:
         return None
     except json.JSONDecodeError:  # not ours to judge: treat as held until it goes stale
         return {"owner": "unreadable lease", "renewedAt": time.time()}
+    check_format(lease, "lease", LEASE_VERSION, path)
+    return lease
 
 
 def lease_is_fresh(fs: pafs.FileSystem, path: str) -> bool:

@@ -39,8 +39,8 @@ def run_build(request: BuildRequest) -> dict:
         if not Path(path).is_file():
             raise FileNotFoundError(f"input {path} does not exist")
     layout = DatabaseLayout(request.db)
-    layout.create()
     with layout.lock():
+        layout.create()  # a new database, or an older one brought to this layout (its marker written)
         layout.clear_staging()
         provenance = describe_model(request.model, request.weights, request.model_settings)
         plan = plan_build(request.inputs, layout, request.build_settings, provenance)

@@ -4,6 +4,8 @@ The manifest is written once when the build starts; each shard state change (sta
 failed) is one JSON line appended to the events log, so `structome status` can follow a running build
 from another terminal and a killed build leaves a record of how far it got. Locally every line is
 appended and synced at once; on object stores (no appends) lines go out as part objects every few seconds.
+The manifest and every event line name their format (MANIFEST_FORMAT, EVENTS_FORMAT); files without one are
+version 1, and a newer version is refused.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from collections import Counter
 from dataclasses import dataclass
 
 from structome.pipelines.build import BuildPlan
+from structome.storage.formats import check_format, format_tag
 from structome.storage.layout import DatabaseLayout
 
 STATES = ("started", "committed", "retried", "failed")
-
+MANIFEST_VERSION = EVENTS_VERSION = 1
+MANIFEST_FORMAT = format_tag("manifest", MANIFEST_VERSION)
+EVENTS_FORMAT = format_tag("events", EVENTS_VERSION)
 
 OBJECT_STORE_FLUSH_SECONDS = 5.0
 
@@ -33,14 +38,15 @@ class ManifestWriter:
             {"shard": s.shard_id, "sequences": len(s.requests), "entries": len(s.entries), "residues": s.residues}
             for s in plan.shards
         ]
-        manifest = {"build": plan.build_id, "startedAt": time.time(), "shards": shards,
+        manifest = {"format": MANIFEST_FORMAT, "build": plan.build_id, "startedAt": time.time(), "shards": shards,
                     "entries": plan.entries_planned, "residues": sum(s["residues"] for s in shards)}
         layout.write_text_atomic(json.dumps(manifest) + "\n", layout.build_manifest(plan.build_id))
 
     def record(self, shard_id: str, state: str, **details) -> None:
         if state not in STATES:
             raise ValueError(f"unknown shard state {state!r}")
-        line = json.dumps({"t": round(time.time(), 3), "shard": shard_id, "state": state, **details})
+        line = json.dumps({"format": EVENTS_FORMAT, "t": round(time.time(), 3), "shard": shard_id, "state": state,
+                           **details})
         self._pending.append(line)
         if time.monotonic() - self._flushed_at >= self._flush_every:
             self.flush()
@@ -86,8 +92,10 @@ def read_progress(layout: DatabaseLayout, build_id: str, *, running: bool = Fals
     if not layout.exists(path):
         return None
     manifest = json.loads(layout.read_text(path))
+    check_format(manifest, "manifest", MANIFEST_VERSION, f"{layout.location}/{path}")
     sizes = {s["shard"]: s for s in manifest["shards"]}
-    latest, counts, last_time = _replay(layout.read_lines(layout.build_events(build_id)))
+    events = layout.build_events(build_id)
+    latest, counts, last_time = _replay(layout.read_lines(events), f"{layout.location}/{events}")
     done = [shard for shard, state in latest.items() if state == "committed"]
     return Progress(
         build=build_id,
@@ -104,7 +112,7 @@ def read_progress(layout: DatabaseLayout, build_id: str, *, running: bool = Fals
     )
 
 
-def _replay(lines: list[str]) -> tuple[dict[str, str], Counter, float | None]:
+def _replay(lines: list[str], where: str) -> tuple[dict[str, str], Counter, float | None]:
     """Latest state per shard; a torn last line (a killed writer) is ignored."""
     latest: dict[str, str] = {}
     counts: Counter = Counter()
@@ -114,6 +122,7 @@ def _replay(lines: list[str]) -> tuple[dict[str, str], Counter, float | None]:
             event = json.loads(line)
         except json.JSONDecodeError:
             continue
+        check_format(event, "events", EVENTS_VERSION, where)
         latest[event["shard"]] = event["state"]
         counts[event["state"]] += 1
         last_time = event["t"]

@@ -8,17 +8,14 @@ leaves no file behind.
 from __future__ import annotations
 
 import logging
-import os
 import sys
-from collections.abc import Iterable
-from pathlib import Path
-from typing import BinaryIO
 
 import click
 import duckdb
 
 from structome.jobs.cli.options import DB_OPTION
 from structome.storage import catalog
+from structome.storage.atomic import copy_chunks, write_chunks_atomic
 from structome.storage.export import ExportError, UnknownEntriesError, entry_ids_of, export_files, stream_tar
 from structome.storage.layout import DatabaseLayout
 from structome.storage.reader import FILE_KINDS
@@ -32,32 +29,6 @@ def parse_kinds(text: str) -> tuple[str, ...]:
     if not kinds or unknown:
         raise click.BadParameter(f"give a comma-separated subset of {','.join(FILE_KINDS)}", param_hint="--kinds")
     return kinds
-
-
-def write_atomically(chunks: Iterable[bytes], path: Path) -> int:
-    """Write the chunks to a temporary file beside `path`, then rename it there; bytes written.
-
-    On any failure (or interrupt) the temporary file is removed and `path` is left as it was.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            written = _copy(chunks, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return written
-
-
-def _copy(chunks: Iterable[bytes], handle: BinaryIO) -> int:
-    written = 0
-    for chunk in chunks:
-        handle.write(chunk)
-        written += len(chunk)
-    return written
 
 
 @click.command("export")
@@ -79,7 +50,7 @@ def export_command(db, query, out, kinds) -> None:
         raise click.ClickException(str(error).strip()) from error
     chunks = stream_tar(layout, files)
     try:
-        written = _copy(chunks, sys.stdout.buffer) if out == "-" else write_atomically(chunks, Path(out))
+        written = copy_chunks(chunks, sys.stdout.buffer) if out == "-" else write_chunks_atomic(chunks, out)
     except OSError as error:  # a read, a checksum (ArchiveChecksumError) or a write failed
         raise click.ClickException(f"export failed: {error}") from error
     entries = len({f.entry_id for f in files})

@@ -34,9 +34,15 @@ def test_build_query_download_and_resume_on_an_object_store(tmp_path, s3_databas
     assert "_ma_qa_metric_global" in cif and "P0A7N4" in cif
     assert "no build is running" in structome("status", "--db", s3_database).stdout
     assert layout.list_files(".staging") == [] and not layout.exists(".build.lock")
+    marker = json.loads(layout.read_text("structome.json"))
+    assert (marker["format"], marker["layout"]) == ("structome-database", 1)
+    (report,) = [json.loads(layout.read_text(f)) for f in layout.list_files("builds") if f.endswith(".report.json")]
+    assert report["format"] == "structome-report/1" and report["status"] == "completed"
 
+    layout.fs.delete_file(layout.path("structome.json"))  # as if made before markers: the next build marks it
     again = structome("build", str(fasta), "--db", s3_database, *BUILD_OPTIONS).stderr
     assert "4 already present" in again
+    assert json.loads(DatabaseLayout(s3_database).read_text("structome.json"))["layout"] == 1
     entries = json.loads(structome("sql", "--db", s3_database, "--format", "json",
                                    "SELECT count(*) AS n, count(DISTINCT entryId) AS ids FROM entries").stdout)
     assert entries == [{"n": 4, "ids": 4}]

@@ -1,13 +1,18 @@
-"""The database folder: exclusive build lock, atomic shard commits and file writes."""
+"""The database folder: exclusive build lock, atomic shard commits and file writes, the format marker."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from structome.storage.layout import DatabaseLayout, DatabaseLockedError, write_parquet_atomic
+from structome import __version__
+from structome.storage import formats
+from structome.storage.atomic import write_parquet_atomic
+from structome.storage.formats import FormatError
+from structome.storage.layout import DatabaseLayout, DatabaseLockedError
 
 
 def test_a_second_build_lock_is_refused_until_the_first_is_released(tmp_path):
@@ -59,9 +64,13 @@ def test_clear_staging_removes_leftovers_of_a_crashed_writer(tmp_path):
 
 
 @pytest.fixture(params=["local", "s3"])
-def any_layout(request, tmp_path):
-    location = tmp_path / "db" if request.param == "local" else request.getfixturevalue("s3_database")
-    layout = DatabaseLayout(location)
+def any_location(request, tmp_path) -> str:
+    return str(tmp_path / "db") if request.param == "local" else request.getfixturevalue("s3_database")
+
+
+@pytest.fixture()
+def any_layout(any_location):
+    layout = DatabaseLayout(any_location)
     layout.create()
     return layout
 
@@ -116,3 +125,97 @@ def test_an_object_store_lease_refuses_a_second_build_and_expires(s3_database, m
     assert not layout.build_running()
     with layout.lock():
         assert layout.build_running()
+
+
+def test_a_lease_names_its_format_and_a_newer_one_is_refused(s3_database, monkeypatch):
+    from structome.storage import locks
+
+    monkeypatch.setattr(locks, "SETTLE_SECONDS", 0.05)
+    layout = DatabaseLayout(s3_database)
+    with layout.lock():
+        assert json.loads(layout.read_text(".build.lock"))["format"] == "structome-lease/1"
+    with layout.fs.open_output_stream(layout.path(".build.lock")) as stream:  # an old lease, without a format
+        stream.write(b'{"owner": "old", "renewedAt": 0}')
+    assert not layout.build_running()
+    with layout.fs.open_output_stream(layout.path(".build.lock")) as stream:
+        stream.write(b'{"format": "structome-lease/2", "owner": "next year", "renewedAt": 0}')
+    with pytest.raises(FormatError, match="structome-lease/2, newer than .*structome-lease/1.*upgrade structome"):
+        layout.build_running()
+
+
+# ---- the format marker ----------------------------------------------------------------------------------
+
+
+def _marker(layout: DatabaseLayout) -> dict:
+    return json.loads(layout.read_text(formats.MARKER_NAME))
+
+
+def _put_marker(layout: DatabaseLayout, data: bytes) -> None:
+    with layout.fs.open_output_stream(layout.path(formats.MARKER_NAME)) as stream:
+        stream.write(data)
+
+
+def test_create_writes_the_marker(any_layout):
+    marker = _marker(any_layout)
+    assert marker.keys() == {"format", "layout", "createdBy", "created"}
+    assert (marker["format"], marker["layout"], marker["createdBy"]) == ("structome-database", 1, __version__)
+    assert any_layout.list_files("") == ["structome.json"]
+    assert any_layout.migrate() == []  # already current: nothing to do, marker untouched
+    assert _marker(any_layout) == marker
+
+
+def test_a_database_of_a_newer_layout_is_refused(any_layout, any_location):
+    _put_marker(any_layout, json.dumps({**_marker(any_layout), "layout": 2}).encode())
+    reopened = DatabaseLayout(any_location)
+    with pytest.raises(FormatError, match=r"layout 2, newer than layout 1 .*upgrade structome"):
+        reopened.committed_shards()
+    with pytest.raises(FormatError, match="upgrade structome"):
+        reopened.migrate()
+
+
+@pytest.mark.parametrize("data", [b'{"format": "structome-database", "lay', b"[1, 2]", b'{"format": "x", "layout": 1}'])
+def test_a_corrupt_marker_is_refused_naming_the_file(any_layout, any_location, data):
+    _put_marker(any_layout, data)
+    with pytest.raises(FormatError, match=r"structome\.json.* (corrupt|not a structome database marker)") as error:
+        DatabaseLayout(any_location).table_files("entries")
+    assert f"{any_location.split('?')[0]}/structome.json" in str(error.value)  # the file, by its full name
+
+
+def test_a_database_from_before_markers_is_read_as_layout_1_and_migrated_once(any_layout, any_location):
+    layout = any_layout
+    layout.fs.delete_file(layout.path(formats.MARKER_NAME))
+    shard = layout.begin_shard("s1")
+    _put(layout, shard, "entries.parquet", b"one")
+    layout.commit_shard(shard)
+    old = DatabaseLayout(any_location)
+    assert old.layout_version == 1 and old.table_files("entries") == [f"{shard.relative}/entries.parquet"]
+    assert not old.exists(formats.MARKER_NAME)  # reading never writes
+    assert old.migrate() == [f"wrote {old.location}/structome.json (layout 1)"]
+    assert _marker(old)["layout"] == 1
+    assert DatabaseLayout(any_location).migrate() == []  # idempotent
+    assert DatabaseLayout(any_location).table_files("entries") == [f"{shard.relative}/entries.parquet"]
+
+
+def test_an_empty_place_is_no_database_until_created(tmp_path):
+    layout = DatabaseLayout(tmp_path / "db")
+    assert layout.layout_version is None and not (tmp_path / "db").exists()
+    layout.create()
+    assert DatabaseLayout(tmp_path / "db").layout_version == 1
+
+
+def test_the_next_layout_is_one_registered_migration(any_layout, any_location, monkeypatch):
+    """With layout 2 registered, a layout-1 database is refused for reading until migrated; migrating runs the
+    step once, under the same marker (its creation kept), and leaves it readable."""
+    layout = any_layout
+    created = _marker(layout)
+    steps = []
+    monkeypatch.setattr(formats, "LAYOUT", 2)
+    monkeypatch.setitem(formats.MIGRATIONS, 2, lambda db: steps.append(db.list_files("")))
+    old = DatabaseLayout(any_location)
+    with pytest.raises(FormatError, match=r"layout 1; this structome reads layout 2: run `structome migrate --db "):
+        old.committed_shards()
+    with old.lock():  # as `structome migrate` and every build do
+        assert old.migrate() == [f"migrated {old.location} from layout 1 to layout 2"]
+    assert len(steps) == 1 and "structome.json" in steps[0]  # the step could read the database
+    assert _marker(old) == {**created, "layout": 2}
+    assert DatabaseLayout(any_location).committed_shards() == {} and old.migrate() == []

@@ -1,0 +1,96 @@
+"""Atomic local writes: readers see the old file (or folder) or the whole new one, never a part.
+
+A file is written under a temporary name beside its target, synced, renamed over the target with os.replace,
+and the parent folder is synced so that the rename itself survives a crash. A staged folder is published the
+same way with one rename. Object stores need none of this: a PUT is atomic (see storage.layout).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["copy_chunks", "publish_folder", "replace_atomically", "write_bytes_atomic", "write_chunks_atomic",
+           "write_parquet_atomic", "write_text_atomic"]
+
+
+def replace_atomically(path: str | os.PathLike, write: Callable[[Path], object], *, make_parents: bool = True) -> None:
+    """Call `write(temporary)` for a temporary file beside `path`, then make it `path` durably.
+
+    On any failure (or interrupt) the temporary file is removed and `path` is left as it was.
+    """
+    path = Path(path)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
+    try:
+        write(temporary)
+        _fsync(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
+    replace_atomically(path, lambda temporary: temporary.write_bytes(data))
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> None:
+    write_bytes_atomic(text.encode(), path)
+
+
+def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> None:
+    replace_atomically(path, lambda temporary: pq.write_table(table, temporary, compression="zstd"))
+
+
+def write_chunks_atomic(chunks: Iterable[bytes], path: str | os.PathLike) -> int:
+    """Stream the chunks into `path` (whose folder must exist) atomically; the number of bytes written."""
+    written = 0
+
+    def copy(temporary: Path) -> None:
+        nonlocal written
+        with open(temporary, "wb") as handle:
+            written = copy_chunks(chunks, handle)
+
+    replace_atomically(path, copy, make_parents=False)
+    return written
+
+
+def copy_chunks(chunks: Iterable[bytes], handle: BinaryIO) -> int:
+    """Write the chunks to an open binary file; the number of bytes written."""
+    written = 0
+    for chunk in chunks:
+        handle.write(chunk)
+        written += len(chunk)
+    return written
+
+
+def publish_folder(staged: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename a fully written folder into place durably: its files, the folder and the rename are synced.
+
+    Raises OSError (and leaves `staged` as it is) if `target` already exists with content.
+    """
+    staged, target = Path(staged), Path(target)
+    for file in staged.iterdir():
+        if file.is_file():
+            _fsync(file)
+    _fsync(staged)
+    os.rename(staged, target)
+    _fsync(target.parent)
+
+
+def _fsync(path: Path) -> None:
+    """Sync a file's data, or a folder's entries (O_RDONLY works for both on POSIX)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
