@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
-from structome.models.types import Entry, Failure, Prediction, Provenance
+from structome.models.types import Entry, Failure, FailureReason, Prediction, Provenance, Stage
 from structome.pipelines.sharding import Shard, ShardPredictions
 from structome.storage import rows
 from structome.storage.afdb_json import entry_file_names, to_confidence_json, to_pae_json
@@ -139,9 +139,9 @@ def _write_failure(entry: Entry, error: Exception) -> Failure:
     return Failure(
         record_id=entry.record_id,
         source_file=entry.source_file,
-        reason="write_error",
+        reason=FailureReason.WRITE_ERROR,
         message=f"{type(error).__name__}: {error}",
-        stage="write",
+        stage=Stage.WRITE,
         entry_id=entry.entry_id,
         record_number=entry.record_number,
     )

@@ -9,12 +9,8 @@ import pyarrow as pa
 
 from structome.models.types import Entry, Failure, Prediction, Provenance
 from structome.storage.archive import StoredMember
-from structome.storage.schema import BUILDS, ENTRIES, FAILURES, FILES, PLDDT_BANDS, RESIDUES
-
-
-def plddt_fractions(plddt: np.ndarray) -> dict[str, float]:
-    """AlphaFold DB's four pLDDT band fractions."""
-    return {name: float(((plddt >= low) & (plddt < high)).mean()) for name, low, high in PLDDT_BANDS}
+from structome.storage.plddt import plddt_fractions
+from structome.storage.schema import BUILDS, ENTRIES, FAILURES, FILES, RESIDUES
 
 
 def entry_row(
