@@ -69,10 +69,10 @@ def resolve_entry(layout: DatabaseLayout, identifier: str) -> str:
     return entry_ids[0]
 
 
-def read_entry_file(layout: DatabaseLayout, identifier: str, kind: str = "cif") -> StoredFile:
+def read_entry_file(layout: DatabaseLayout, identifier: str, kind: str = FileKind.CIF) -> StoredFile:
     """One file of one entry: a catalog lookup, then one ranged read of its archive member."""
     if kind == "pdb":
-        cif = read_entry_file(layout, identifier, "cif")
+        cif = read_entry_file(layout, identifier, FileKind.CIF)
         return StoredFile(cif.entry_id, kind, cif.file_name.removesuffix(".cif") + ".pdb",
                           mmcif_to_pdb(cif.data.decode()).encode())
     if kind not in FILE_KINDS:
