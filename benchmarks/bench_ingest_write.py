@@ -70,11 +70,11 @@ def bench_write(length: int = 300, count: int = 60) -> None:
     with tempfile.TemporaryDirectory() as folder:
         context = WriteContext(DatabaseLayout(folder), provenance, "bench", dt.date.today())
         per_entry = []
-        with open(Path(folder) / "a.tar", "wb") as stream, ArchiveWriter(stream, mtime=0) as archive:
+        with open(Path(folder) / "a.tar", "wb") as stream, ArchiveWriter(stream, archive="a.tar", mtime=0) as archive:
             for entry, prediction in pairs:
                 started = time.perf_counter()
-                for name, text in render_entry(context, entry, prediction).values():
-                    archive.add(name, text.encode())
+                for kind, (name, text) in render_entry(context, entry, prediction).items():
+                    archive.add(entry.entry_id, kind, name, text.encode())
                 per_entry.append(time.perf_counter() - started)
         size = (Path(folder) / "a.tar").stat().st_size
     median = statistics.median(per_entry)

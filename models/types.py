@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
@@ -21,6 +22,38 @@ NONSTANDARD_RESIDUES = "UOBZJX"
 ACCEPTED_RESIDUES = STANDARD_RESIDUES + NONSTANDARD_RESIDUES
 
 PAE_MAX = 31.75  # Å; ESMFold's and AlphaFold's PAE head range, written into the PAE JSON
+
+
+class Stage(StrEnum):
+    """The pipeline stage a failure happened in (the failures table's `stage` column)."""
+
+    INGEST = "ingest"
+    PREDICT = "predict"
+    WRITE = "write"
+
+
+class FailureReason(StrEnum):
+    """Why a record or entry did not become a stored prediction (the failures table's `reason` column)."""
+
+    INVALID_HEADER = "invalid_header"  # ingest: no id or accession
+    EMPTY_SEQUENCE = "empty_sequence"  # ingest: no residues
+    INVALID_CHARACTER = "invalid_character"  # ingest: a letter outside ACCEPTED_RESIDUES
+    INTERNAL_STOP = "internal_stop"  # ingest: "*" before the end
+    DUPLICATE_RECORD = "duplicate_record"  # ingest: same entry id, accession and sequence as an earlier record
+    DUPLICATE_ID = "duplicate_id"  # ingest: same entry id, another sequence or accession
+    CONFLICTS_WITH_DATABASE = "conflicts_with_database"  # ingest: the entry is stored with another prediction
+    OUT_OF_MEMORY = "out_of_memory"  # predict: even alone with the smallest chunk
+    NON_FINITE_OUTPUT = "non_finite_output"  # predict: NaN or inf, also in fp32
+    WORKER_FAILED = "worker_failed"  # predict: the shard's worker died on every attempt
+    WRITE_ERROR = "write_error"  # write: the entry's files could not be rendered
+
+
+class FileKind(StrEnum):
+    """The stored files of an entry (the files table's `kind` column)."""
+
+    CIF = "cif"  # ModelCIF model
+    PAE = "pae"  # AFDB PAE JSON
+    CONFIDENCE = "confidence"  # AFDB per-residue confidence JSON
 
 
 class NonFiniteOutputError(ValueError):
@@ -102,15 +135,15 @@ class Failure:
 
     record_id: str
     source_file: str
-    reason: str  # short code, e.g. "invalid_character", "out_of_memory"
+    reason: FailureReason  # its code (plain strings are converted; an unknown one raises ValueError)
     message: str  # human-readable detail
-    stage: str  # "ingest", "predict" or "write"
+    stage: Stage
     entry_id: str = ""  # set once the record had become an entry
     record_number: int = 0  # 1-based position of the record in its file (record ids may repeat)
 
     def __post_init__(self) -> None:
-        if not self.reason or " " in self.reason:
-            raise ValueError(f"failure reason must be a short code without spaces, got {self.reason!r}")
+        object.__setattr__(self, "reason", FailureReason(self.reason))
+        object.__setattr__(self, "stage", Stage(self.stage))
 
 
 @dataclass(frozen=True)

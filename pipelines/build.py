@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from structome.models.types import Entry, Failure, Provenance
+from structome.models.types import Entry, Failure, FailureReason, Provenance, Stage
 from structome.pipelines.ingest import IngestSettings, ingest
 from structome.pipelines.sharding import Shard, cut_shards
 from structome.storage.formats import format_tag
@@ -132,12 +132,12 @@ def _conflict(entry: Entry, existing: str) -> Failure:
     return Failure(
         record_id=entry.record_id,
         source_file=entry.source_file,
-        reason="conflicts_with_database",
+        reason=FailureReason.CONFLICTS_WITH_DATABASE,
         message=(
             f"{entry.entry_id} is already stored with another sequence or model (predictionId {existing}, "
             f"this input gives {entry.prediction_id}); a database holds one model per entry: use another --db"
         ),
-        stage="ingest",
+        stage=Stage.INGEST,
         entry_id=entry.entry_id,
         record_number=entry.record_number,
     )

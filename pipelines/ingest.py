@@ -18,13 +18,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from structome.models.types import ACCEPTED_RESIDUES, Entry, Failure, PredictionRequest, to_model_alphabet
+from structome.models.types import (
+    ACCEPTED_RESIDUES, Entry, Failure, FailureReason, PredictionRequest, Stage, to_model_alphabet,
+)
 from structome.pipelines.checksums import crc64_many, md5_hex
 from structome.pipelines.fasta import FastaRecord, iter_fasta
 
 logger = logging.getLogger(__name__)
 
-STAGE = "ingest"
 _BATCH = 65536  # accepted records per crc64_many call
 _BAD_CHARACTER = re.compile(f"[^{ACCEPTED_RESIDUES}*]")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -85,7 +86,7 @@ class IngestResult:
 class Rejection:
     """Why a record cannot become an entry."""
 
-    reason: str
+    reason: FailureReason
     message: str
 
 
@@ -114,13 +115,13 @@ def clean_sequence(raw: str) -> str | Rejection:
     """Uppercase, drop one trailing stop "*"; or say why the sequence is rejected."""
     sequence = raw.translate(_ASCII_UPPER)
     if sequence in ("", "*"):
-        return Rejection("empty_sequence", "the record has no residues")
+        return Rejection(FailureReason.EMPTY_SEQUENCE, "the record has no residues")
     bad = _BAD_CHARACTER.search(sequence)
     if bad:
-        return Rejection("invalid_character", f"invalid character {bad.group()!r} at position {bad.start() + 1}")
+        return Rejection(FailureReason.INVALID_CHARACTER, f"invalid character {bad.group()!r} at position {bad.start() + 1}")
     stop = sequence.find("*")
     if stop != -1 and stop < len(sequence) - 1:
-        return Rejection("internal_stop", f"stop '*' at position {stop + 1} of {len(sequence)}")
+        return Rejection(FailureReason.INTERNAL_STOP, f"stop '*' at position {stop + 1} of {len(sequence)}")
     return sequence[:-1] if stop != -1 else sequence
 
 
@@ -174,7 +175,8 @@ class _Builder:
         accepted = self._accept(record, number)
         if isinstance(accepted, Rejection):
             failure = Failure(
-                record.record_id, record.source_file, accepted.reason, accepted.message, STAGE, record_number=number
+                record.record_id, record.source_file, accepted.reason, accepted.message, Stage.INGEST,
+                record_number=number,
             )
             self.failures.append(failure)
             logger.debug("%s %s: %s", record.source_file, record.record_id, accepted.message)
@@ -186,7 +188,7 @@ class _Builder:
     def _accept(self, record: FastaRecord, number: int) -> _Accepted | Rejection:
         if not record.record_id or not record.accession:
             where = f"record {number} of {record.source_file}"
-            return Rejection("invalid_header", f"{where} has no id in its header {record.header!r}")
+            return Rejection(FailureReason.INVALID_HEADER, f"{where} has no id in its header {record.header!r}")
         sequence = clean_sequence(record.sequence_raw)
         if isinstance(sequence, Rejection):
             return sequence
@@ -204,8 +206,8 @@ class _Builder:
         accession, md5, record_id, source_file = first
         where = f"{accepted.base_id} was first used by {record_id} in {source_file}"
         if (accession, md5) == (accepted.record.accession, accepted.sequence_md5):
-            return Rejection("duplicate_record", f"same accession and sequence again: {where}")
-        return Rejection("duplicate_id", f"entry id {where} with a different sequence or accession")
+            return Rejection(FailureReason.DUPLICATE_RECORD, f"same accession and sequence again: {where}")
+        return Rejection(FailureReason.DUPLICATE_ID, f"entry id {where} with a different sequence or accession")
 
     def flush(self) -> None:
         """Compute the pending records' CRC64s in one batch and turn them into entries."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from structome.models.chunking import CHUNK_LADDER, chunk_size_for_length
 from structome.models.protocol import OUT_OF_MEMORY_ERRORS, Predictor, release_device_memory
-from structome.models.types import Failure, NonFiniteOutputError, Prediction, PredictionRequest
+from structome.models.types import Failure, FailureReason, NonFiniteOutputError, Prediction, PredictionRequest, Stage
 from structome.pipelines.batching import Batcher
 from structome.pipelines.sharding import Shard, ShardPredictions
 
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class _Failed:
     request: PredictionRequest
-    reason: str
+    reason: FailureReason
     message: str
 
 
@@ -58,16 +58,16 @@ def _predict_with_ladder(
     try:
         return predictor.predict(batch), []
     except OUT_OF_MEMORY_ERRORS as error:
-        problem = ("out_of_memory", error)
+        problem = (FailureReason.OUT_OF_MEMORY, error)
     except NonFiniteOutputError as error:
-        problem = ("non_finite_output", error)
+        problem = (FailureReason.NON_FINITE_OUTPUT, error)
     release_device_memory()
     if len(batch) > 1:
         half = len(batch) // 2
         first, first_lost = _predict_with_ladder(predictor, batch[:half])
         second, second_lost = _predict_with_ladder(predictor, batch[half:])
         return first + second, first_lost + second_lost
-    if problem[0] == "out_of_memory":
+    if problem[0] is FailureReason.OUT_OF_MEMORY:
         return _retry_with_smaller_chunks(predictor, batch[0], problem[1])
     return _retry_in_full_precision(predictor, batch[0], problem[1])
 
@@ -86,8 +86,8 @@ def _retry_in_full_precision(
                 error = retry_error
             except OUT_OF_MEMORY_ERRORS as retry_error:
                 release_device_memory()
-                return [], [_Failed(request, "out_of_memory", f"fp32 retry after non-finite output: {retry_error}")]
-    return [], [_Failed(request, "non_finite_output", str(error))]
+                return [], [_Failed(request, FailureReason.OUT_OF_MEMORY, f"fp32 retry after non-finite output: {retry_error}")]
+    return [], [_Failed(request, FailureReason.NON_FINITE_OUTPUT, str(error))]
 
 
 def _retry_with_smaller_chunks(
@@ -105,7 +105,7 @@ def _retry_with_smaller_chunks(
         predictor.set_chunk_size(None)
     message = f"out of memory at length {len(request.sequence)} even with chunk size {CHUNK_LADDER[-1]}: {error}"
     logger.warning("%s: %s", request.prediction_id, message)
-    return [], [_Failed(request, "out_of_memory", message)]
+    return [], [_Failed(request, FailureReason.OUT_OF_MEMORY, message)]
 
 
 def _entry_failures(shard: Shard, failed: Sequence[_Failed]) -> tuple[Failure, ...]:
@@ -116,7 +116,7 @@ def _entry_failures(shard: Shard, failed: Sequence[_Failed]) -> tuple[Failure, .
             source_file=entry.source_file,
             reason=by_prediction[entry.prediction_id].reason,
             message=by_prediction[entry.prediction_id].message,
-            stage="predict",
+            stage=Stage.PREDICT,
             entry_id=entry.entry_id,
             record_number=entry.record_number,
         )

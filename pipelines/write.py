@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
-from structome.models.types import Entry, Failure, Prediction, Provenance
+from structome.models.types import Entry, Failure, FailureReason, FileKind, Prediction, Provenance, Stage
 from structome.pipelines.sharding import Shard, ShardPredictions
 from structome.storage import rows
 from structome.storage.afdb_json import entry_file_names, to_confidence_json, to_pae_json
-from structome.storage.archive import ArchiveWriter
+from structome.storage.archive import ArchiveWriter, FileLocation
 from structome.storage.layout import DatabaseLayout, ShardTarget
 from structome.storage.mmcif import to_mmcif
 
@@ -78,7 +78,7 @@ def write_shard(
 class _Written:
     entry_rows: list[dict] = field(default_factory=list)
     pairs: list[tuple[Entry, Prediction]] = field(default_factory=list)
-    file_rows: list[dict] = field(default_factory=list)
+    files: list[FileLocation] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
 
 
@@ -92,7 +92,7 @@ def _write_files(context: WriteContext, target: ShardTarget, pairs) -> _Written:
     written = _Written()
     archive_path = f"{target.relative}/{ARCHIVE_NAME}"
     stream = context.layout.fs.open_output_stream(f"{target.folder}/{ARCHIVE_NAME}")
-    with stream, ArchiveWriter(stream, mtime=time.time()) as archive:
+    with stream, ArchiveWriter(stream, archive=archive_path, mtime=time.time()) as archive:
         for entry, prediction in pairs:
             try:
                 documents = render_entry(context, entry, prediction)
@@ -100,8 +100,7 @@ def _write_files(context: WriteContext, target: ShardTarget, pairs) -> _Written:
                 written.failures.append(_write_failure(entry, error))
                 continue
             for kind, (name, text) in documents.items():
-                member = archive.add(name, text.encode())
-                written.file_rows.append(rows.file_row(entry.entry_id, kind, archive_path, member))
+                written.files.append(archive.add(entry.entry_id, kind, name, text.encode()))
             written.entry_rows.append(
                 rows.entry_row(
                     entry, prediction, context.provenance, build=context.build_id, shard=target.shard_id,
@@ -112,14 +111,14 @@ def _write_files(context: WriteContext, target: ShardTarget, pairs) -> _Written:
     return written
 
 
-def render_entry(context: WriteContext, entry: Entry, prediction: Prediction) -> dict[str, tuple[str, str]]:
+def render_entry(context: WriteContext, entry: Entry, prediction: Prediction) -> dict[FileKind, tuple[str, str]]:
     """kind -> (AFDB-style file name, text) for one entry."""
     names = entry_file_names(entry.entry_id, context.version)
     return {
-        "cif": (names["cif"], to_mmcif(prediction, entry, context.provenance, created=context.created,
-                                       version=context.version)),
-        "pae": (names["pae"], to_pae_json(prediction)),
-        "confidence": (names["confidence"], to_confidence_json(prediction)),
+        FileKind.CIF: (names[FileKind.CIF], to_mmcif(prediction, entry, context.provenance, created=context.created,
+                                                     version=context.version)),
+        FileKind.PAE: (names[FileKind.PAE], to_pae_json(prediction)),
+        FileKind.CONFIDENCE: (names[FileKind.CONFIDENCE], to_confidence_json(prediction)),
     }
 
 
@@ -127,7 +126,7 @@ def _write_tables(context: WriteContext, target: ShardTarget, written: _Written,
     tables = {
         "entries": rows.entries_table(written.entry_rows),
         "residues": rows.residues_table(written.pairs),
-        "files": rows.files_table(written.file_rows),
+        "files": rows.files_table(written.files),
         "failures": rows.failures_table(list(failures), context.build_id),
     }
     for name, table in tables.items():  # the folder is private until the commit: no temporary names needed
@@ -139,9 +138,9 @@ def _write_failure(entry: Entry, error: Exception) -> Failure:
     return Failure(
         record_id=entry.record_id,
         source_file=entry.source_file,
-        reason="write_error",
+        reason=FailureReason.WRITE_ERROR,
         message=f"{type(error).__name__}: {error}",
-        stage="write",
+        stage=Stage.WRITE,
         entry_id=entry.entry_id,
         record_number=entry.record_number,
     )

@@ -14,21 +14,19 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from structome.models.types import PAE_MAX, Prediction
+from structome.models.types import PAE_MAX, FileKind, Prediction
+from structome.storage.plddt import PLDDT_BANDS, band_indices
 
-# pLDDT bands of AlphaFold DB: D (very low) < 50 <= L (low) < 70 <= M (confident) < 90 <= H (very high).
-PLDDT_BAND_EDGES = (50.0, 70.0, 90.0)
-PLDDT_CATEGORIES = ("D", "L", "M", "H")
-
+_CODES = tuple(band.code for band in PLDDT_BANDS)
 _INT_TEXT = np.array([str(value) for value in range(256)], dtype=object)  # uint8 value -> its JSON text
 
 
-def entry_file_names(entry_id: str, version: int) -> dict[str, str]:
+def entry_file_names(entry_id: str, version: int) -> dict[FileKind, str]:
     """AlphaFold DB file names of one entry: model mmCIF, PAE JSON and confidence JSON."""
     return {
-        "cif": f"{entry_id}-model_v{version}.cif",
-        "pae": f"{entry_id}-predicted_aligned_error_v{version}.json",
-        "confidence": f"{entry_id}-confidence_v{version}.json",
+        FileKind.CIF: f"{entry_id}-model_v{version}.cif",
+        FileKind.PAE: f"{entry_id}-predicted_aligned_error_v{version}.json",
+        FileKind.CONFIDENCE: f"{entry_id}-confidence_v{version}.json",
     }
 
 
@@ -57,7 +55,4 @@ def to_confidence_json(prediction: Prediction) -> str:
 
 def plddt_category(values: Iterable[float] | np.ndarray) -> list[str]:
     """AFDB band letter per pLDDT value (0-100): D < 50 <= L < 70 <= M < 90 <= H."""
-    array = values.astype(np.float64) if isinstance(values, np.ndarray) else np.fromiter(values, np.float64)
-    if not np.isfinite(array).all():
-        raise ValueError("pLDDT values must be finite")
-    return [PLDDT_CATEGORIES[band] for band in np.digitize(array, PLDDT_BAND_EDGES).tolist()]
+    return [_CODES[index] for index in band_indices(values).tolist()]

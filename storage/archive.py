@@ -9,49 +9,88 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import re
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from structome.models.types import FileKind
+from structome.storage.schema import FILES
+
 GZIP_LEVEL = 6
+ENCODINGS = {"gzip": ".gz", "identity": ""}  # stored encoding -> suffix of the member name
+FILE_COLUMNS = tuple(FILES.names)  # the files table's columns, in FileLocation's field order
+FILE_FIELDS = tuple(re.sub(r"(?<=[a-z])([A-Z])", r"_\1", column).lower() for column in FILE_COLUMNS)
 
 
-@dataclass(frozen=True)
-class StoredMember:
-    """Where one file's stored bytes sit inside an archive."""
+@dataclass(frozen=True, slots=True)
+class FileLocation:
+    """Where one stored file's bytes lie: `length` bytes of `archive` at `offset`; a row of the files table."""
 
-    file_name: str  # logical name, e.g. SM-P12345-F1-model_v1.cif
-    member: str  # name inside the tar
-    offset: int  # byte offset of the stored bytes
+    entry_id: str
+    kind: FileKind  # a plain string is converted (an unknown kind raises ValueError)
+    file_name: str  # logical AFDB-style name, e.g. SM-P12345-F1-model_v1.cif
+    archive: str  # path relative to the database folder
+    member: str  # name inside the tar (file_name + .gz when gzip)
+    offset: int  # byte offset of the stored bytes in the archive
     length: int  # stored byte count
     encoding: str  # gzip or identity
     size: int  # decoded byte count
     sha256: str  # of the stored bytes
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", FileKind(self.kind))
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"{self.file_name}: unknown stored encoding {self.encoding!r}")
+        if self.offset < 0 or self.length < 0:
+            raise ValueError(f"{self.file_name}: negative offset or length")
+
+    @classmethod
+    def from_row(cls, row: Mapping) -> FileLocation:
+        """From a files-table row keyed by column name (e.g. a pyarrow `to_pylist` item)."""
+        return cls(*(row[column] for column in FILE_COLUMNS))
+
+    def row(self) -> dict:
+        """The files-table row."""
+        return {column: getattr(self, name) for column, name in zip(FILE_COLUMNS, FILE_FIELDS)}
+
+
+def file_columns_sql(table: str = "") -> str:
+    """The files columns as a SELECT list, e.g. `f.entryId, f.kind, ...` for table `f`."""
+    prefix = f"{table}." if table else ""
+    return ", ".join(f'{prefix}"{column}"' for column in FILE_COLUMNS)
+
 
 class ArchiveWriter:
     """Appends files to a new tar archive and records each member's offset and checksum."""
 
-    def __init__(self, stream: BinaryIO, *, mtime: float):
-        """`stream`: a writable file object positioned at 0 (closed by the caller)."""
+    def __init__(self, stream: BinaryIO, *, archive: str, mtime: float):
+        """`stream`: a writable file object positioned at 0 (closed by the caller); `archive`: its path relative
+        to the database folder, as recorded in every FileLocation."""
+        self._archive = archive
         self._mtime = int(mtime)
         self._tar = tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT)
 
-    def add(self, file_name: str, data: bytes, *, compress: bool = True) -> StoredMember:
+    def add(self, entry_id: str, kind: FileKind, file_name: str, data: bytes, *, compress: bool = True) -> FileLocation:
+        encoding = "gzip" if compress else "identity"
         stored = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0) if compress else data
-        info = tarfile.TarInfo(file_name + ".gz" if compress else file_name)
+        info = tarfile.TarInfo(file_name + ENCODINGS[encoding])
         info.size = len(stored)
         info.mtime = self._mtime
         info.mode = 0o644
         self._tar.addfile(info, io.BytesIO(stored))
         # The data ends the member, padded to whole 512-byte blocks (whatever header size PAX needed).
         padded = -(-len(stored) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-        return StoredMember(
+        return FileLocation(
+            entry_id=entry_id,
+            kind=kind,
             file_name=file_name,
+            archive=self._archive,
             member=info.name,
             offset=self._tar.offset - padded,
             length=len(stored),
-            encoding="gzip" if compress else "identity",
+            encoding=encoding,
             size=len(data),
             sha256=hashlib.sha256(stored).hexdigest(),
         )

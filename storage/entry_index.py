@@ -12,39 +12,28 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
+from structome.models.types import FileKind
 from structome.storage import catalog
+from structome.storage.archive import FileLocation, file_columns_sql
 from structome.storage.layout import DatabaseLayout
+from structome.storage.plddt import FRACTION_COLUMNS
 
 logger = logging.getLogger(__name__)
 
 # Files AFDB offers that are rendered from a stored one on request: stored kind -> (API field, stored name's
 # suffix, the rendered file's suffix). The PAE plot from the PAE JSON, the PDB-format model from the mmCIF.
-DERIVED_KINDS = {"pae": ("paeImageUrl", ".json", ".png"), "cif": ("pdbUrl", ".cif", ".pdb")}
+DERIVED_KINDS = {FileKind.PAE: ("paeImageUrl", ".json", ".png"), FileKind.CIF: ("pdbUrl", ".cif", ".pdb")}
+# The API field of each stored kind's URL.
+URL_FIELDS = {FileKind.CIF: "cifUrl", FileKind.PAE: "paeDocUrl", FileKind.CONFIDENCE: "plddtDocUrl"}
 
 # entries columns served as they are (AlphaFold DB API names), in the order AFDB lists them.
 ENTRY_COLUMNS = (
     "entryId", "gene", "sequenceChecksum", "uniprotAccession", "uniprotId", "uniprotDescription", "taxId",
     "organismScientificName", "uniprotStart", "uniprotEnd", "uniprotSequence", "modelCreatedDate", "latestVersion",
-    "globalMetricValue", "fractionPlddtVeryLow", "fractionPlddtLow", "fractionPlddtConfident",
-    "fractionPlddtVeryHigh", "ptm", "sequenceMd5", "model", "modelVersion", "untrained", "fragment",
+    "globalMetricValue", *FRACTION_COLUMNS, "ptm", "sequenceMd5", "model", "modelVersion", "untrained", "fragment",
 )  # fmt: skip
 _SEARCHED = ("uniprotAccession", "entryId", "uniprotId", "gene", "organismScientificName", "uniprotDescription")
 _EXACT = ("uniprotAccession", "gene", "uniprotId")  # an exact match on these ranks first
-
-
-@dataclass(frozen=True, slots=True)
-class FileLocation:
-    """Where one stored file's bytes are: `length` bytes of `archive` at `offset`."""
-
-    entry_id: str
-    kind: str  # cif, pae, confidence
-    file_name: str
-    archive: str  # relative to the database
-    offset: int
-    length: int  # stored bytes
-    encoding: str  # gzip or identity
-    size: int  # bytes once decoded
-    sha256: str  # of the stored bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +76,10 @@ class EntryIndex:
         connection = catalog.connect_detached(layout)
         try:
             records = connection.sql(f"SELECT {columns} FROM entries").to_arrow_table().to_pylist()
-            rows = connection.sql('SELECT entryId, kind, fileName, archive, "offset", length, encoding, size, '
-                                  "sha256 FROM files").to_arrow_table().to_pylist()
+            rows = connection.sql(f"SELECT {file_columns_sql()} FROM files").to_arrow_table().to_pylist()
         finally:
             connection.close()
-        files = [FileLocation(*row.values()) for row in rows]
+        files = [FileLocation.from_row(row) for row in rows]
         logger.info("index of %s: %d entries, %d files", layout.location, len(records), len(files))
         return cls(records, files)
 
@@ -121,8 +109,7 @@ class EntryIndex:
 def _file_urls(files: list[FileLocation]) -> dict[str, dict[str, str]]:
     urls: dict[str, dict[str, str]] = defaultdict(dict)
     for f in files:
-        urls[f.entry_id][{"cif": "cifUrl", "pae": "paeDocUrl", "confidence": "plddtDocUrl"}[f.kind]] = (
-            f"/files/{f.file_name}")
+        urls[f.entry_id][URL_FIELDS[f.kind]] = f"/files/{f.file_name}"
         if f.kind in DERIVED_KINDS:
             field, _, suffix = DERIVED_KINDS[f.kind]
             urls[f.entry_id][field] = f"/files/{DerivedFile(f, suffix).file_name}"
@@ -140,8 +127,7 @@ def _api_record(record: dict, urls: dict[str, str]) -> dict:
         sequenceStart=start,
         sequenceEnd=end,
         globalMetricValue=_rounded(record["globalMetricValue"]),
-        **{c: _rounded(record[c], 3) for c in ("fractionPlddtVeryLow", "fractionPlddtLow", "fractionPlddtConfident",
-                                              "fractionPlddtVeryHigh", "ptm")},
+        **{c: _rounded(record[c], 3) for c in (*FRACTION_COLUMNS, "ptm")},
         **urls,
     )
     return api

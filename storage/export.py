@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from structome.storage import catalog
-from structome.storage.archive import verify_stored
+from structome.storage.archive import ENCODINGS, FILE_COLUMNS, FileLocation, file_columns_sql, verify_stored
 from structome.storage.layout import DatabaseLayout
 from structome.storage.reader import FILE_KINDS
 
@@ -51,7 +51,6 @@ __all__ = [
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "structome-export/1"
 ENTRY_ID_COLUMN = "entryId"
-ENCODINGS = {"gzip": ".gz", "identity": ""}  # stored encoding -> suffix of the member name
 _MAX_GAP = 64 << 10  # members of one archive this close are fetched by one ranged read (tar headers sit between)
 _MAX_READ = 8 << 20  # bytes one coalesced read may span (a single larger member is still one read)
 
@@ -70,29 +69,13 @@ class UnknownEntriesError(LookupError):
         super().__init__(f"{len(self.entry_ids)} requested entries are not in {location}: {shown}{more}")
 
 
-@dataclass(frozen=True)
-class ExportFile:
-    """One stored file of the export: where its bytes are, and what it is called in the tar."""
+@dataclass(frozen=True, slots=True)
+class ExportFile(FileLocation):
+    """One stored file of the export: where its bytes are (`length` = the member's size in the export tar), and
+    the entry facts the manifest and the tar's mtime need."""
 
-    entry_id: str
-    kind: str  # cif, pae, confidence
-    file_name: str  # AFDB-style, e.g. SM-P12345-F1-model_v1.cif
-    archive: str  # the shard archive holding it, relative to the database
-    offset: int  # byte offset of the stored bytes in the archive
-    length: int  # stored byte count = the member's size in the export tar
-    encoding: str  # gzip or identity
-    size: int  # byte count once decoded
-    sha256: str  # of the stored bytes
     build: str = ""  # the entry's build
     created: dt.date | None = None  # the entry's modelCreatedDate
-
-    def __post_init__(self):
-        if self.kind not in FILE_KINDS:
-            raise ValueError(f"{self.entry_id}: file kind must be one of {FILE_KINDS}, got {self.kind!r}")
-        if self.encoding not in ENCODINGS:
-            raise ValueError(f"{self.file_name}: unknown stored encoding {self.encoding!r}")
-        if self.offset < 0 or self.length < 0:
-            raise ValueError(f"{self.file_name}: negative offset or length")
 
     @property
     def member_name(self) -> str:
@@ -125,9 +108,8 @@ def entry_ids_of(table: pa.Table) -> list[str | None]:
     return column.to_pylist()
 
 
-_FILES_SQL = """
-SELECT f.entryId, f.kind, f.fileName, f.archive, f."offset", f.length, f.encoding, f.size, f.sha256,
-       coalesce(e.build, '') AS build, e.modelCreatedDate AS created
+_FILES_SQL = f"""
+SELECT {file_columns_sql("f")}, coalesce(e.build, '') AS build, e.modelCreatedDate AS created
 FROM files AS f
 JOIN _export_ids AS w ON f.entryId = w.entryId
 JOIN _export_kinds AS k ON f.kind = k.kind
@@ -159,9 +141,7 @@ def export_files(layout: DatabaseLayout, entry_ids: Sequence[str | None],
         rows = connection.sql(_FILES_SQL).to_arrow_table().to_pylist()
     finally:
         connection.close()
-    files = [ExportFile(entry_id=r["entryId"], kind=r["kind"], file_name=r["fileName"], archive=r["archive"],
-                        offset=r["offset"], length=r["length"], encoding=r["encoding"], size=r["size"],
-                        sha256=r["sha256"], build=r["build"], created=r["created"]) for r in rows]
+    files = [ExportFile(*(r[column] for column in FILE_COLUMNS), build=r["build"], created=r["created"]) for r in rows]
     found: dict[str, int] = {}
     for file in files:
         found[file.entry_id] = found.get(file.entry_id, 0) + 1

@@ -10,12 +10,13 @@ from typing import BinaryIO
 
 import pyarrow.dataset as ds
 
+from structome.models.types import FileKind
 from structome.storage import catalog
-from structome.storage.archive import ArchiveChecksumError, decode, verify_stored
+from structome.storage.archive import ArchiveChecksumError, FileLocation, decode, file_columns_sql, verify_stored
 from structome.storage.layout import DatabaseLayout
 from structome.storage.mmcif import mmcif_to_pdb
 
-FILE_KINDS = ("cif", "pae", "confidence")  # stored
+FILE_KINDS = tuple(kind.value for kind in FileKind)  # stored: cif, pae, confidence
 DOWNLOAD_KINDS = (*FILE_KINDS, "pdb")  # pdb: rendered from the mmCIF
 
 
@@ -68,26 +69,25 @@ def resolve_entry(layout: DatabaseLayout, identifier: str) -> str:
     return entry_ids[0]
 
 
-def read_entry_file(layout: DatabaseLayout, identifier: str, kind: str = "cif") -> StoredFile:
+def read_entry_file(layout: DatabaseLayout, identifier: str, kind: str = FileKind.CIF) -> StoredFile:
     """One file of one entry: a catalog lookup, then one ranged read of its archive member."""
     if kind == "pdb":
-        cif = read_entry_file(layout, identifier, "cif")
+        cif = read_entry_file(layout, identifier, FileKind.CIF)
         return StoredFile(cif.entry_id, kind, cif.file_name.removesuffix(".cif") + ".pdb",
                           mmcif_to_pdb(cif.data.decode()).encode())
     if kind not in FILE_KINDS:
         raise ValueError(f"file kind must be one of {DOWNLOAD_KINDS}, got {kind!r}")
     entry_id = resolve_entry(layout, identifier)
     table = catalog.query(
-        layout,
-        "SELECT fileName, archive, \"offset\", length, encoding, sha256 FROM files WHERE entryId = ? AND kind = ?",
-        [entry_id, kind],
+        layout, f"SELECT {file_columns_sql()} FROM files WHERE entryId = ? AND kind = ?", [entry_id, kind]
     )
     if table.num_rows == 0:
         raise EntryNotFoundError(f"{entry_id} has no {kind} file")
-    row = table.to_pylist()[0]
-    data = layout.read_range(row["archive"], row["offset"], row["length"])
-    stored = verify_stored(data, f"{layout.location}/{row['archive']}", row["offset"], row["length"], row["sha256"])
-    return StoredFile(entry_id, kind, row["fileName"], decode(stored, row["encoding"]))
+    location = FileLocation.from_row(table.to_pylist()[0])
+    data = layout.read_range(location.archive, location.offset, location.length)
+    stored = verify_stored(data, f"{layout.location}/{location.archive}", location.offset, location.length,
+                           location.sha256)
+    return StoredFile(entry_id, kind, location.file_name, decode(stored, location.encoding))
 
 
 class ArchiveReader:

@@ -8,13 +8,9 @@ import numpy as np
 import pyarrow as pa
 
 from structome.models.types import Entry, Failure, Prediction, Provenance
-from structome.storage.archive import StoredMember
-from structome.storage.schema import BUILDS, ENTRIES, FAILURES, FILES, PLDDT_BANDS, RESIDUES
-
-
-def plddt_fractions(plddt: np.ndarray) -> dict[str, float]:
-    """AlphaFold DB's four pLDDT band fractions."""
-    return {name: float(((plddt >= low) & (plddt < high)).mean()) for name, low, high in PLDDT_BANDS}
+from structome.storage.archive import FileLocation
+from structome.storage.plddt import plddt_fractions
+from structome.storage.schema import BUILDS, ENTRIES, FAILURES, FILES, RESIDUES
 
 
 def entry_row(
@@ -73,21 +69,6 @@ def residues_table(pairs: list[tuple[Entry, Prediction]]) -> pa.Table:
     )
 
 
-def file_row(entry_id: str, kind: str, archive: str, member: StoredMember) -> dict:
-    return {
-        "entryId": entry_id,
-        "kind": kind,
-        "fileName": member.file_name,
-        "archive": archive,
-        "member": member.member,
-        "offset": member.offset,
-        "length": member.length,
-        "encoding": member.encoding,
-        "size": member.size,
-        "sha256": member.sha256,
-    }
-
-
 def failure_row(failure: Failure, build: str) -> dict:
     return {
         "recordId": failure.record_id,
@@ -105,8 +86,8 @@ def entries_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=ENTRIES)
 
 
-def files_table(rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=FILES)
+def files_table(locations: list[FileLocation]) -> pa.Table:
+    return pa.Table.from_pylist([location.row() for location in locations], schema=FILES)
 
 
 def failures_table(failures: list[Failure], build: str) -> pa.Table:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from structome.storage.plddt import FRACTION_COLUMNS
+
 ENTRIES = pa.schema(
     [
         ("entryId", pa.string()),
@@ -27,10 +29,7 @@ ENTRIES = pa.schema(
         ("sourceDatabase", pa.string()),  # sp, tr, or empty for non-UniProt headers
         ("fragment", pa.int32()),  # the n of -F<n>
         ("globalMetricValue", pa.float32()),  # mean pLDDT, 0-100
-        ("fractionPlddtVeryLow", pa.float32()),  # pLDDT < 50
-        ("fractionPlddtLow", pa.float32()),  # 50 <= pLDDT < 70
-        ("fractionPlddtConfident", pa.float32()),  # 70 <= pLDDT < 90
-        ("fractionPlddtVeryHigh", pa.float32()),  # pLDDT >= 90
+        *((column, pa.float32()) for column in FRACTION_COLUMNS),  # share of residues per pLDDT band
         ("ptm", pa.float32()),
         ("predictionId", pa.string()),  # content address shared by entries with the same fragment sequence
         ("model", pa.string()),
@@ -116,11 +115,3 @@ BUILDS = pa.schema(
 )
 
 TABLES = {"entries": ENTRIES, "residues": RESIDUES, "files": FILES, "failures": FAILURES, "builds": BUILDS}
-
-# pLDDT bands of AlphaFold DB: (column, lower bound inclusive, upper bound exclusive)
-PLDDT_BANDS = (
-    ("fractionPlddtVeryLow", float("-inf"), 50.0),
-    ("fractionPlddtLow", 50.0, 70.0),
-    ("fractionPlddtConfident", 70.0, 90.0),
-    ("fractionPlddtVeryHigh", 90.0, float("inf")),
-)

@@ -25,8 +25,7 @@ from tqdm import tqdm
 from structome.jobs.build.manifest import ManifestWriter
 from structome.jobs.build.settings import RunnerSettings
 from structome.models.esmfold import WeightsDigest, trust_weights_digest, weights_digest
-from structome.models.types import EsmFoldSettings
-from structome.models.types import Failure
+from structome.models.types import EsmFoldSettings, Failure, FailureReason, Stage
 from structome.pipelines.build import BuildCounters, BuildPlan
 from structome.pipelines.calibration import budget_for, device_spec, find_calibration, load_calibrations
 from structome.pipelines.cost_model import CostModel
@@ -341,7 +340,7 @@ def _settled(refs: list) -> list[dict | RayError]:
 def _shard_failures(shard: Shard, error: Exception, attempts: int) -> list[Failure]:
     message = f"worker failed {attempts} time(s) on this shard: {_first_line(error)}"
     return [
-        Failure(e.record_id, e.source_file, "worker_failed", message, "predict", e.entry_id, e.record_number)
+        Failure(e.record_id, e.source_file, FailureReason.WORKER_FAILED, message, Stage.PREDICT, e.entry_id, e.record_number)
         for e in shard.entries
     ]
 

@@ -31,8 +31,8 @@ from structome.jobs.serve.http_files import ByteRange, RangeNotSatisfiable, acce
 from structome.jobs.serve.sql_sandbox import SqlError, SqlLimits, SqlRefused, SqlResourceError, SqlResult, SqlSandbox, SqlTimeout
 from structome.jobs.serve.viewer_assets import ViewerAssets
 from structome.storage import export, pae_image
-from structome.storage.archive import decode
-from structome.storage.entry_index import DerivedFile, EntryIndex, FileLocation
+from structome.storage.archive import FileLocation, decode
+from structome.storage.entry_index import DerivedFile, EntryIndex
 from structome.storage.layout import DatabaseLayout
 from structome.storage.mmcif import mmcif_to_pdb
 from structome.storage.reader import ArchiveReader

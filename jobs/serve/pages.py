@@ -18,14 +18,10 @@ from string import Template
 from typing import Any
 
 from structome.jobs.serve.viewer_assets import PLUGIN_CSS, PLUGIN_JS, VERSION, ViewerAssets
+from structome.storage import plddt
 
-# AlphaFold DB pLDDT bands: (lower bound, label, colour); confidence-JSON letters H, M, L, D.
-PLDDT_BANDS = (
-    (90.0, "Very high (pLDDT ≥ 90)", "#0053D6"),
-    (70.0, "Confident (90 > pLDDT ≥ 70)", "#65CBF3"),
-    (50.0, "Low (70 > pLDDT ≥ 50)", "#FFDB13"),
-    (float("-inf"), "Very low (pLDDT < 50)", "#FF7D45"),
-)
+# AlphaFold DB pLDDT bands (storage.plddt), highest first as the legend lists them: (lower bound, label, colour).
+PLDDT_BANDS = tuple((band.lower, band.label, band.colour) for band in reversed(plddt.PLDDT_BANDS))
 # Our own files under /static/ (fixed names; never a path built from a request) -> media type.
 WEB_FILES = {
     "entry.js": "text/javascript; charset=utf-8",
@@ -120,10 +116,8 @@ def json_for_script(value: Any) -> str:
 
 def plddt_band(value: float) -> tuple[str, str]:
     """(label, colour) of the AFDB band of a pLDDT value."""
-    for lower, label, colour in PLDDT_BANDS:
-        if value >= lower:
-            return label, colour
-    return PLDDT_BANDS[-1][1:]
+    band = plddt.band_of(value)
+    return band.label, band.colour
 
 
 def number(value: Any, digits: int) -> str:

@@ -278,19 +278,17 @@ def test_identity_stored_members_are_served_by_ranged_reads(tmp_path):
     from conftest import ThreadedServer
     from structome.jobs.serve.app import StructomeServer
     from structome.storage.archive import ArchiveWriter
-    from structome.storage.entry_index import EntryIndex, FileLocation
+    from structome.storage.entry_index import EntryIndex
     from structome.storage.layout import DatabaseLayout
 
     text = b"data_x\n" + b"".join(b"ATOM %06d\n" % i for i in range(5000))
-    with open(tmp_path / "archive.tar", "wb") as stream, ArchiveWriter(stream, mtime=0) as archive:
-        member = archive.add("SM-X-F1-model_v1.cif", text, compress=False)
-    location = FileLocation("SM-X-F1", "cif", member.file_name, "archive.tar", member.offset, member.length,
-                            member.encoding, member.size, member.sha256)
+    with open(tmp_path / "archive.tar", "wb") as stream, ArchiveWriter(stream, archive="archive.tar", mtime=0) as archive:
+        location = archive.add("SM-X-F1", "cif", "SM-X-F1-model_v1.cif", text, compress=False)
     server = StructomeServer(DatabaseLayout(tmp_path), EntryIndex([], [location]))
     with ThreadedServer(server.app) as url:
         status, headers, body = request(url, "/files/SM-X-F1-model_v1.cif", headers={"Accept-Encoding": "gzip"})
         assert status == 200 and body == text and "content-encoding" not in headers
-        assert headers["etag"] == f'"{member.sha256}"'
+        assert headers["etag"] == f'"{location.sha256}"'
         status, headers, body = request(url, "/files/SM-X-F1-model_v1.cif", headers={"Range": "bytes=7-19"})
         assert status == 206 and body == text[7:20] and headers["content-range"] == f"bytes 7-19/{len(text)}"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from structome.storage.entry_index import ENTRY_COLUMNS, EntryIndex, FileLocation
+from structome.storage.archive import FileLocation
+from structome.storage.entry_index import ENTRY_COLUMNS, EntryIndex
 
 
 def record(accession: str, fragment: int = 1, **fields) -> dict:
@@ -18,7 +19,8 @@ def record(accession: str, fragment: int = 1, **fields) -> dict:
 
 
 def location(entry_id: str, kind: str, suffix: str) -> FileLocation:
-    return FileLocation(entry_id, kind, entry_id + suffix, "shards/a/archive.tar", 512, 100, "gzip", 300, "ab" * 32)
+    return FileLocation(entry_id, kind, entry_id + suffix, "shards/a/archive.tar", entry_id + suffix + ".gz", 512, 100,
+                        "gzip", 300, "ab" * 32)
 
 
 def test_search_ranks_exact_accession_gene_or_name_first_and_counts_all():
