@@ -26,8 +26,10 @@ from structome.storage.archive import ArchiveWriter
 from structome.storage.layout import DatabaseLayout
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_INPUTS = [ROOT.parent / "shared/data/uniprot/UP000002311_559292_yeast.fasta.gz",
-                  ROOT / "tests/data/fasta/ecoli_k12_2020_slice.fasta"]
+DEFAULT_INPUTS = [
+    ROOT.parent / "shared/data/uniprot/UP000002311_559292_yeast.fasta.gz",
+    ROOT / "tests/data/fasta/ecoli_k12_2020_slice.fasta",
+]
 
 
 def best_of(function, repeats: int = 3) -> float:
@@ -46,8 +48,10 @@ def bench_ingest(path: Path) -> None:
     theirs = best_of(lambda: [biopython_crc64(s) for s in sequences], repeats=1)
     n = len(sequences)
     print(f"ingest {path.name}: {n} records in {ingest_seconds:.2f} s = {n / ingest_seconds:,.0f} records/s")
-    print(f"  CRC64 Biopython {theirs / n * 1e6:.1f} us/seq, structome {ours / n * 1e6:.2f} us/seq: "
-          f"{theirs / ours:.1f}x faster")
+    print(
+        f"  CRC64 Biopython {theirs / n * 1e6:.1f} us/seq, structome {ours / n * 1e6:.2f} us/seq: "
+        f"{theirs / ours:.1f}x faster"
+    )
 
 
 def synthetic(length: int, seed: int) -> tuple[Entry, Prediction]:
@@ -57,10 +61,32 @@ def synthetic(length: int, seed: int) -> tuple[Entry, Prediction]:
     mask[:, :14] = True  # about a real protein's atom count (~8 atoms per residue on average with side chains)
     mask[:, 5:14] = rng.random((length, 9)) < 0.5
     coords = np.cumsum(rng.normal(0, 1.5, (length, 37, 3)), axis=0).astype(np.float32)
-    prediction = Prediction("p", sequence, coords, mask, rng.uniform(30, 95, length).astype(np.float32), 0.7,
-                            rng.integers(0, 32, (length, length), dtype=np.uint8))
-    entry = Entry("SM-P0-F1", "sp|P0|X", "x.fasta", "P0", sequence, 1, 1, length, "0" * 16, "0" * 32, "p",
-                  entry_name="X_ECOLI", database="sp", organism="Escherichia coli", tax_id=83333)
+    prediction = Prediction(
+        "p",
+        sequence,
+        coords,
+        mask,
+        rng.uniform(30, 95, length).astype(np.float32),
+        0.7,
+        rng.integers(0, 32, (length, length), dtype=np.uint8),
+    )
+    entry = Entry(
+        "SM-P0-F1",
+        "sp|P0|X",
+        "x.fasta",
+        "P0",
+        sequence,
+        1,
+        1,
+        length,
+        "0" * 16,
+        "0" * 32,
+        "p",
+        entry_name="X_ECOLI",
+        database="sp",
+        organism="Escherichia coli",
+        tax_id=83333,
+    )
     return entry, prediction
 
 
@@ -78,13 +104,17 @@ def bench_write(length: int = 300, count: int = 60) -> None:
                 per_entry.append(time.perf_counter() - started)
         size = (Path(folder) / "a.tar").stat().st_size
     median = statistics.median(per_entry)
-    print(f"write {count} entries of {length} aa (mmCIF + PAE + confidence JSON, gzip, tar): "
-          f"median {median * 1e3:.1f} ms/entry = {1 / median:.0f} entries/s/core; {size / count / 1e3:.0f} KB/entry stored")
+    print(
+        f"write {count} entries of {length} aa (mmCIF + PAE + confidence JSON, gzip, tar): "
+        f"median {median * 1e3:.1f} ms/entry = {1 / median:.0f} entries/s/core; {size / count / 1e3:.0f} KB/entry stored"
+    )
 
 
 def main(paths: list[str]) -> None:
-    print(f"# {dt.datetime.now():%Y-%m-%d %H:%M} on {platform.machine()} {platform.processor() or ''}, "
-          f"python {platform.python_version()}")
+    print(
+        f"# {dt.datetime.now():%Y-%m-%d %H:%M} on {platform.machine()} {platform.processor() or ''}, "
+        f"python {platform.python_version()}"
+    )
     for path in [Path(p) for p in paths] or [p for p in DEFAULT_INPUTS if p.exists()]:
         bench_ingest(path)
     bench_write()

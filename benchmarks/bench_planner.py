@@ -31,15 +31,19 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from structome.pipelines.batching import (  # noqa: E402
+    BatchTotals,
+    DeviceBudget,
+    batch_by_cost,
+    chunk_size_for_length,
+    solo_length,
+)
+from structome.pipelines.build import BuildSettings  # noqa: E402
 from structome.pipelines.calibration import CALIBRATION_PATH  # noqa: E402
 from structome.pipelines.cost_model import CostModel  # noqa: E402
 from structome.pipelines.estimate import ESTIMATE_MODEL_KEY, estimate_build  # noqa: E402
-from structome.pipelines.batching import (  # noqa: E402
-    DeviceBudget, BatchTotals, chunk_size_for_length, batch_by_cost, solo_length,
-)
-from structome.pipelines.build import BuildSettings  # noqa: E402
 from structome.pipelines.ingest import ingest  # noqa: E402
-from structome.pipelines.sharding import plan_batches, cut_shards  # noqa: E402
+from structome.pipelines.sharding import cut_shards, plan_batches  # noqa: E402
 
 UNIPROT = ROOT.parent / "shared" / "data" / "uniprot"
 TOKEN_BUDGET = 4096  # the GPU padded-residue budget structome used before the cost planner
@@ -54,20 +58,24 @@ AMINO = "ACDEFGHIKLMNPQRSTVWY"
 
 def efficiency_section() -> None:
     print("(a) ESMFold v1, 4 recycles, H100 80 GB budget: token / FLOP efficiency")
-    print(f"{'proteome':<50} {'unique':>6} {'planner tok':>11} {'FLOP':>7} {'batches':>8} {'>mem':>4} | "
-          f"{'fixed unsorted tok':>18} {'FLOP':>7} {'size':>4} {'>mem':>4} | {'sorted 4096-token tok':>21} {'FLOP':>7} "
-          f"{'batches':>7} {'>mem':>4}")
+    print(
+        f"{'proteome':<50} {'unique':>6} {'planner tok':>11} {'FLOP':>7} {'batches':>8} {'>mem':>4} | "
+        f"{'fixed unsorted tok':>18} {'FLOP':>7} {'size':>4} {'>mem':>4} | {'sorted 4096-token tok':>21} {'FLOP':>7} "
+        f"{'batches':>7} {'>mem':>4}"
+    )
     for path in sorted(UNIPROT.glob("*.fasta*")):
         started = time.perf_counter()
         report = estimate_build([path], model="esmfold", gpu_type="h100", num_recycles=4)
         today, today_over = token_budget_totals(path, report.budget)
         planner, fixed = report.planner, report.baseline
-        print(f"{path.name:<50} {report.unique_sequences:>6} {planner.token_efficiency:>11.4f} "
-              f"{planner.flop_efficiency:>7.4f} {planner.batches:>8} {report.planner_over_memory:>4} | "
-              f"{fixed.token_efficiency:>18.4f} "
-              f"{fixed.flop_efficiency:>7.4f} {report.baseline_batch_size:>4} {report.baseline_over_memory:>4} | "
-              f"{today.token_efficiency:>21.4f} {today.flop_efficiency:>7.4f} {today.batches:>7} {today_over:>4}"
-              f"   ({time.perf_counter() - started:.1f} s)")
+        print(
+            f"{path.name:<50} {report.unique_sequences:>6} {planner.token_efficiency:>11.4f} "
+            f"{planner.flop_efficiency:>7.4f} {planner.batches:>8} {report.planner_over_memory:>4} | "
+            f"{fixed.token_efficiency:>18.4f} "
+            f"{fixed.flop_efficiency:>7.4f} {report.baseline_batch_size:>4} {report.baseline_over_memory:>4} | "
+            f"{today.token_efficiency:>21.4f} {today.flop_efficiency:>7.4f} {today.batches:>7} {today_over:>4}"
+            f"   ({time.perf_counter() - started:.1f} s)"
+        )
     print("  >mem: batches the cost model says exceed the activation budget")
 
 
@@ -85,8 +93,14 @@ def token_budget_totals(path: Path, budget: DeviceBudget) -> tuple[BatchTotals, 
             members = [lengths[i] for i in batch]
             memory = cost.peak_activation_bytes(len(members), max(members), chunk_size_for_length(max(members)))
             over_memory += memory > budget.activation_bytes
-            totals += BatchTotals(len(members), 1, sum(members), len(members) * max(members),
-                                 cost.useful_flops(members), cost.executed_flops(members))
+            totals += BatchTotals(
+                len(members),
+                1,
+                sum(members),
+                len(members) * max(members),
+                cost.useful_flops(members),
+                cost.executed_flops(members),
+            )
     return totals, over_memory
 
 
@@ -98,9 +112,8 @@ class TinyBench:
 
         if threads:
             torch.set_num_threads(threads)
-        from structome.models.types import EsmFoldSettings
         from structome.models.registry import load_predictor
-        from structome.models.types import PredictionRequest
+        from structome.models.types import EsmFoldSettings, PredictionRequest
 
         self.torch_threads = torch.get_num_threads()
         self.recycles = recycles
@@ -136,14 +149,23 @@ def calibration_grid(bench: TinyBench) -> dict:
     for length in SINGLE_LENGTHS:
         seconds = min(bench.call([length]) for _ in range(3))
         flops = bench.cost.flops(length)
-        points.append({"padded_length": length, "batch": 1, "seconds": round(seconds, 4),
-                       "call_flops": flops, "flops_per_second": flops / seconds})
+        points.append(
+            {
+                "padded_length": length,
+                "batch": 1,
+                "seconds": round(seconds, 4),
+                "call_flops": flops,
+                "flops_per_second": flops / seconds,
+            }
+        )
         print(f"  single L={length:<4} {seconds:7.3f} s  {flops / seconds / 1e9:6.1f} GFLOP/s")
     max_batch_flops = None
     for length in BATCH_LENGTHS:
         together, alone = bench.paired([length] * BATCH_OF)
-        print(f"  {BATCH_OF} x L={length:<3} batched {together:6.3f} s, one at a time {alone:6.3f} s "
-              f"(x{alone / together:.2f})")
+        print(
+            f"  {BATCH_OF} x L={length:<3} batched {together:6.3f} s, one at a time {alone:6.3f} s "
+            f"(x{alone / together:.2f})"
+        )
         if alone > 1.1 * together:  # batching still pays at this call size
             max_batch_flops = BATCH_OF * bench.cost.flops(length)
     return {"points": points, "max_batch_flops": max_batch_flops}
@@ -154,10 +176,14 @@ def throughput_section(bench: TinyBench, budget: DeviceBudget) -> None:
     lengths = mix_lengths()
     plan = batch_by_cost(lengths, bench.cost, budget)
     sizes = sorted((len(b.indices) for b in plan.batches), reverse=True)
-    print(f"  mix: {len(lengths)} sequences, E. coli lengths x {MIX_SCALE} capped at {MIX_MAX} (min {min(lengths)}, "
-          f"median {sorted(lengths)[len(lengths) // 2]}, max {max(lengths)}, {sum(lengths)} residues)")
-    print(f"  planner: {len(plan.batches)} calls for {len(lengths)} sequences, largest {sizes[:5]}, "
-          f"cap {budget.max_batch_flops:.2e} FLOPs per call, alone from L={solo_length(bench.cost, budget)}")
+    print(
+        f"  mix: {len(lengths)} sequences, E. coli lengths x {MIX_SCALE} capped at {MIX_MAX} (min {min(lengths)}, "
+        f"median {sorted(lengths)[len(lengths) // 2]}, max {max(lengths)}, {sum(lengths)} residues)"
+    )
+    print(
+        f"  planner: {len(plan.batches)} calls for {len(lengths)} sequences, largest {sizes[:5]}, "
+        f"cap {budget.max_batch_flops:.2e} FLOPs per call, alone from L={solo_length(bench.cost, budget)}"
+    )
     batched = alone = 0.0
     for batch in plan.batches:
         together, single = bench.paired([lengths[i] for i in batch.indices], batch.chunk_size)

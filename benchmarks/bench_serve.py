@@ -78,7 +78,7 @@ def start_server(command: list[str], ready_url: str) -> subprocess.Popen:
             return server
         except OSError:
             if server.poll() is not None:
-                raise RuntimeError(f"{command[:2]} exited: {server.stderr.read()}")
+                raise RuntimeError(f"{command[:2]} exited: {server.stderr.read()}") from None
             time.sleep(0.3)
     server.kill()
     raise RuntimeError("structome serve did not answer within 120 s")
@@ -90,14 +90,22 @@ def rss_mib(pid: int) -> float:
 
 
 def run_wrk(url: str, script: Path, seconds: int, connections: int) -> dict:
-    output = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-                            capture_output=True, text=True, check=True).stdout
+    output = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", output, re.M))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     socket_errors = re.search(r"Socket errors: (.*)", output)
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)), "p50": latency.get("50"),
-            "p99": latency.get("99"), "non2xx": int(errors.group(1)) if errors else 0,
-            "socket_errors": socket_errors.group(1) if socket_errors else "none"}
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50": latency.get("50"),
+        "p99": latency.get("99"),
+        "non2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "none",
+    }
 
 
 def main() -> None:
@@ -112,15 +120,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as work:
         started = time.perf_counter()
         build_database(Path(work) / "db", args.entries)
-        print(f"database: {args.entries} entries in {time.perf_counter() - started:.1f} s; "
-              f"{os.cpu_count()} CPUs; wrk -t2 -c{args.connections} -d{args.seconds}s on loopback", flush=True)
+        print(
+            f"database: {args.entries} entries in {time.perf_counter() - started:.1f} s; "
+            f"{os.cpu_count()} CPUs; wrk -t2 -c{args.connections} -d{args.seconds}s on loopback",
+            flush=True,
+        )
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        structome = [str(Path(sys.executable).with_name("structome")), "serve", "--db", str(Path(work) / "db"),
-                     "--port", str(port), "--sql-workers", "0", "--workers", str(args.workers)]
+        structome = [
+            str(Path(sys.executable).with_name("structome")),
+            "serve",
+            "--db",
+            str(Path(work) / "db"),
+            "--port",
+            str(port),
+            "--sql-workers",
+            "0",
+            "--workers",
+            str(args.workers),
+        ]
         print(f"{'route':52} {'req/s':>8} {'p50':>9} {'p99':>9} {'non-2xx':>8}  socket errors")
-        floor = load_routes([("framework floor: bare Starlette, 38 KB from memory", "/files/%05d", "gzip")],
-                            [sys.executable, "-c", FLOOR_APP % port], url, work, args)
+        floor = load_routes(
+            [("framework floor: bare Starlette, 38 KB from memory", "/files/%05d", "gzip")],
+            [sys.executable, "-c", FLOOR_APP % port],
+            url,
+            work,
+            args,
+        )
         rates = load_routes(ROUTES, structome, url, work, args, report_memory=args.workers == 1)
         print(f"stored-gzip mmCIF downloads reach {rates[0] / floor[0]:.2f} of the framework floor")
 
@@ -136,8 +162,11 @@ def load_routes(routes, command: list[str], url: str, work: str, args, report_me
             script.write_text(LUA.format(entries=args.entries, pattern=pattern, encoding=encoding))
             result = run_wrk(url, script, args.seconds, args.connections)
             rates.append(result["rps"])
-            print(f"{label:52} {result['rps']:8.0f} {result['p50']:>9} {result['p99']:>9} "
-                  f"{result['non2xx']:8d}  {result['socket_errors']}", flush=True)
+            print(
+                f"{label:52} {result['rps']:8.0f} {result['p50']:>9} {result['p99']:>9} "
+                f"{result['non2xx']:8d}  {result['socket_errors']}",
+                flush=True,
+            )
         if report_memory:
             print(f"server memory (RSS): {rss_start:.0f} MiB at start, {rss_mib(server.pid):.0f} MiB after the load")
     finally:

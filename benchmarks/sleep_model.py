@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from structome.models.types import PAE_MAX, Prediction, PredictionRequest, Provenance, STANDARD_RESIDUES
+from structome.models.types import PAE_MAX, STANDARD_RESIDUES, Prediction, PredictionRequest, Provenance
 
 REFERENCE_LENGTH = 300
 REFERENCE_SECONDS = 0.05
@@ -75,8 +75,10 @@ class SleepPredictor:
         if remaining > 0:
             time.sleep(remaining)
         if self._trace is not None:
-            self._trace.write(f"{entered:.6f}\t{time.time():.6f}\t{len(requests)}\t{longest}\t"
-                              f"{requests[0].prediction_id}\t{planned:.6f}\n")
+            self._trace.write(
+                f"{entered:.6f}\t{time.time():.6f}\t{len(requests)}\t{longest}\t"
+                f"{requests[0].prediction_id}\t{planned:.6f}\n"
+            )
         return predictions
 
     def _synthetic(self, request: PredictionRequest) -> Prediction:

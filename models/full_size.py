@@ -16,9 +16,14 @@ FULL_SIZE_SEED = 0
 
 def full_size_config() -> EsmConfig:
     """facebook/esmfold_v1's shapes: ESM-2 3B (2560 wide, 36 layers, 40 heads) and transformers' default trunk."""
-    return folding_config(hidden_size=2560, num_hidden_layers=36, num_attention_heads=40, intermediate_size=10240,
-                          max_position_embeddings=1026,
-                          esmfold_config={"esm_type": "esm2_3B", "fp16_esm": False, "trunk": {"chunk_size": None}})
+    return folding_config(
+        hidden_size=2560,
+        num_hidden_layers=36,
+        num_attention_heads=40,
+        intermediate_size=10240,
+        max_position_embeddings=1026,
+        esmfold_config={"esm_type": "esm2_3B", "fp16_esm": False, "trunk": {"chunk_size": None}},
+    )
 
 
 def build_full_size_model(seed: int = FULL_SIZE_SEED) -> EsmForProteinFolding:

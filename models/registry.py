@@ -11,21 +11,29 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from structome.models.esmfold import EsmFoldPredictor
-    from structome.models.types import EsmFoldSettings
-    from structome.models.types import Provenance
+    from structome.models.types import EsmFoldSettings, Provenance
 
 
 # facebook/esmfold_v1 (config.json on the Hugging Face hub; the trunk and structure module use the defaults).
 ESMFOLD_V1_CONFIG: Mapping = {
-    "num_hidden_layers": 36, "hidden_size": 2560, "intermediate_size": 10240, "num_attention_heads": 40,
+    "num_hidden_layers": 36,
+    "hidden_size": 2560,
+    "intermediate_size": 10240,
+    "num_attention_heads": 40,
     "vocab_size": 33,
-    "esmfold_config": {"lddt_head_hid_dim": 128, "trunk": {
-        "num_blocks": 48, "sequence_state_dim": 1024, "pairwise_state_dim": 128, "sequence_head_width": 32,
-        "pairwise_head_width": 32, "max_recycles": 4,
-        "structure_module": {"sequence_dim": 384, "pairwise_dim": 128, "num_blocks": 8, "num_heads_ipa": 12},
-    }},
+    "esmfold_config": {
+        "lddt_head_hid_dim": 128,
+        "trunk": {
+            "num_blocks": 48,
+            "sequence_state_dim": 1024,
+            "pairwise_state_dim": 128,
+            "sequence_head_width": 32,
+            "pairwise_head_width": 32,
+            "max_recycles": 4,
+            "structure_module": {"sequence_dim": 384, "pairwise_dim": 128, "num_blocks": 8, "num_heads_ipa": 12},
+        },
+    },
 }
-
 
 
 def _tiny_weights() -> str:
@@ -49,8 +57,9 @@ class ModelPreset:
 
 
 PRESETS = {
-    "esmfold": ModelPreset("esmfold", lambda: "facebook/esmfold_v1", untrained=False,
-                           architecture=lambda: ESMFOLD_V1_CONFIG),
+    "esmfold": ModelPreset(
+        "esmfold", lambda: "facebook/esmfold_v1", untrained=False, architecture=lambda: ESMFOLD_V1_CONFIG
+    ),
     "esmfold-tiny": ModelPreset("esmfold-tiny", _tiny_weights, untrained=True, architecture=_tiny_architecture),
 }
 
@@ -75,6 +84,4 @@ def describe_model(name: str, weights: str | None, settings: EsmFoldSettings) ->
     from structome.models.esmfold import describe_esmfold
 
     chosen = preset(name)
-    return describe_esmfold(
-        weights or chosen.default_weights(), settings, model_name=name, untrained=chosen.untrained
-    )
+    return describe_esmfold(weights or chosen.default_weights(), settings, model_name=name, untrained=chosen.untrained)

@@ -19,9 +19,7 @@ logger = logging.getLogger(__name__)
 TINY_SEED = 0
 TINY_VERSION = "3"  # bump when the config below changes
 # The ESM-2 vocabulary of the language-model stem (not the folding model's input vocabulary).
-ESM2_VOCAB = (
-    "<cls> <pad> <eos> <unk> L A G V S E R T I D P K Q N F Y M H W C X B U Z O . - <null_1> <mask>".split()
-)
+ESM2_VOCAB = "<cls> <pad> <eos> <unk> L A G V S E R T I D P K Q N F Y M H W C X B U Z O . - <null_1> <mask>".split()
 
 
 def tiny_config() -> EsmConfig:
@@ -34,9 +32,14 @@ def tiny_config() -> EsmConfig:
         "pairwise_head_width": 16,
         "structure_module": {"sequence_dim": 64, "pairwise_dim": 32, "ipa_dim": 16, "num_blocks": 2},
     }
-    return folding_config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                          max_position_embeddings=4098,
-                          esmfold_config={"fp16_esm": False, "lddt_head_hid_dim": 32, "trunk": trunk})
+    return folding_config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=4098,
+        esmfold_config={"fp16_esm": False, "lddt_head_hid_dim": 32, "trunk": trunk},
+    )
 
 
 def folding_config(*, esmfold_config: dict, **stem_shape) -> EsmConfig:

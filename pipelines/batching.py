@@ -24,7 +24,6 @@ from structome.pipelines.cost_model import CostModel
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class DeviceBudget:
     """What one model call may use on a device."""
@@ -43,7 +42,11 @@ class DeviceBudget:
 
     @classmethod
     def for_device(
-        cls, model: CostModel, device_memory_bytes: float, *, usable_fraction: float = 0.85,
+        cls,
+        model: CostModel,
+        device_memory_bytes: float,
+        *,
+        usable_fraction: float = 0.85,
         max_batch_flops: float | None = None,
     ) -> DeviceBudget:
         """Activations get `usable_fraction` of the device less the weights. A call holds at most
@@ -87,8 +90,11 @@ class BatchTotals:
 
     def __add__(self, other: BatchTotals) -> BatchTotals:
         return BatchTotals(
-            self.sequences + other.sequences, self.batches + other.batches, self.residues + other.residues,
-            self.padded_residues + other.padded_residues, self.useful_flops + other.useful_flops,
+            self.sequences + other.sequences,
+            self.batches + other.batches,
+            self.residues + other.residues,
+            self.padded_residues + other.padded_residues,
+            self.useful_flops + other.useful_flops,
             self.executed_flops + other.executed_flops,
         )
 
@@ -166,8 +172,9 @@ def lone_chunk_size(length: int, model: CostModel, budget: DeviceBudget) -> int 
     for chunk in candidates:
         if model.peak_activation_bytes(1, length, chunk) <= budget.activation_bytes:
             return chunk
-    logger.warning("a sequence of %d residues exceeds the activation budget even at chunk size %d",
-                   length, CHUNK_LADDER[-1])
+    logger.warning(
+        "a sequence of %d residues exceeds the activation budget even at chunk size %d", length, CHUNK_LADDER[-1]
+    )
     return CHUNK_LADDER[-1]
 
 
@@ -188,7 +195,8 @@ def batch_by_cost(lengths: Sequence[int], model: CostModel, budget: DeviceBudget
         start = starts[end]
         members = order[start:end]
         chunk = (
-            lone_chunk_size(sorted_lengths[start], model, budget) if end - start == 1
+            lone_chunk_size(sorted_lengths[start], model, budget)
+            if end - start == 1
             else chunk_size_for_length(sorted_lengths[start])
         )
         batches.append(make_batch(members, lengths, model, chunk, budget))
@@ -196,9 +204,7 @@ def batch_by_cost(lengths: Sequence[int], model: CostModel, budget: DeviceBudget
     return Batching(tuple(reversed(batches)))
 
 
-def _best_batch_starts(
-    lengths: Sequence[int], model: CostModel, budget: DeviceBudget, solo: int
-) -> list[int]:
+def _best_batch_starts(lengths: Sequence[int], model: CostModel, budget: DeviceBudget, solo: int) -> list[int]:
     """starts[end]: where the last batch of the best plan of the first `end` sequences begins."""
     flops = [model.flops(length) for length in lengths]
     # Cost of a plan: (call time in FLOP equivalents, executed FLOPs, calls), compared in that order.
@@ -228,9 +234,7 @@ def _fits(head: int, count: int, model: CostModel, budget: DeviceBudget) -> bool
     return model.peak_activation_bytes(count, head, chunk_size_for_length(head)) <= budget.activation_bytes
 
 
-def batch_fixed_size(
-    lengths: Sequence[int], batch_size: int, model: CostModel, budget: DeviceBudget
-) -> Batching:
+def batch_fixed_size(lengths: Sequence[int], batch_size: int, model: CostModel, budget: DeviceBudget) -> Batching:
     """Baseline: consecutive batches of `batch_size` sequences in input order, chunk size by length."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")

@@ -25,7 +25,6 @@ from structome.storage.reader import committed_entries
 logger = logging.getLogger(__name__)
 
 
-
 def _structome_version() -> str:
     try:
         return importlib.metadata.version("structome")
@@ -84,12 +83,15 @@ class BuildPlan:
 
 def new_build_id(now: dt.datetime | None = None) -> str:
     """Sortable by start time: 20261125T031500Z-1a2b3c."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def plan_build(
-    inputs: Sequence[str | Path], layout: DatabaseLayout, settings: BuildSettings, provenance: Provenance,
+    inputs: Sequence[str | Path],
+    layout: DatabaseLayout,
+    settings: BuildSettings,
+    provenance: Provenance,
     build_id: str | None = None,
 ) -> BuildPlan:
     """Read the inputs and plan only what the database does not hold yet."""
@@ -102,7 +104,11 @@ def plan_build(
     skipped = len(result.entries) - len(todo) - len(conflicts)
     logger.info(
         "%d records -> %d entries (%d already in the database), %d unique sequences in %d shards",
-        result.record_count, len(result.entries), skipped, len(requests), len(shards),
+        result.record_count,
+        len(result.entries),
+        skipped,
+        len(requests),
+        len(shards),
     )
     return BuildPlan(
         build_id=build_id or new_build_id(),
@@ -155,7 +161,9 @@ class BuildCounters:
     padded_residues: int = 0
     folded_residues: int = 0
     predict_failures: list[Failure] = field(default_factory=list)
-    shard_failures: list[Failure] = field(default_factory=list)  # of shards that never committed (not in any shard file)
+    shard_failures: list[Failure] = field(
+        default_factory=list
+    )  # of shards that never committed (not in any shard file)
     retried_shards: int = 0
     per_worker: dict[str, dict] = field(default_factory=dict)  # worker label -> shards, residues, model seconds
 

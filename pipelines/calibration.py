@@ -6,6 +6,7 @@ time and for the largest call where batching still pays. Pure data: no torch, no
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -60,14 +61,15 @@ class Calibration:
 
     def seconds(self, executed_flops: float) -> float:
         """A call's time, the rate interpolated in log(call size) and held constant beyond the measured range."""
-        return executed_flops / _interpolate(math.log(executed_flops), [math.log(f) for f in self.call_flops],
-                                             self.flops_per_second)
+        return executed_flops / _interpolate(
+            math.log(executed_flops), [math.log(f) for f in self.call_flops], self.flops_per_second
+        )
 
 
 def _interpolate(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
     if x <= xs[0]:
         return ys[0]
-    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+    for (x0, y0), (x1, y1) in itertools.pairwise(zip(xs, ys, strict=True)):
         if x <= x1:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return ys[-1]
@@ -77,10 +79,12 @@ def load_calibrations(path: Path = CALIBRATION_PATH) -> list[Calibration]:
     entries = json.loads(path.read_text())["calibrations"]
     return [
         Calibration(
-            model=e["model"], device=e["device"],
+            model=e["model"],
+            device=e["device"],
             call_flops=tuple(p["call_flops"] for p in e["points"]),
             flops_per_second=tuple(p["flops_per_second"] for p in e["points"]),
-            max_batch_flops=e.get("max_batch_flops"), measured=e["measured"],
+            max_batch_flops=e.get("max_batch_flops"),
+            measured=e["measured"],
         )
         for e in entries
     ]

@@ -149,39 +149,59 @@ class FoldingDims:
         structure = dict(trunk.pop("structure_module", None) or {})
         return cls(
             stem=StemDims(
-                layers=config["num_hidden_layers"], hidden=config["hidden_size"], ffn=config["intermediate_size"],
-                heads=config["num_attention_heads"], vocab=config.get("vocab_size") or 33,
+                layers=config["num_hidden_layers"],
+                hidden=config["hidden_size"],
+                ffn=config["intermediate_size"],
+                heads=config["num_attention_heads"],
+                vocab=config.get("vocab_size") or 33,
             ),
             trunk=TrunkDims(
-                blocks=trunk.get("num_blocks", 48), seq_dim=trunk.get("sequence_state_dim", 1024),
-                pair_dim=trunk.get("pairwise_state_dim", 128), seq_head_width=trunk.get("sequence_head_width", 32),
-                pair_head_width=trunk.get("pairwise_head_width", 32), max_recycles=trunk.get("max_recycles", 4),
+                blocks=trunk.get("num_blocks", 48),
+                seq_dim=trunk.get("sequence_state_dim", 1024),
+                pair_dim=trunk.get("pairwise_state_dim", 128),
+                seq_head_width=trunk.get("sequence_head_width", 32),
+                pair_head_width=trunk.get("pairwise_head_width", 32),
+                max_recycles=trunk.get("max_recycles", 4),
             ),
-            structure=StructureDims(**{
-                name: structure[key] for name, key in _STRUCTURE_KEYS.items() if structure.get(key) is not None
-            }),
+            structure=StructureDims(
+                **{name: structure[key] for name, key in _STRUCTURE_KEYS.items() if structure.get(key) is not None}
+            ),
             lddt_hidden=folding.get("lddt_head_hid_dim", 128),
         )
 
 
 _STRUCTURE_KEYS = {
-    "seq_dim": "sequence_dim", "pair_dim": "pairwise_dim", "ipa_dim": "ipa_dim", "ipa_heads": "num_heads_ipa",
-    "qk_points": "num_qk_points", "v_points": "num_v_points", "blocks": "num_blocks",
-    "transition_layers": "num_transition_layers", "resnet_dim": "resnet_dim", "resnet_blocks": "num_resnet_blocks",
+    "seq_dim": "sequence_dim",
+    "pair_dim": "pairwise_dim",
+    "ipa_dim": "ipa_dim",
+    "ipa_heads": "num_heads_ipa",
+    "qk_points": "num_qk_points",
+    "v_points": "num_v_points",
+    "blocks": "num_blocks",
+    "transition_layers": "num_transition_layers",
+    "resnet_dim": "resnet_dim",
+    "resnet_blocks": "num_resnet_blocks",
     "angles": "num_angles",
 }
 
+
 def stem_parts(stem: StemDims, seq_dim: int) -> list[Part]:
     d = stem.hidden
-    layer, layer_weights = _sum([
-        _linear(d, 4 * d, PER_TOKEN),  # q, k, v, output
-        _linear(d, stem.ffn, PER_TOKEN), _linear(stem.ffn, d, PER_TOKEN),
-        (PER_TOKEN_PAIR * (2 * d), 0),  # q.k and attention x v
-    ])
-    project, project_weights = _sum([
-        (PER_RESIDUE * ((stem.layers + 1) * d), 0),  # softmax-weighted sum of the hidden states
-        _linear(d, seq_dim, PER_RESIDUE), _linear(seq_dim, seq_dim, PER_RESIDUE),
-    ])
+    layer, layer_weights = _sum(
+        [
+            _linear(d, 4 * d, PER_TOKEN),  # q, k, v, output
+            _linear(d, stem.ffn, PER_TOKEN),
+            _linear(stem.ffn, d, PER_TOKEN),
+            (PER_TOKEN_PAIR * (2 * d), 0),  # q.k and attention x v
+        ]
+    )
+    project, project_weights = _sum(
+        [
+            (PER_RESIDUE * ((stem.layers + 1) * d), 0),  # softmax-weighted sum of the hidden states
+            _linear(d, seq_dim, PER_RESIDUE),
+            _linear(seq_dim, seq_dim, PER_RESIDUE),
+        ]
+    )
     return [
         Part("stem.embedding", Cubic(), stem.vocab * d),
         Part("stem.layers", layer, layer_weights * stem.layers, runs=stem.layers),
@@ -192,18 +212,23 @@ def stem_parts(stem: StemDims, seq_dim: int) -> list[Part]:
 def trunk_block(trunk: TrunkDims) -> tuple[Cubic, int]:
     """One folding block: sequence attention with pair bias, sequence MLP, pair update, triangles, pair MLP."""
     c_s, c_z = trunk.seq_dim, trunk.pair_dim
-    return _sum([
-        _linear(c_z, trunk.seq_heads, PER_PAIR),  # pair -> sequence attention bias
-        _linear(c_s, 5 * c_s, PER_RESIDUE),  # q, k, v, gate, output
-        (PER_PAIR * (2 * c_s), 0),  # sequence attention products
-        _linear(c_s, 4 * c_s, PER_RESIDUE), _linear(4 * c_s, c_s, PER_RESIDUE),  # sequence MLP
-        _linear(c_s, c_z, PER_RESIDUE), _linear(c_z, c_z, PER_PAIR),  # sequence -> pair
-        _linear(c_z, 12 * c_z, PER_PAIR),  # two triangle multiplications: a, b, their gates, output, gate
-        (PER_TRIPLE * (2 * c_z), 0),  # their L^3 products
-        _linear(c_z, 2 * (5 * c_z + trunk.pair_heads), PER_PAIR),  # two triangle attentions: q k v gate out, bias
-        (PER_TRIPLE * (4 * c_z), 0),  # their L^3 products (q.k, attention x v)
-        _linear(c_z, 4 * c_z, PER_PAIR), _linear(4 * c_z, c_z, PER_PAIR),  # pair MLP
-    ])
+    return _sum(
+        [
+            _linear(c_z, trunk.seq_heads, PER_PAIR),  # pair -> sequence attention bias
+            _linear(c_s, 5 * c_s, PER_RESIDUE),  # q, k, v, gate, output
+            (PER_PAIR * (2 * c_s), 0),  # sequence attention products
+            _linear(c_s, 4 * c_s, PER_RESIDUE),
+            _linear(4 * c_s, c_s, PER_RESIDUE),  # sequence MLP
+            _linear(c_s, c_z, PER_RESIDUE),
+            _linear(c_z, c_z, PER_PAIR),  # sequence -> pair
+            _linear(c_z, 12 * c_z, PER_PAIR),  # two triangle multiplications: a, b, their gates, output, gate
+            (PER_TRIPLE * (2 * c_z), 0),  # their L^3 products
+            _linear(c_z, 2 * (5 * c_z + trunk.pair_heads), PER_PAIR),  # two triangle attentions: q k v gate out, bias
+            (PER_TRIPLE * (4 * c_z), 0),  # their L^3 products (q.k, attention x v)
+            _linear(c_z, 4 * c_z, PER_PAIR),
+            _linear(4 * c_z, c_z, PER_PAIR),  # pair MLP
+        ]
+    )
 
 
 def structure_block(sm: StructureDims) -> tuple[Cubic, int]:
@@ -212,25 +237,30 @@ def structure_block(sm: StructureDims) -> tuple[Cubic, int]:
     hidden = heads * sm.ipa_dim
     points = heads * 3 * (2 * sm.qk_points + sm.v_points)
     concat = heads * (z + sm.ipa_dim + 4 * sm.v_points)
-    return _sum([
-        _linear(s, 3 * hidden + points, PER_RESIDUE),  # q, k, v and the query/key/value points
-        _linear(z, heads, PER_PAIR),  # pair bias
-        (PER_PAIR * (2 * hidden + heads * z), 0),  # q.k, attention x v, attention x pair
-        _linear(concat, s, PER_RESIDUE),
-        _linear(s, s * 3 * sm.transition_layers, PER_RESIDUE),
-        _linear(s, 6, PER_RESIDUE),  # backbone update
-        _linear(s, 2 * sm.resnet_dim, PER_RESIDUE),  # angle resnet inputs
-        _linear(sm.resnet_dim, 2 * sm.resnet_dim * sm.resnet_blocks, PER_RESIDUE),
-        _linear(sm.resnet_dim, 2 * sm.angles, PER_RESIDUE),
-    ])
+    return _sum(
+        [
+            _linear(s, 3 * hidden + points, PER_RESIDUE),  # q, k, v and the query/key/value points
+            _linear(z, heads, PER_PAIR),  # pair bias
+            (PER_PAIR * (2 * hidden + heads * z), 0),  # q.k, attention x v, attention x pair
+            _linear(concat, s, PER_RESIDUE),
+            _linear(s, s * 3 * sm.transition_layers, PER_RESIDUE),
+            _linear(s, 6, PER_RESIDUE),  # backbone update
+            _linear(s, 2 * sm.resnet_dim, PER_RESIDUE),  # angle resnet inputs
+            _linear(sm.resnet_dim, 2 * sm.resnet_dim * sm.resnet_blocks, PER_RESIDUE),
+            _linear(sm.resnet_dim, 2 * sm.angles, PER_RESIDUE),
+        ]
+    )
 
 
 def trunk_parts(dims: FoldingDims, passes: int) -> list[Part]:
     trunk, sm = dims.trunk, dims.structure
-    entry, entry_weights = _sum([
-        _linear(trunk.seq_dim, sm.seq_dim, PER_RESIDUE), _linear(trunk.pair_dim, sm.pair_dim, PER_PAIR),
-        _linear(sm.seq_dim, sm.seq_dim, PER_RESIDUE),
-    ])
+    entry, entry_weights = _sum(
+        [
+            _linear(trunk.seq_dim, sm.seq_dim, PER_RESIDUE),
+            _linear(trunk.pair_dim, sm.pair_dim, PER_PAIR),
+            _linear(sm.seq_dim, sm.seq_dim, PER_RESIDUE),
+        ]
+    )
     block, block_weights = trunk_block(trunk)
     sm_block, sm_weights = structure_block(sm)
     return [
@@ -244,10 +274,13 @@ def head_parts(dims: FoldingDims) -> list[Part]:
     sm, hidden = dims.structure, dims.lddt_hidden
     pair_heads, pair_weights = _linear(dims.trunk.pair_dim, 2 * DISTOGRAM_BINS, PER_PAIR)
     lm, lm_weights = _linear(dims.trunk.seq_dim, LM_TOKENS_EMBED, PER_RESIDUE)
-    lddt, lddt_weights = _sum([
-        _linear(sm.seq_dim, hidden, PER_RESIDUE), _linear(hidden, hidden, PER_RESIDUE),
-        _linear(hidden, ATOM37 * LDDT_BINS, PER_RESIDUE),
-    ])
+    lddt, lddt_weights = _sum(
+        [
+            _linear(sm.seq_dim, hidden, PER_RESIDUE),
+            _linear(hidden, hidden, PER_RESIDUE),
+            _linear(hidden, ATOM37 * LDDT_BINS, PER_RESIDUE),
+        ]
+    )
     return [
         Part("heads.distogram_ptm", pair_heads, pair_weights),
         Part("heads.lm", lm, lm_weights),
@@ -363,9 +396,8 @@ class CostModel:
         ipa = sm.ipa_heads * (IPA_POINT_VALUES * sm.v_points + sm.qk_points) + IPA_PAIR_COPIES * sm.pair_dim
         return ActivationMemory(
             pair_transition=self.bytes_per_activation * pairs * (PAIR_TRANSITION_COPIES * trunk.pair_dim + bias),
-            triangle_attention=self.bytes_per_activation * (
-                pairs * bias + self._triangle_values(batch, length, chunk_size)
-            ),
+            triangle_attention=self.bytes_per_activation
+            * (pairs * bias + self._triangle_values(batch, length, chunk_size)),
             structure_module=self.bytes_per_activation * pairs * ipa,
             stem=self.bytes_per_stem_value * self._stem_values(batch, length),
         )
@@ -374,9 +406,9 @@ class CostModel:
         trunk = self.dims.trunk
         pairs = batch * length * length
         if chunk_size is None:
-            return pairs * TRIANGLE_PAIR_COPIES * trunk.pair_dim + 2 * trunk.pair_heads * batch * length ** 3
+            return pairs * TRIANGLE_PAIR_COPIES * trunk.pair_dim + 2 * trunk.pair_heads * batch * length**3
         rows = min(chunk_size, batch * length)
-        expanded_bias = trunk.pair_heads * batch * length ** 3 if batch > 1 else 0
+        expanded_bias = trunk.pair_heads * batch * length**3 if batch > 1 else 0
         logits = 2 * trunk.pair_heads * rows * length * length
         return pairs * TRIANGLE_PAIR_COPIES_CHUNKED * trunk.pair_dim + logits + expanded_bias
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from structome.pipelines.batching import (
     Batching,
-    DeviceBudget,
     BatchTotals,
+    DeviceBudget,
     batch_by_cost,
     batch_fixed_size,
     solo_length,
@@ -79,8 +79,14 @@ class BuildEstimate:
 
 
 def estimate_build(
-    inputs: Sequence[str | Path], *, model: str = "esmfold", gpu_type: str = "h100", gpus: int = 1,
-    num_recycles: int = 4, build_settings: BuildSettings | None = None, baseline_batch_size: int | None = None,
+    inputs: Sequence[str | Path],
+    *,
+    model: str = "esmfold",
+    gpu_type: str = "h100",
+    gpus: int = 1,
+    num_recycles: int = 4,
+    build_settings: BuildSettings | None = None,
+    baseline_batch_size: int | None = None,
     calibrations: Sequence[Calibration] | None = None,
 ) -> BuildEstimate:
     """Everything `structome plan` prints, computed from the inputs alone."""
@@ -99,13 +105,26 @@ def estimate_build(
     batch_size = baseline_batch_size or max(1, round(planner.sequences / max(planner.batches, 1)))
     baseline = batch_fixed_size([len(r.sequence) for r in requests], batch_size, cost, budget)
     return BuildEstimate(
-        inputs=tuple(str(p) for p in inputs), model=model, num_recycles=num_recycles, device=gpu_type,
-        device_label=spec.label, devices=gpus, records=result.record_count, entries=len(result.entries),
+        inputs=tuple(str(p) for p in inputs),
+        model=model,
+        num_recycles=num_recycles,
+        device=gpu_type,
+        device_label=spec.label,
+        devices=gpus,
+        records=result.record_count,
+        entries=len(result.entries),
         fragments=sum(1 for e in result.entries if e.length < len(e.sequence)),
-        ingest_failures=len(result.failures), unique_sequences=len(requests),
-        residues=sum(len(r.sequence) for r in requests), shards=len(shards), solo_length=solo_length(cost, budget),
-        budget=budget, planner=planner, planner_over_memory=sum(_over_memory(p) for p in plans),
-        baseline=baseline.totals, baseline_batch_size=batch_size, baseline_over_memory=_over_memory(baseline),
+        ingest_failures=len(result.failures),
+        unique_sequences=len(requests),
+        residues=sum(len(r.sequence) for r in requests),
+        shards=len(shards),
+        solo_length=solo_length(cost, budget),
+        budget=budget,
+        planner=planner,
+        planner_over_memory=sum(_over_memory(p) for p in plans),
+        baseline=baseline.totals,
+        baseline_batch_size=batch_size,
+        baseline_over_memory=_over_memory(baseline),
         flops_polynomial=tuple(asdict(cost.polynomial).values()),
         estimate=estimate_wall_time(plans, spec, gpus, calibration, model, gpu_type),
     )
@@ -116,7 +135,11 @@ def _over_memory(plan: Batching) -> int:
 
 
 def estimate_wall_time(
-    plans: Sequence[Batching], spec: DeviceSpec, devices: int, calibration: Calibration | None, model: str,
+    plans: Sequence[Batching],
+    spec: DeviceSpec,
+    devices: int,
+    calibration: Calibration | None,
+    model: str,
     device: str,
 ) -> WallTimeEstimate:
     """Model time of every planned call, spread evenly over the devices (loading and writing not included)."""
@@ -160,15 +183,15 @@ def format_estimate_table(report: BuildEstimate) -> str:
     wall = "unknown" if estimate.wall_seconds is None else _duration(estimate.wall_seconds)
     lines = [f"{name:<18} {value}" for name, value in rows]
     lines += [""] + [f"{a:<20} {b:>14} {c:>22}" for a, b, c in head + compare] + [""]
-    lines += [f"useful FLOPs       {planner.useful_flops:.3e}",
-              f"estimated time     {wall} on {report.devices} x {report.device}"
-              f"{'' if estimate.measured else ' (ESTIMATE, not measured)'}",
-              f"                   {estimate.note}"]
+    lines += [
+        f"useful FLOPs       {planner.useful_flops:.3e}",
+        f"estimated time     {wall} on {report.devices} x {report.device}"
+        f"{'' if estimate.measured else ' (ESTIMATE, not measured)'}",
+        f"                   {estimate.note}",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     return f"{int(hours)} h {rest / 60:.0f} min" if hours else f"{seconds / 60:.1f} min"
-
-

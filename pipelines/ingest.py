@@ -19,7 +19,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from structome.models.types import (
-    ACCEPTED_RESIDUES, Entry, Failure, FailureReason, PredictionRequest, Stage, to_model_alphabet,
+    ACCEPTED_RESIDUES,
+    Entry,
+    Failure,
+    FailureReason,
+    PredictionRequest,
+    Stage,
+    to_model_alphabet,
 )
 from structome.pipelines.checksums import crc64_many, md5_hex
 from structome.pipelines.fasta import FastaRecord, iter_fasta
@@ -97,7 +103,7 @@ def sanitize_accession(accession: str) -> str:
 
 def prediction_id(model_key: str, fragment_sequence: str) -> str:
     """Content address of a fragment's prediction: MD5 of the model key and the model-alphabet sequence."""
-    return hashlib.md5(f"{model_key}\n{to_model_alphabet(fragment_sequence)}".encode("utf-8")).hexdigest()
+    return hashlib.md5(f"{model_key}\n{to_model_alphabet(fragment_sequence)}".encode()).hexdigest()
 
 
 def fragment_windows(length: int, settings: IngestSettings) -> list[tuple[int, int]]:
@@ -118,7 +124,9 @@ def clean_sequence(raw: str) -> str | Rejection:
         return Rejection(FailureReason.EMPTY_SEQUENCE, "the record has no residues")
     bad = _BAD_CHARACTER.search(sequence)
     if bad:
-        return Rejection(FailureReason.INVALID_CHARACTER, f"invalid character {bad.group()!r} at position {bad.start() + 1}")
+        return Rejection(
+            FailureReason.INVALID_CHARACTER, f"invalid character {bad.group()!r} at position {bad.start() + 1}"
+        )
     stop = sequence.find("*")
     if stop != -1 and stop < len(sequence) - 1:
         return Rejection(FailureReason.INTERNAL_STOP, f"stop '*' at position {stop + 1} of {len(sequence)}")
@@ -139,7 +147,11 @@ def ingest(paths: Sequence[str | os.PathLike], settings: IngestSettings, model_k
     reasons = Counter(failure.reason for failure in result.failures)
     logger.info(
         "ingest: %d records -> %d entries from %d records, %d failures %s",
-        result.record_count, len(result.entries), result.records_with_entries, len(result.failures), dict(reasons),
+        result.record_count,
+        len(result.entries),
+        result.records_with_entries,
+        len(result.failures),
+        dict(reasons),
     )
     return result
 
@@ -175,7 +187,11 @@ class _Builder:
         accepted = self._accept(record, number)
         if isinstance(accepted, Rejection):
             failure = Failure(
-                record.record_id, record.source_file, accepted.reason, accepted.message, Stage.INGEST,
+                record.record_id,
+                record.source_file,
+                accepted.reason,
+                accepted.message,
+                Stage.INGEST,
                 record_number=number,
             )
             self.failures.append(failure)
@@ -212,7 +228,7 @@ class _Builder:
     def flush(self) -> None:
         """Compute the pending records' CRC64s in one batch and turn them into entries."""
         checksums = crc64_many([accepted.sequence for accepted in self._pending])
-        for accepted, checksum in zip(self._pending, checksums):
+        for accepted, checksum in zip(self._pending, checksums, strict=True):
             self.entries.extend(_make_entries(accepted, checksum, self.settings, self.model_key))
         self._pending = []
 

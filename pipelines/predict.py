@@ -16,7 +16,6 @@ from structome.pipelines.sharding import Shard, ShardPredictions
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class _Failed:
     request: PredictionRequest
@@ -77,8 +76,11 @@ def _retry_in_full_precision(
 ) -> tuple[list[Prediction], list[_Failed]]:
     """NaN or inf from a reduced-precision trunk: fold this protein again in fp32, never store garbage."""
     if predictor.reduced_precision:
-        logger.warning("%s: non-finite output in %s; folding it again in fp32", request.prediction_id,
-                       predictor.provenance.precision)
+        logger.warning(
+            "%s: non-finite output in %s; folding it again in fp32",
+            request.prediction_id,
+            predictor.provenance.precision,
+        )
         with predictor.full_precision():
             try:
                 return predictor.predict([request]), []
@@ -86,7 +88,9 @@ def _retry_in_full_precision(
                 error = retry_error
             except OUT_OF_MEMORY_ERRORS as retry_error:
                 release_device_memory()
-                return [], [_Failed(request, FailureReason.OUT_OF_MEMORY, f"fp32 retry after non-finite output: {retry_error}")]
+                return [], [
+                    _Failed(request, FailureReason.OUT_OF_MEMORY, f"fp32 retry after non-finite output: {retry_error}")
+                ]
     return [], [_Failed(request, FailureReason.NON_FINITE_OUTPUT, str(error))]
 
 

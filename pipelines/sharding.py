@@ -39,8 +39,13 @@ class ShardPredictions:
 
     def __reduce__(self):
         """Pickled (Ray's object store included) with the predictions packed: see PackedPredictions."""
-        fields = (self.shard_id, PackedPredictions.pack(self.predictions), self.failures, self.model_seconds,
-                  self.padded_residues)
+        fields = (
+            self.shard_id,
+            PackedPredictions.pack(self.predictions),
+            self.failures,
+            self.model_seconds,
+            self.padded_residues,
+        )
         return _unpickle_shard_predictions, fields
 
 
@@ -70,7 +75,9 @@ class PackedPredictions:
     def pack(cls, predictions: Sequence[Prediction]) -> PackedPredictions:
         masks = [p.atom_mask.reshape(-1).astype(bool, copy=False) for p in predictions]
         # np.compress on [L x 37, 3] rows: boolean indexing of [L, 37, 3] is ~6x slower
-        coords = [np.compress(mask, p.coords.reshape(-1, 3), axis=0) for p, mask in zip(predictions, masks)]
+        coords = [
+            np.compress(mask, p.coords.reshape(-1, 3), axis=0) for p, mask in zip(predictions, masks, strict=True)
+        ]
         return cls(
             prediction_ids=tuple(p.prediction_id for p in predictions),
             sequences=tuple(p.sequence for p in predictions),
@@ -91,15 +98,17 @@ class PackedPredictions:
             atoms = int(mask.sum())
             coords = np.zeros((n, ATOM_SLOTS, 3), self.coords.dtype)
             coords[mask] = self.coords[atom : atom + atoms]
-            predictions.append(Prediction(
-                prediction_id=self.prediction_ids[index],
-                sequence=self.sequences[index],
-                coords=coords,
-                atom_mask=mask,
-                plddt=self.plddt[residue : residue + n],
-                ptm=float(self.ptm[index]),
-                pae=self.pae[pair : pair + n * n].reshape(n, n),
-            ))
+            predictions.append(
+                Prediction(
+                    prediction_id=self.prediction_ids[index],
+                    sequence=self.sequences[index],
+                    coords=coords,
+                    atom_mask=mask,
+                    plddt=self.plddt[residue : residue + n],
+                    ptm=float(self.ptm[index]),
+                    pae=self.pae[pair : pair + n * n].reshape(n, n),
+                )
+            )
             residue, atom, pair = residue + n, atom + atoms, pair + n * n
         return tuple(predictions)
 

@@ -103,8 +103,13 @@ def _write_files(context: WriteContext, target: ShardTarget, pairs) -> _Written:
                 written.files.append(archive.add(entry.entry_id, kind, name, text.encode()))
             written.entry_rows.append(
                 rows.entry_row(
-                    entry, prediction, context.provenance, build=context.build_id, shard=target.shard_id,
-                    created=context.created, version=context.version,
+                    entry,
+                    prediction,
+                    context.provenance,
+                    build=context.build_id,
+                    shard=target.shard_id,
+                    created=context.created,
+                    version=context.version,
                 )
             )
             written.pairs.append((entry, prediction))
@@ -115,8 +120,10 @@ def render_entry(context: WriteContext, entry: Entry, prediction: Prediction) ->
     """kind -> (AFDB-style file name, text) for one entry."""
     names = entry_file_names(entry.entry_id, context.version)
     return {
-        FileKind.CIF: (names[FileKind.CIF], to_mmcif(prediction, entry, context.provenance, created=context.created,
-                                                     version=context.version)),
+        FileKind.CIF: (
+            names[FileKind.CIF],
+            to_mmcif(prediction, entry, context.provenance, created=context.created, version=context.version),
+        ),
         FileKind.PAE: (names[FileKind.PAE], to_pae_json(prediction)),
         FileKind.CONFIDENCE: (names[FileKind.CONFIDENCE], to_confidence_json(prediction)),
     }

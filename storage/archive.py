@@ -13,7 +13,7 @@ import re
 import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO, Self, TypeVar
 
 from structome.models.types import FileKind
 from structome.storage.schema import FILES
@@ -21,6 +21,7 @@ from structome.storage.schema import FILES
 GZIP_LEVEL = 6
 ENCODINGS = {"gzip": ".gz", "identity": ""}  # stored encoding -> suffix of the member name
 FILE_COLUMNS = tuple(FILES.names)  # the files table's columns, in FileLocation's field order
+StoredBytes = TypeVar("StoredBytes", bytes, memoryview)  # a member read alone, or a view into a coalesced read
 FILE_FIELDS = tuple(re.sub(r"(?<=[a-z])([A-Z])", r"_\1", column).lower() for column in FILE_COLUMNS)
 
 
@@ -47,13 +48,13 @@ class FileLocation:
             raise ValueError(f"{self.file_name}: negative offset or length")
 
     @classmethod
-    def from_row(cls, row: Mapping) -> FileLocation:
-        """From a files-table row keyed by column name (e.g. a pyarrow `to_pylist` item)."""
-        return cls(*(row[column] for column in FILE_COLUMNS))
+    def from_row(cls, row: Mapping, **extra: Any) -> Self:
+        """From a files-table row keyed by column name (e.g. a pyarrow `to_pylist` item); EXTRA: a subclass's fields."""
+        return cls(*(row[column] for column in FILE_COLUMNS), **extra)
 
     def row(self) -> dict:
         """The files-table row."""
-        return {column: getattr(self, name) for column, name in zip(FILE_COLUMNS, FILE_FIELDS)}
+        return {column: getattr(self, name) for column, name in zip(FILE_COLUMNS, FILE_FIELDS, strict=True)}
 
 
 def file_columns_sql(table: str = "") -> str:
@@ -109,7 +110,7 @@ class ArchiveChecksumError(IOError):
     """The bytes read from an archive do not match the recorded checksum."""
 
 
-def verify_stored(data: bytes, where: str, offset: int, length: int, sha256: str | None = None) -> bytes:
+def verify_stored(data: StoredBytes, where: str, offset: int, length: int, sha256: str | None = None) -> StoredBytes:
     """A member's stored bytes as read, checked against the recorded length and checksum."""
     if len(data) != length:
         raise ArchiveChecksumError(f"{where}: short read at {offset} ({len(data)} of {length} bytes)")

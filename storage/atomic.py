@@ -16,8 +16,15 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["copy_chunks", "publish_folder", "replace_atomically", "write_bytes_atomic", "write_chunks_atomic",
-           "write_parquet_atomic", "write_text_atomic"]
+__all__ = [
+    "copy_chunks",
+    "publish_folder",
+    "replace_atomically",
+    "write_bytes_atomic",
+    "write_chunks_atomic",
+    "write_parquet_atomic",
+    "write_text_atomic",
+]
 
 
 def replace_atomically(path: str | os.PathLike, write: Callable[[Path], object], *, make_parents: bool = True) -> None:

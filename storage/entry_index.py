@@ -61,9 +61,15 @@ class EntryIndex:
             by_accession[record["uniprotAccession"]].append(_api_record(record, urls.get(record["entryId"], {})))
         self.accession_of = {r["entryId"]: r["uniprotAccession"] for r in records}
         self._json = {accession: json.dumps(items).encode() for accession, items in by_accession.items()}
-        self._haystack = [(accession, "\n".join(str(items[0].get(c) or "") for c in _SEARCHED).lower() + "\n"
-                           + "\n".join(i["entryId"].lower() for i in items))
-                          for accession, items in by_accession.items()]
+        self._haystack = [
+            (
+                accession,
+                "\n".join(str(items[0].get(c) or "") for c in _SEARCHED).lower()
+                + "\n"
+                + "\n".join(i["entryId"].lower() for i in items),
+            )
+            for accession, items in by_accession.items()
+        ]
         self._exact: dict[str, set[str]] = defaultdict(set)  # accession, gene or entry name (lower case) -> accessions
         for accession, items in by_accession.items():
             for column in _EXACT:
@@ -123,7 +129,7 @@ def _api_record(record: dict, urls: dict[str, str]) -> dict:
     api.update(
         modelCreatedDate=record["modelCreatedDate"].isoformat() if record["modelCreatedDate"] else None,
         allVersions=[record["latestVersion"]],
-        sequence=(record["uniprotSequence"] or "")[start - 1:end],
+        sequence=(record["uniprotSequence"] or "")[start - 1 : end],
         sequenceStart=start,
         sequenceEnd=end,
         globalMetricValue=_rounded(record["globalMetricValue"]),

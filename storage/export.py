@@ -37,15 +37,24 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from structome.storage import catalog
-from structome.storage.archive import ENCODINGS, FILE_COLUMNS, FileLocation, file_columns_sql, verify_stored
+from structome.storage.archive import ENCODINGS, FileLocation, file_columns_sql, verify_stored
 from structome.storage.layout import DatabaseLayout
 from structome.storage.reader import FILE_KINDS
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ENTRY_ID_COLUMN", "MANIFEST_FORMAT", "MANIFEST_NAME", "ExportError", "ExportFile", "UnknownEntriesError",
-    "entry_id_position", "entry_ids_of", "export_files", "manifest_bytes", "stream_tar",
+    "ENTRY_ID_COLUMN",
+    "MANIFEST_FORMAT",
+    "MANIFEST_NAME",
+    "ExportError",
+    "ExportFile",
+    "UnknownEntriesError",
+    "entry_id_position",
+    "entry_ids_of",
+    "export_files",
+    "manifest_bytes",
+    "stream_tar",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -83,20 +92,30 @@ class ExportFile(FileLocation):
         return self.file_name + ENCODINGS[self.encoding]
 
     def manifest_row(self) -> dict:
-        return {"member": self.member_name, "entryId": self.entry_id, "kind": self.kind, "fileName": self.file_name,
-                "encoding": self.encoding, "size": self.length, "decodedSize": self.size, "sha256": self.sha256,
-                "build": self.build}
+        return {
+            "member": self.member_name,
+            "entryId": self.entry_id,
+            "kind": self.kind,
+            "fileName": self.file_name,
+            "encoding": self.encoding,
+            "size": self.length,
+            "decodedSize": self.size,
+            "sha256": self.sha256,
+            "build": self.build,
+        }
 
 
 def entry_id_position(columns: Sequence[str]) -> int:
     """Where the entryId column is among a query's columns (matched case-insensitively, as SQL identifiers are)."""
     matches = [i for i, name in enumerate(columns) if name.lower() == ENTRY_ID_COLUMN.lower()]
     if not matches:
-        raise ExportError(f"the query must return a column named {ENTRY_ID_COLUMN} "
-                          f"(it returned: {', '.join(columns) or 'none'})")
+        raise ExportError(
+            f"the query must return a column named {ENTRY_ID_COLUMN} (it returned: {', '.join(columns) or 'none'})"
+        )
     if len(matches) > 1:
-        raise ExportError(f"the query returned several {ENTRY_ID_COLUMN} columns: "
-                          f"{', '.join(columns[i] for i in matches)}")
+        raise ExportError(
+            f"the query returned several {ENTRY_ID_COLUMN} columns: {', '.join(columns[i] for i in matches)}"
+        )
     return matches[0]
 
 
@@ -120,8 +139,9 @@ ORDER BY f.entryId, k.position
 """
 
 
-def export_files(layout: DatabaseLayout, entry_ids: Sequence[str | None],
-                 kinds: Sequence[str] = FILE_KINDS) -> list[ExportFile]:
+def export_files(
+    layout: DatabaseLayout, entry_ids: Sequence[str | None], kinds: Sequence[str] = FILE_KINDS
+) -> list[ExportFile]:
     """The stored files of the entries, ordered by entryId, then cif, pae, confidence; one catalog query.
 
     Repeated ids count once. Raises UnknownEntriesError (listing them all) if any id, NULL included, lacks a
@@ -137,12 +157,14 @@ def export_files(layout: DatabaseLayout, entry_ids: Sequence[str | None],
     try:
         # Registered Arrow tables, not a long IN list: a join scales to any number of ids.
         connection.register("_export_ids", pa.table({"entryId": pa.array(ids, pa.string())}))
-        connection.register("_export_kinds", pa.table({"kind": wanted_kinds, "position": list(range(len(wanted_kinds)))}))
+        connection.register(
+            "_export_kinds", pa.table({"kind": wanted_kinds, "position": list(range(len(wanted_kinds)))})
+        )
         rows = connection.sql(_FILES_SQL).to_arrow_table().to_pylist()
     finally:
         connection.close()
-    files = [ExportFile(*(r[column] for column in FILE_COLUMNS), build=r["build"], created=r["created"]) for r in rows]
-    found: dict[str, int] = {}
+    files = [ExportFile.from_row(r, build=r["build"], created=r["created"]) for r in rows]
+    found: dict[str | None, int] = {}
     for file in files:
         found[file.entry_id] = found.get(file.entry_id, 0) + 1
     unknown = [entry_id for entry_id in unique if found.get(entry_id, 0) != len(wanted_kinds)]
@@ -153,8 +175,12 @@ def export_files(layout: DatabaseLayout, entry_ids: Sequence[str | None],
 
 def manifest_bytes(layout: DatabaseLayout, files: Sequence[ExportFile]) -> bytes:
     """The manifest member's content: one line per file, so it stays readable."""
-    head = {"format": MANIFEST_FORMAT, "database": layout.location,
-            "builds": sorted({f.build for f in files if f.build}), "entries": len({f.entry_id for f in files})}
+    head = {
+        "format": MANIFEST_FORMAT,
+        "database": layout.location,
+        "builds": sorted({f.build for f in files if f.build}),
+        "entries": len({f.entry_id for f in files}),
+    }
     rows = ",\n".join(" " + json.dumps(f.manifest_row(), separators=(",", ":")) for f in files)
     return (json.dumps(head)[:-1] + ', "files": [\n' + rows + "\n]}\n").encode()
 
@@ -162,11 +188,12 @@ def manifest_bytes(layout: DatabaseLayout, files: Sequence[ExportFile]) -> bytes
 def default_mtime(files: Sequence[ExportFile]) -> int:
     """The newest modelCreatedDate of the files' entries at 00:00 UTC, as a Unix time; 0 if none is known."""
     dates = [f.created for f in files if f.created is not None]
-    return int(dt.datetime.combine(max(dates), dt.time(), dt.timezone.utc).timestamp()) if dates else 0
+    return int(dt.datetime.combine(max(dates), dt.time(), dt.UTC).timestamp()) if dates else 0
 
 
-def stream_tar(layout: DatabaseLayout, files: Sequence[ExportFile], *, chunk_bytes: int = 1 << 20,
-               mtime: int | None = None) -> Iterator[bytes]:
+def stream_tar(
+    layout: DatabaseLayout, files: Sequence[ExportFile], *, chunk_bytes: int = 1 << 20, mtime: int | None = None
+) -> Iterator[bytes]:
     """The export tar as chunks of exactly `chunk_bytes` (the last one shorter); the manifest first.
 
     Stored bytes are read by ranged reads (neighbouring members of one archive by one read of up to 8 MiB)
@@ -184,7 +211,7 @@ def stream_tar(layout: DatabaseLayout, files: Sequence[ExportFile], *, chunk_byt
     for group, data in _read_groups(layout, files, chunk_bytes):
         start = group[0].offset
         for file in group:
-            stored = data[file.offset - start:file.offset - start + file.length]
+            stored = data[file.offset - start : file.offset - start + file.length]
             verify_stored(stored, f"{layout.location}/{file.archive}", file.offset, file.length, file.sha256)
             yield from chunks.add(_member_header(file.member_name, file.length, mtime))
             yield from chunks.add(stored)
@@ -209,8 +236,9 @@ def _end_of_archive(written: int) -> bytes:
     return bytes(2 * tarfile.BLOCKSIZE + (-end % tarfile.RECORDSIZE))
 
 
-def _read_groups(layout: DatabaseLayout, files: Sequence[ExportFile],
-                 chunk_bytes: int) -> Iterator[tuple[list[ExportFile], memoryview]]:
+def _read_groups(
+    layout: DatabaseLayout, files: Sequence[ExportFile], chunk_bytes: int
+) -> Iterator[tuple[list[ExportFile], memoryview]]:
     """Runs of files that sit close together in one archive, each with the bytes of one ranged read."""
     limit = max(chunk_bytes, _MAX_READ)
     group: list[ExportFile] = []
@@ -252,8 +280,8 @@ class _Chunker:
             yield bytes(self._buffer)
             self._buffer.clear()
         while len(view) >= self.size:
-            yield bytes(view[:self.size])
-            view = view[self.size:]
+            yield bytes(view[: self.size])
+            view = view[self.size :]
         self._buffer += view
 
     def flush(self) -> Iterator[bytes]:

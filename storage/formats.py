@@ -23,8 +23,17 @@ from structome import __version__
 if TYPE_CHECKING:
     from structome.storage.layout import DatabaseLayout
 
-__all__ = ["DATABASE_FORMAT", "LAYOUT", "MARKER_NAME", "MIGRATIONS", "FormatError", "check_format", "format_tag",
-           "new_marker", "parse_marker"]
+__all__ = [
+    "DATABASE_FORMAT",
+    "LAYOUT",
+    "MARKER_NAME",
+    "MIGRATIONS",
+    "FormatError",
+    "check_format",
+    "format_tag",
+    "new_marker",
+    "parse_marker",
+]
 
 MARKER_NAME = "structome.json"
 DATABASE_FORMAT = "structome-database"
@@ -49,13 +58,15 @@ def check_format(document: dict, kind: str, known: int, where: str) -> int:
     if name != f"structome-{kind}" or not version.isdigit():
         raise FormatError(f"{where}: format {tag!r} is not a structome-{kind} file")
     if int(version) > known:
-        raise FormatError(f"{where} is {tag}, newer than this structome ({__version__}) reads "
-                          f"({format_tag(kind, known)}): upgrade structome")
+        raise FormatError(
+            f"{where} is {tag}, newer than this structome ({__version__}) reads "
+            f"({format_tag(kind, known)}): upgrade structome"
+        )
     return int(version)
 
 
 def new_marker(layout: int = LAYOUT) -> dict:
-    created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    created = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     return {"format": DATABASE_FORMAT, "layout": layout, "createdBy": __version__, "created": created}
 
 
@@ -66,9 +77,12 @@ def parse_marker(data: bytes | str, where: str) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise FormatError(f"{where} is corrupt ({error}): not a structome database marker") from error
     if not isinstance(marker, dict) or marker.get("format") != DATABASE_FORMAT or type(marker.get("layout")) is not int:
-        raise FormatError(f"{where} is not a structome database marker (expected format {DATABASE_FORMAT!r} "
-                          "and an integer layout)")
+        raise FormatError(
+            f"{where} is not a structome database marker (expected format {DATABASE_FORMAT!r} and an integer layout)"
+        )
     if marker["layout"] > LAYOUT:
-        raise FormatError(f"{where}: the database has layout {marker['layout']}, newer than layout {LAYOUT} that "
-                          f"this structome ({__version__}) knows: upgrade structome")
+        raise FormatError(
+            f"{where}: the database has layout {marker['layout']}, newer than layout {LAYOUT} that "
+            f"this structome ({__version__}) knows: upgrade structome"
+        )
     return marker

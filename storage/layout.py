@@ -38,13 +38,17 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from structome.storage.atomic import publish_folder, write_bytes_atomic, write_parquet_atomic, write_text_atomic
 from structome.storage import formats
+from structome.storage.atomic import publish_folder, write_bytes_atomic, write_parquet_atomic, write_text_atomic
 from structome.storage.formats import MARKER_NAME, FormatError, new_marker, parse_marker
 from structome.storage.locks import BuildLock, DatabaseLockedError, LeaseLock, lease_is_fresh
 
-__all__ = ["DatabaseLayout", "DatabaseLockedError", "FormatError", "ShardTarget", "write_parquet_atomic",
-           "write_text_atomic"]
+__all__ = [
+    "DatabaseLayout",
+    "DatabaseLockedError",
+    "FormatError",
+    "ShardTarget",
+]
 
 COMMIT_SUFFIX = ".committed"
 SHARD_TABLES = ("entries", "residues", "files", "failures")
@@ -109,10 +113,11 @@ class DatabaseLayout:
 
     @property
     def layout_version(self) -> int | None:
-        """The database's layout (1 for one from before markers); None where there is no database yet.
+        """The database's layout (1 for one from before markers); None where there is no database yet."""
+        return self.read_layout_version()
 
-        Read once, on first use; FormatError for a corrupt marker or a layout newer than this structome knows.
-        """
+    def read_layout_version(self) -> int | None:
+        """The layout, read once, on first use; FormatError for a corrupt marker or a layout newer than ours."""
         if not self._marker_read:
             self._marker, self._layout = self._read_marker()
             self._marker_read = True
@@ -123,16 +128,19 @@ class DatabaseLayout:
             with self.fs.open_input_stream(self._path(MARKER_NAME)) as stream:
                 marker = parse_marker(stream.read(), f"{self.location}/{MARKER_NAME}")
         except FileNotFoundError:
-            content = any(self.fs.get_file_info(self._path(f)).type != pafs.FileType.NotFound
-                          for f in ("shards", "builds"))
+            content = any(
+                self.fs.get_file_info(self._path(f)).type != pafs.FileType.NotFound for f in ("shards", "builds")
+            )
             return None, (1 if content else None)  # a database from before markers is layout 1
         return marker, marker["layout"]
 
     def _require_readable(self) -> None:
         version = self.layout_version
         if version is not None and version < formats.LAYOUT and not self._migrating:
-            raise FormatError(f"{self.location} has layout {version}; this structome reads layout {formats.LAYOUT}: "
-                              f"run `structome migrate --db {self.location}`")
+            raise FormatError(
+                f"{self.location} has layout {version}; this structome reads layout {formats.LAYOUT}: "
+                f"run `structome migrate --db {self.location}`"
+            )
 
     def migrate(self) -> list[str]:
         """Bring the database to this structome's layout and write its marker (hold the build lock).
@@ -207,7 +215,7 @@ class DatabaseLayout:
 
     def create(self) -> None:
         """Make the database, or bring an existing one to this layout (under the build lock if it may hold data)."""
-        self.layout_version  # read before the folders below make a new database look like an old one
+        self.read_layout_version()  # before the folders below make a new database look like an old one
         if self.is_local:
             for folder in ("", "shards", ".staging", "builds", "failures", "schema"):
                 Path(self._path(folder)).mkdir(parents=True, exist_ok=True)
@@ -307,7 +315,9 @@ class DatabaseLayout:
         """shard id -> the committed shard's folder relative to the database."""
         if self.is_local:
             folder = Path(self.path("shards"))
-            return {p.name: self.shard(p.name) for p in sorted(folder.iterdir()) if p.is_dir()} if folder.is_dir() else {}
+            return (
+                {p.name: self.shard(p.name) for p in sorted(folder.iterdir()) if p.is_dir()} if folder.is_dir() else {}
+            )
         committed: dict[str, str] = {}
         for marker in self.list_files("shards"):
             if marker.endswith(COMMIT_SUFFIX):  # shards/<shard>/<attempt>.committed; the first attempt wins
@@ -321,7 +331,11 @@ class DatabaseLayout:
 
     def table_files(self, table: str) -> list[str]:
         """Every committed Parquet file of a table, relative to the database."""
-        files = [f"{folder}/{table}.parquet" for folder in self.committed_shards().values()] if table in SHARD_TABLES else []
+        files = (
+            [f"{folder}/{table}.parquet" for folder in self.committed_shards().values()]
+            if table in SHARD_TABLES
+            else []
+        )
         if table in _LOOSE_TABLES:
             files += [f for f in self.list_files(_LOOSE_TABLES[table]) if f.count("/") == 1 and f.endswith(".parquet")]
         return files
@@ -341,7 +355,7 @@ class DatabaseLayout:
 
     def lock(self) -> BuildLock | LeaseLock:
         """The build lock; a database of an older layout can be locked too, to migrate it."""
-        self.layout_version  # a newer layout or a corrupt marker is refused before any lock is taken
+        self.read_layout_version()  # a newer layout or a corrupt marker is refused before any lock is taken
         if self.is_local:
             return BuildLock(Path(self._path(_LOCK)))
         return LeaseLock(self.fs, self._path(_LOCK), self.location)
@@ -351,4 +365,3 @@ class DatabaseLayout:
         if self.is_local:
             return BuildLock(Path(self.path(_LOCK))).held_by_another()
         return lease_is_fresh(self.fs, self.path(_LOCK))
-

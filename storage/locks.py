@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import TextIO
 
 import pyarrow.fs as pafs
 
@@ -41,7 +42,7 @@ class BuildLock:
 
     def __init__(self, path: Path):
         self.path = path
-        self._handle = None
+        self._handle: TextIO | None = None
 
     def __enter__(self) -> BuildLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,7 @@ class LeaseLock:
 
     def __enter__(self) -> LeaseLock:
         current = read_lease(self.fs, self.path)
-        if _fresh(current):
+        if current is not None and _fresh(current):
             raise _refusal(self.where, f"lease held by {current['owner']}")
         self._write()
         time.sleep(SETTLE_SECONDS)

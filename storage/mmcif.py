@@ -19,6 +19,7 @@ import re
 import threading
 import unicodedata
 from pathlib import Path
+from typing import cast
 
 import gemmi
 import numpy as np
@@ -106,10 +107,12 @@ def mmcif_to_pdb(cif: str) -> str:
     TITLE names the model group, so a file from untrained weights says so in PDB format too."""
     block = gemmi.cif.read_string(cif).sole_block()
     structure = gemmi.make_structure_from_block(block)
-    title = (f"{_first(block, '_ma_model_list.model_group_name')} PREDICTION FOR "
-             f"{_first(block, '_entity.pdbx_description')} ({_first(block, '_ma_target_ref_db_details.db_accession')})")
+    title = (
+        f"{_first(block, '_ma_model_list.model_group_name')} PREDICTION FOR "
+        f"{_first(block, '_entity.pdbx_description')} ({_first(block, '_ma_target_ref_db_details.db_accession')})"
+    )
     lines = structure.make_pdb_string(gemmi.PdbWriteOptions(minimal=False)).splitlines(keepends=True)
-    chunks = [title.upper()[i:i + 70] for i in range(0, len(title), 70)]
+    chunks = [title.upper()[i : i + 70] for i in range(0, len(title), 70)]
     title_lines = [f"TITLE   {'' if n == 0 else n + 1:>2}{chunk:<70}\n" for n, chunk in enumerate(chunks)]
     return "".join(lines[:1] + title_lines + lines[1:])
 
@@ -149,18 +152,18 @@ def _build_chain(prediction: Prediction) -> gemmi.Chain:
     coords = np.round(prediction.coords.astype(np.float64), 3)
     rows, slots = np.nonzero(prediction.atom_mask)  # row-major: atoms come residue by residue, atom37 order
     positions = coords[rows, slots].tolist()
-    slots = slots.tolist()
+    atom_slots: list[int] = slots.tolist()
     counts = prediction.atom_mask.sum(axis=1).tolist()
     bfactors = np.round(prediction.plddt.astype(np.float64), 2).tolist()
     templates = _atom_templates()
     chain = gemmi.Chain(CHAIN_ID)
     first = 0
-    for index, (letter, count) in enumerate(zip(prediction.sequence, counts)):
+    for index, (letter, count) in enumerate(zip(prediction.sequence, counts, strict=True)):
         if count == 0:
             continue  # e.g. UNK from ESMFold has no atoms; it stays in the sequence categories only
         residue = _new_residue(CHEM_COMP[letter][0], index + 1)
         for k in range(first, first + count):
-            atom = templates[slots[k]].clone()
+            atom = templates[atom_slots[k]].clone()
             atom.pos = gemmi.Position(*positions[k])
             atom.b_iso = bfactors[index]
             residue.add_atom(atom)
@@ -281,15 +284,15 @@ def _poly_seq_scheme(prediction: Prediction) -> dict[str, list]:
     n = len(prediction.sequence)
     numbers = [str(i) for i in range(1, n + 1)]
     comp_ids = [CHEM_COMP[letter][0] for letter in prediction.sequence]
-    observed = prediction.atom_mask.any(axis=1).tolist()
+    observed = cast(list[bool], prediction.atom_mask.any(axis=1).tolist())
     return {
         "asym_id": [CHAIN_ID] * n,
-        "auth_seq_num": [num if seen else None for num, seen in zip(numbers, observed)],
+        "auth_seq_num": [num if seen else None for num, seen in zip(numbers, observed, strict=True)],
         "entity_id": ["1"] * n,
         "hetero": ["n"] * n,
         "mon_id": comp_ids,
         "pdb_ins_code": [False] * n,
-        "pdb_mon_id": [comp if seen else None for comp, seen in zip(comp_ids, observed)],
+        "pdb_mon_id": [comp if seen else None for comp, seen in zip(comp_ids, observed, strict=True)],
         "pdb_seq_num": numbers,
         "pdb_strand_id": [CHAIN_ID] * n,
         "seq_id": numbers,
@@ -353,7 +356,7 @@ def _provenance_details(provenance: Provenance) -> str:
         f"device: {provenance.device}",
     ]
     parts += [f"{name} {value}" for name, value in sorted(provenance.library_versions.items())]
-    return _line("; ".join(parts))
+    return _line("; ".join(parts)) or ""  # never empty: the model name leads
 
 
 def _qa_categories(prediction: Prediction) -> dict[str, dict]:
@@ -474,9 +477,7 @@ def validate_mmcif(text: str, dictionary_path: str | Path, *, parents: bool = Fa
 def _validator(dictionary_path: str, parents: bool) -> tuple[gemmi.cif.Ddl, io.StringIO, threading.Lock]:
     """A gemmi Ddl loaded once per dictionary file (and option set); its log is an in-memory buffer."""
     log = io.StringIO()  # gemmi needs a writable object; the dictionary's own load notes land here too
-    validator = gemmi.cif.Ddl(
-        logger=log, print_unknown_tags=True, use_context=False, use_linked_groups=parents
-    )
+    validator = gemmi.cif.Ddl(logger=log, print_unknown_tags=True, use_context=False, use_linked_groups=parents)
     validator.read_ddl(gemmi.cif.read(dictionary_path))
     return validator, log, threading.Lock()
 

@@ -25,8 +25,17 @@ __all__ = ["GREENS_R", "pae_colour_indices", "pae_png", "pae_png_from_json", "re
 
 # ColorBrewer "Greens" (matplotlib's _Greens_data), reversed: 0 -> dark green, 1 -> near white.
 _GREENS_R_STOPS = np.array(
-    [[0x00, 0x44, 0x1B], [0x00, 0x6D, 0x2C], [0x23, 0x8B, 0x45], [0x41, 0xAB, 0x5D], [0x74, 0xC4, 0x76],
-     [0xA1, 0xD9, 0x9B], [0xC7, 0xE9, 0xC0], [0xE5, 0xF5, 0xE0], [0xF7, 0xFC, 0xF5]],
+    [
+        [0x00, 0x44, 0x1B],
+        [0x00, 0x6D, 0x2C],
+        [0x23, 0x8B, 0x45],
+        [0x41, 0xAB, 0x5D],
+        [0x74, 0xC4, 0x76],
+        [0xA1, 0xD9, 0x9B],
+        [0xC7, 0xE9, 0xC0],
+        [0xE5, 0xF5, 0xE0],
+        [0xF7, 0xFC, 0xF5],
+    ],
     dtype=np.float64,
 )
 
@@ -65,13 +74,15 @@ def pae_png(pae: np.ndarray, max_error: float = PAE_MAX, *, level: int = ZLIB_LE
     rows[0, 1:] = indices[0]
     np.subtract(indices[1:], indices[:-1], out=rows[1:, 1:])
     header = struct.pack(">IIBBBBB", size, size, 8, 3, 0, 0, 0)  # 8-bit indexed colour, no interlace
-    return b"".join([
-        PNG_SIGNATURE,
-        _chunk(b"IHDR", header),
-        _chunk(b"PLTE", GREENS_R.tobytes()),
-        _chunk(b"IDAT", zlib.compress(rows.tobytes(), level)),
-        _chunk(b"IEND", b""),
-    ])
+    return b"".join(
+        [
+            PNG_SIGNATURE,
+            _chunk(b"IHDR", header),
+            _chunk(b"PLTE", GREENS_R.tobytes()),
+            _chunk(b"IDAT", zlib.compress(rows.tobytes(), level)),
+            _chunk(b"IEND", b""),
+        ]
+    )
 
 
 def pae_png_from_json(data: bytes | str, *, level: int = ZLIB_LEVEL) -> bytes:
@@ -119,7 +130,7 @@ def _integer_matrix(raw: bytes) -> tuple[np.ndarray, tuple[int, int]] | None:
     """The matrix value of the PAE key and its byte span, if it is a minified square integer matrix; else None."""
     key = raw.find(_KEY)
     start = raw.find(b"[", key + len(_KEY)) if key >= 0 else -1
-    if start < 0 or raw[key + len(_KEY):start].strip() != b":":
+    if start < 0 or raw[key + len(_KEY) : start].strip() != b":":
         return None
     end = raw.find(b"]]", start)
     if end < 0:

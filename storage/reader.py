@@ -27,7 +27,7 @@ def committed_entries(layout: DatabaseLayout) -> dict[str, str]:
         return {}
     dataset = ds.dataset(files, format="parquet", filesystem=layout.fs)
     table = dataset.to_table(columns=["entryId", "predictionId"])
-    return dict(zip(table.column("entryId").to_pylist(), table.column("predictionId").to_pylist()))
+    return dict(zip(table.column("entryId").to_pylist(), table.column("predictionId").to_pylist(), strict=True))
 
 
 class EntryNotFoundError(LookupError):
@@ -39,9 +39,7 @@ class AmbiguousEntryError(LookupError):
 
     def __init__(self, identifier: str, entry_ids: list[str]):
         self.entry_ids = entry_ids
-        super().__init__(
-            f"{identifier} has {len(entry_ids)} fragments; name one of: {', '.join(entry_ids)}"
-        )
+        super().__init__(f"{identifier} has {len(entry_ids)} fragments; name one of: {', '.join(entry_ids)}")
 
 
 @dataclass(frozen=True)
@@ -73,8 +71,9 @@ def read_entry_file(layout: DatabaseLayout, identifier: str, kind: str = FileKin
     """One file of one entry: a catalog lookup, then one ranged read of its archive member."""
     if kind == "pdb":
         cif = read_entry_file(layout, identifier, FileKind.CIF)
-        return StoredFile(cif.entry_id, kind, cif.file_name.removesuffix(".cif") + ".pdb",
-                          mmcif_to_pdb(cif.data.decode()).encode())
+        return StoredFile(
+            cif.entry_id, kind, cif.file_name.removesuffix(".cif") + ".pdb", mmcif_to_pdb(cif.data.decode()).encode()
+        )
     if kind not in FILE_KINDS:
         raise ValueError(f"file kind must be one of {DOWNLOAD_KINDS}, got {kind!r}")
     entry_id = resolve_entry(layout, identifier)
@@ -85,8 +84,9 @@ def read_entry_file(layout: DatabaseLayout, identifier: str, kind: str = FileKin
         raise EntryNotFoundError(f"{entry_id} has no {kind} file")
     location = FileLocation.from_row(table.to_pylist()[0])
     data = layout.read_range(location.archive, location.offset, location.length)
-    stored = verify_stored(data, f"{layout.location}/{location.archive}", location.offset, location.length,
-                           location.sha256)
+    stored = verify_stored(
+        data, f"{layout.location}/{location.archive}", location.offset, location.length, location.sha256
+    )
     return StoredFile(entry_id, kind, location.file_name, decode(stored, location.encoding))
 
 
@@ -109,14 +109,16 @@ class ArchiveReader:
         file = self._file(archive)
         data = os.pread(file.fileno(), length, offset)
         if len(data) != length:
-            raise ArchiveChecksumError(f"{self.layout.location}/{archive}: short read at {offset} "
-                                       f"({len(data)} of {length} bytes)")
+            raise ArchiveChecksumError(
+                f"{self.layout.location}/{archive}: short read at {offset} ({len(data)} of {length} bytes)"
+            )
         return data
 
     def read_verified(self, archive: str, offset: int, length: int, sha256: str) -> bytes:
         """A whole stored member, checked against its recorded SHA-256."""
-        return verify_stored(self.read(archive, offset, length), f"{self.layout.location}/{archive}", offset, length,
-                             sha256)
+        return verify_stored(
+            self.read(archive, offset, length), f"{self.layout.location}/{archive}", offset, length, sha256
+        )
 
     def _file(self, archive: str) -> BinaryIO:
         with self._lock:

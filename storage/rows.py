@@ -14,7 +14,13 @@ from structome.storage.schema import BUILDS, ENTRIES, FAILURES, FILES, RESIDUES
 
 
 def entry_row(
-    entry: Entry, prediction: Prediction, provenance: Provenance, *, build: str, shard: str, created: dt.date,
+    entry: Entry,
+    prediction: Prediction,
+    provenance: Provenance,
+    *,
+    build: str,
+    shard: str,
+    created: dt.date,
     version: int,
 ) -> dict:
     return {

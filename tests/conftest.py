@@ -31,8 +31,8 @@ def tiny_weights() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_predictor(tiny_weights):
-    from structome.models.types import EsmFoldSettings
     from structome.models.registry import load_predictor
+    from structome.models.types import EsmFoldSettings
 
     return load_predictor("esmfold-tiny", str(tiny_weights), EsmFoldSettings(num_recycles=1))
 
@@ -42,8 +42,11 @@ def s3_server():
     """A local S3-compatible server (moto) on a free port; `endpoint` is its URL."""
     from moto.server import ThreadedMotoServer
 
-    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         os.environ.setdefault(name, value)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -55,9 +58,9 @@ def s3_server():
 @pytest.fixture()
 def s3_database(s3_server):
     """A fresh bucket on the local S3 server, as a database URI (s3://bucket/db?endpoint_override=...)."""
-    import pyarrow.fs as pafs
-
     import uuid
+
+    import pyarrow.fs as pafs
 
     bucket = f"structome-test-{uuid.uuid4().hex[:12]}"
     options = f"endpoint_override={s3_server}&scheme=http&region=us-east-1&allow_bucket_creation=true"

@@ -23,22 +23,54 @@ from structome.storage.layout import DatabaseLayout
 from structome.storage.mmcif import ATOM37_NAMES
 
 PROVENANCE = Provenance(
-    model="esmfold-tiny", model_version="v1", weights="/tmp/w", weights_sha256="ab" * 32, untrained=True,
-    precision="stem=fp32,trunk=fp32", num_recycles=1, chunk_size=None, device="cpu",
+    model="esmfold-tiny",
+    model_version="v1",
+    weights="/tmp/w",
+    weights_sha256="ab" * 32,
+    untrained=True,
+    precision="stem=fp32,trunk=fp32",
+    num_recycles=1,
+    chunk_size=None,
+    device="cpu",
 )
 BUILD_ID = "20261125T000000Z-aaaaaa"
 CREATED = dt.date(2026, 11, 25)
 AFDB_P41068 = Path(__file__).parent / "data" / "afdb" / "AF-P41068-F1-model_v4.cif"
 
 
-def entry(entry_id: str, accession: str, sequence: str, prediction_id: str, fragment: int = 1, start: int = 1,
-          end: int | None = None, **fields) -> Entry:
-    values = dict(record_id=f"sp|{accession}|X_ECOLI", source_file="in.fasta", entry_name="X_ECOLI", database="sp",
-                  description="Test protein", organism="Escherichia coli", tax_id=83333, gene="xyz",
-                  sequence_checksum="0197355516942160", sequence_md5="f" * 32)
+def entry(
+    entry_id: str,
+    accession: str,
+    sequence: str,
+    prediction_id: str,
+    fragment: int = 1,
+    start: int = 1,
+    end: int | None = None,
+    **fields,
+) -> Entry:
+    values = dict(
+        record_id=f"sp|{accession}|X_ECOLI",
+        source_file="in.fasta",
+        entry_name="X_ECOLI",
+        database="sp",
+        description="Test protein",
+        organism="Escherichia coli",
+        tax_id=83333,
+        gene="xyz",
+        sequence_checksum="0197355516942160",
+        sequence_md5="f" * 32,
+    )
     values.update(fields)
-    return Entry(entry_id=entry_id, accession=accession, sequence=sequence, fragment=fragment, start=start,
-                 end=end or len(sequence), prediction_id=prediction_id, **values)
+    return Entry(
+        entry_id=entry_id,
+        accession=accession,
+        sequence=sequence,
+        fragment=fragment,
+        start=start,
+        end=end or len(sequence),
+        prediction_id=prediction_id,
+        **values,
+    )
 
 
 def random_prediction(request: PredictionRequest, seed: int) -> Prediction:
@@ -47,8 +79,15 @@ def random_prediction(request: PredictionRequest, seed: int) -> Prediction:
     coords = np.cumsum(rng.normal(0, 1.5, (n, 37, 3)), axis=0).astype(np.float32)
     mask = np.zeros((n, 37), bool)
     mask[:, [0, 1, 2, 4]] = True
-    return Prediction(request.prediction_id, request.sequence, coords, mask,
-                      rng.uniform(20, 95, n).astype(np.float32), 0.42, rng.integers(0, 32, (n, n), dtype=np.uint8))
+    return Prediction(
+        request.prediction_id,
+        request.sequence,
+        coords,
+        mask,
+        rng.uniform(20, 95, n).astype(np.float32),
+        0.42,
+        rng.integers(0, 32, (n, n), dtype=np.uint8),
+    )
 
 
 def afdb_prediction(prediction_id: str, path: Path = AFDB_P41068) -> Prediction:
@@ -73,18 +112,32 @@ def afdb_prediction(prediction_id: str, path: Path = AFDB_P41068) -> Prediction:
 
 
 def afdb_entry(prediction: Prediction, accession: str = "P41068") -> Entry:
-    return entry(f"SM-{accession}-F1", accession, prediction.sequence, prediction.prediction_id,
-                 record_id=f"sp|{accession}|TRAP_ECOLI", entry_name="TRAP_ECOLI", gene="rbsD",
-                 description="D-ribose pyranase", organism="Escherichia coli (strain K12)",
-                 sequence_checksum=crc64_hex(prediction.sequence), sequence_md5=md5_hex(prediction.sequence))
+    return entry(
+        f"SM-{accession}-F1",
+        accession,
+        prediction.sequence,
+        prediction.prediction_id,
+        record_id=f"sp|{accession}|TRAP_ECOLI",
+        entry_name="TRAP_ECOLI",
+        gene="rbsD",
+        description="D-ribose pyranase",
+        organism="Escherichia coli (strain K12)",
+        sequence_checksum=crc64_hex(prediction.sequence),
+        sequence_md5=md5_hex(prediction.sequence),
+    )
 
 
-def write_database(location, entries: Sequence[Entry], predictions: Sequence[Prediction],
-                   failures: Sequence[Failure] = (), shard_size: int = 10) -> DatabaseLayout:
+def write_database(
+    location,
+    entries: Sequence[Entry],
+    predictions: Sequence[Prediction],
+    failures: Sequence[Failure] = (),
+    shard_size: int = 10,
+) -> DatabaseLayout:
     """Store the entries (one shard per `shard_size` unique sequences) and refresh the catalog."""
     layout = DatabaseLayout(location)
     layout.create()
-    requests = {e.prediction_id: PredictionRequest(e.prediction_id, e.sequence[e.start - 1:e.end]) for e in entries}
+    requests = {e.prediction_id: PredictionRequest(e.prediction_id, e.sequence[e.start - 1 : e.end]) for e in entries}
     context = WriteContext(layout, PROVENANCE, BUILD_ID, CREATED)
     for number, shard in enumerate(cut_shards(list(entries), list(requests.values()), shard_size=shard_size)):
         write_shard(context, shard, predictions, failures if number == 0 else ())

@@ -29,8 +29,9 @@ def _not_source(folder: str, names: list[str]) -> set[str]:
 
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, **kwargs)
-    assert result.returncode == 0, f"{' '.join(map(str, command))} failed ({result.returncode}):\n" \
-                                   f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, command))} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -38,8 +39,22 @@ def build_wheel(folder: Path) -> Path:
     """The structome wheel, built offline from a copy of the checkout (the checkout itself stays untouched)."""
     source = folder / "source"
     shutil.copytree(ROOT, source, ignore=_not_source)
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "--no-cache-dir",
-         "--quiet", "-w", str(folder / "dist"), str(source)])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--no-cache-dir",
+            "--quiet",
+            "-w",
+            str(folder / "dist"),
+            str(source),
+        ]
+    )
     (wheel,) = (folder / "dist").glob("structome-*.whl")
     return wheel
 
@@ -68,8 +83,11 @@ class Venv:
         return {**env, "PATH": f"{self.bin}{os.pathsep}{env.get('PATH', '')}", **extra}
 
     def site_packages(self) -> Path:
-        return Path(run([str(self.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                        env=self.env()).stdout.strip())
+        return Path(
+            run(
+                [str(self.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], env=self.env()
+            ).stdout.strip()
+        )
 
 
 def install_wheel(wheel: Path, folder: Path) -> Venv:
@@ -77,8 +95,22 @@ def install_wheel(wheel: Path, folder: Path) -> Venv:
     venv = Venv(folder)
     run([sys.executable, "-m", "venv", "--without-pip", str(folder)])
     # The running environment's pip installs into the new one; no .pth yet, so it sees no other structome.
-    run([sys.executable, "-m", "pip", "--python", str(venv.python), "install", "--no-deps", "--no-index",
-         "--no-cache-dir", "--quiet", str(wheel)], env=venv.env())
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv.python),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--no-cache-dir",
+            "--quiet",
+            str(wheel),
+        ],
+        env=venv.env(),
+    )
     borrowed = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
     (venv.site_packages() / "borrowed-dependencies.pth").write_text("".join(f"{path}\n" for path in borrowed))
     return venv

@@ -29,8 +29,12 @@ def installed(wheel, tmp_path_factory):
 def test_wheel_holds_only_the_structome_package(wheel):
     files = wheel_files(wheel)
     assert {name.split("/")[0] for name in files} == {"structome"}
-    expected = ["structome/__init__.py", "structome/__main__.py", "structome/pipelines/calibration.json",
-                *(f"structome/jobs/serve/web/{path.name}" for path in (ROOT / "jobs/serve/web").iterdir())]
+    expected = [
+        "structome/__init__.py",
+        "structome/__main__.py",
+        "structome/pipelines/calibration.json",
+        *(f"structome/jobs/serve/web/{path.name}" for path in (ROOT / "jobs/serve/web").iterdir()),
+    ]
     assert len(expected) > 4 and set(expected) <= set(files)
     assert not [name for name in files if "/tests/" in name or "__pycache__" in name]
 
@@ -71,7 +75,8 @@ def user_project(folder: Path) -> Path:
         (folder / package).mkdir(parents=True)
         (folder / package / "__init__.py").write_text("")
         (folder / package / f"{module}.py").write_text(
-            "OWNER = 'user'\n\n\ndef chunk_size_for_length(length):\n    return 'user'\n")
+            "OWNER = 'user'\n\n\ndef chunk_size_for_length(length):\n    return 'user'\n"
+        )
     (folder / "train.py").write_text(textwrap.dedent(USER_SCRIPT))
     return folder
 

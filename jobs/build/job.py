@@ -10,8 +10,8 @@ from pathlib import Path
 
 from structome.jobs.build.runner import DEFAULT_LOADER, ModelSpec, RayBuildRunner
 from structome.jobs.build.settings import RunnerSettings
-from structome.models.types import EsmFoldSettings
 from structome.models.registry import describe_model
+from structome.models.types import EsmFoldSettings
 from structome.pipelines.build import BuildCounters, BuildPlan, BuildSettings, build_record, build_report, plan_build
 from structome.pipelines.write import WriteContext
 from structome.storage import rows
@@ -48,10 +48,15 @@ def run_build(request: BuildRequest) -> dict:
 
 
 def _execute(plan: BuildPlan, layout: DatabaseLayout, request: BuildRequest) -> dict:
-    started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    started = dt.datetime.now(dt.UTC).replace(microsecond=0)
     context = WriteContext(layout=layout, provenance=plan.provenance, build_id=plan.build_id, created=started.date())
-    spec = ModelSpec(request.model, plan.provenance.weights, request.model_settings, plan.provenance.settings_key(),
-                     loader=request.loader)
+    spec = ModelSpec(
+        request.model,
+        plan.provenance.weights,
+        request.model_settings,
+        plan.provenance.settings_key(),
+        loader=request.loader,
+    )
     runner = RayBuildRunner(plan, context, spec, request.runner)
     _record(layout, plan, runner.counters, "running", started, finished=None)
     _write_build_failures(layout, plan, runner.counters)
@@ -61,7 +66,7 @@ def _execute(plan: BuildPlan, layout: DatabaseLayout, request: BuildRequest) -> 
         runner.run()
         status = "completed"
     finally:  # a failed build still records what it committed before failing
-        finished = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        finished = dt.datetime.now(dt.UTC).replace(microsecond=0)
         _write_build_failures(layout, plan, runner.counters)
         report = _record(layout, plan, runner.counters, status, started, finished)
         refresh_catalog(layout)

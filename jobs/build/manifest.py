@@ -14,6 +14,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from structome.pipelines.build import BuildPlan
 from structome.storage.formats import check_format, format_tag
@@ -34,19 +35,26 @@ class ManifestWriter:
         self._pending: list[str] = []
         self._flush_every = 0.0 if layout.is_local else OBJECT_STORE_FLUSH_SECONDS
         self._flushed_at = time.monotonic()
-        shards = [
+        shards: list[dict[str, Any]] = [
             {"shard": s.shard_id, "sequences": len(s.requests), "entries": len(s.entries), "residues": s.residues}
             for s in plan.shards
         ]
-        manifest = {"format": MANIFEST_FORMAT, "build": plan.build_id, "startedAt": time.time(), "shards": shards,
-                    "entries": plan.entries_planned, "residues": sum(s["residues"] for s in shards)}
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "build": plan.build_id,
+            "startedAt": time.time(),
+            "shards": shards,
+            "entries": plan.entries_planned,
+            "residues": sum(s["residues"] for s in shards),
+        }
         layout.write_text_atomic(json.dumps(manifest) + "\n", layout.build_manifest(plan.build_id))
 
     def record(self, shard_id: str, state: str, **details) -> None:
         if state not in STATES:
             raise ValueError(f"unknown shard state {state!r}")
-        line = json.dumps({"format": EVENTS_FORMAT, "t": round(time.time(), 3), "shard": shard_id, "state": state,
-                           **details})
+        line = json.dumps(
+            {"format": EVENTS_FORMAT, "t": round(time.time(), 3), "shard": shard_id, "state": state, **details}
+        )
         self._pending.append(line)
         if time.monotonic() - self._flushed_at >= self._flush_every:
             self.flush()
@@ -108,7 +116,9 @@ def read_progress(layout: DatabaseLayout, build_id: str, *, running: bool = Fals
         entries_done=sum(sizes[s]["entries"] for s in done if s in sizes),
         residues_planned=manifest["residues"],
         residues_done=sum(sizes[s]["residues"] for s in done if s in sizes),
-        elapsed_seconds=max(0.0, (time.time() if running else last_time or manifest["startedAt"]) - manifest["startedAt"]),
+        elapsed_seconds=max(
+            0.0, (time.time() if running else last_time or manifest["startedAt"]) - manifest["startedAt"]
+        ),
     )
 
 

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
@@ -26,10 +27,10 @@ from structome.jobs.build.manifest import ManifestWriter
 from structome.jobs.build.settings import RunnerSettings
 from structome.models.esmfold import WeightsDigest, trust_weights_digest, weights_digest
 from structome.models.types import EsmFoldSettings, Failure, FailureReason, Stage
+from structome.pipelines.batching import Batcher, DeviceBudget
 from structome.pipelines.build import BuildCounters, BuildPlan
 from structome.pipelines.calibration import budget_for, device_spec, find_calibration, load_calibrations
 from structome.pipelines.cost_model import CostModel
-from structome.pipelines.batching import Batcher, DeviceBudget
 from structome.pipelines.predict import predict_shard
 from structome.pipelines.sharding import Shard, ShardPredictions
 from structome.pipelines.write import WriteContext, write_predicted_shard
@@ -58,7 +59,9 @@ class ModelSpec:
     settings: EsmFoldSettings
     settings_key: str
     loader: str = DEFAULT_LOADER  # "module:function(name, weights, settings) -> Predictor"
-    weights_digest: WeightsDigest | None = None  # the driver's hash of `weights`: workers seeing the same files skip theirs
+    weights_digest: WeightsDigest | None = (
+        None  # the driver's hash of `weights`: workers seeing the same files skip theirs
+    )
 
 
 def with_weights_digest(model: ModelSpec) -> ModelSpec:
@@ -115,10 +118,10 @@ class PredictorWorker:
 
 @dataclass
 class _Running:
-    worker: object
+    worker: Any  # the actor handle
     shard: Shard
     attempt: int
-    result: object  # ObjectRef of the ShardPredictions
+    result: Any  # ObjectRef of the ShardPredictions
 
 
 class RayBuildRunner:
@@ -145,7 +148,9 @@ class RayBuildRunner:
         return self.counters
 
     def start_worker(self):
-        return self._actor_class.remote(self.model, self.pool.device, self.pool.threads, self.plan.settings.batch_tokens)
+        return self._actor_class.remote(
+            self.model, self.pool.device, self.pool.threads, self.plan.settings.batch_tokens
+        )
 
     def start_workers(self) -> list:
         self.pool = plan_workers(self.settings, ray.cluster_resources(), len(self.plan.shards))
@@ -191,7 +196,7 @@ def plan_workers(settings: RunnerSettings, resources: dict, shards: int) -> Work
         gpus = max(gpus, settings.gpus_per_worker)
     count = settings.workers or (int(gpus // settings.gpus_per_worker) if gpus else max(1, cpus // 4))
     count = max(1, min(count, shards))
-    options = {"num_cpus": settings.cpus_per_worker, "max_restarts": 0}
+    options: dict[str, object] = {"num_cpus": settings.cpus_per_worker, "max_restarts": 0}
     if gpus:
         options["num_gpus"] = settings.gpus_per_worker
     if settings.worker_resources:
@@ -219,7 +224,9 @@ class _Loop:
         self.started = time.monotonic()
 
     def run(self) -> None:
-        self.queued = {worker: [] for worker in self.runner.start_workers()}  # worker -> stats refs, in call order
+        self.queued: dict[Any, list] = {
+            worker: [] for worker in self.runner.start_workers()
+        }  # worker -> stats refs, in call order
         self.bar = tqdm(total=self.runner.plan.entries_planned, unit="entry", disable=not self.runner.settings.progress)
         with self.bar:
             while self.pending or self.predicting or self.writing:
@@ -268,7 +275,9 @@ class _Loop:
             self._retry_or_fail(running, outcome)
         else:
             self.writing[self.write_task.remote(self.runner.context, running.shard, running.result)] = (
-                running.shard, outcome)
+                running.shard,
+                outcome,
+            )
 
     def _on_worker_death(self, worker) -> None:
         """Replace the dead worker, then judge the calls it held once each has ended, in the order it ran them:
@@ -281,9 +290,11 @@ class _Loop:
         outcomes = _settled(refs)
         calls = [self.predicting.pop(r) for r in refs]
         failed = next(i for i, outcome in enumerate(outcomes) if isinstance(outcome, RayError))
-        for call, outcome in zip(calls[:failed], outcomes):
+        for call, outcome in zip(calls[:failed], outcomes[:failed], strict=True):
             self._on_call_ended(call, outcome)
-        self._retry_or_fail(calls[failed], outcomes[failed])
+        error = outcomes[failed]
+        assert isinstance(error, RayError)
+        self._retry_or_fail(calls[failed], error)
         self._requeue(calls[failed + 1 :], "its worker died")
 
     def _requeue(self, calls: list[_Running], reason: str) -> None:
@@ -318,8 +329,9 @@ class _Loop:
         elapsed = time.monotonic() - self.started
         counters = self.counters
         failures = len(counters.predict_failures) + len(counters.shard_failures) + len(self.runner.plan.ingest_failures)
-        self.bar.set_postfix(residues_per_s=f"{self.counters.residues_written / elapsed:.0f}", failures=failures,
-                             refresh=False)
+        self.bar.set_postfix(
+            residues_per_s=f"{self.counters.residues_written / elapsed:.0f}", failures=failures, refresh=False
+        )
         self.bar.update(entries)
 
 
@@ -340,7 +352,9 @@ def _settled(refs: list) -> list[dict | RayError]:
 def _shard_failures(shard: Shard, error: Exception, attempts: int) -> list[Failure]:
     message = f"worker failed {attempts} time(s) on this shard: {_first_line(error)}"
     return [
-        Failure(e.record_id, e.source_file, FailureReason.WORKER_FAILED, message, Stage.PREDICT, e.entry_id, e.record_number)
+        Failure(
+            e.record_id, e.source_file, FailureReason.WORKER_FAILED, message, Stage.PREDICT, e.entry_id, e.record_number
+        )
         for e in shard.entries
     ]
 

@@ -21,26 +21,65 @@ _RUNNER = RunnerSettings()
 @click.option("--model", type=click.Choice(sorted(PRESETS)), default="esmfold-tiny", show_default=True)
 @click.option("--weights", help="Local weights folder or Hugging Face id (default: the model's own).")
 @sharding_options
-@click.option("--batch-tokens", type=int,
-              help="Cap on padded residues per model call (count x longest); batches are planned by the cost "
-                   "model within the device's memory either way.")
+@click.option(
+    "--batch-tokens",
+    type=int,
+    help="Cap on padded residues per model call (count x longest); batches are planned by the cost "
+    "model within the device's memory either way.",
+)
 @NUM_RECYCLES_OPTION
-@click.option("--stem-precision", type=click.Choice(STEM_PRECISIONS), default=_MODEL.stem_precision, show_default=True,
-              help="Language-model weights dtype.")
-@click.option("--trunk-precision", type=click.Choice(TRUNK_PRECISIONS), default=_MODEL.trunk_precision,
-              show_default=True,
-              help="Folding-trunk arithmetic; a protein with NaN/inf output is folded again in fp32.")
+@click.option(
+    "--stem-precision",
+    type=click.Choice(STEM_PRECISIONS),
+    default=_MODEL.stem_precision,
+    show_default=True,
+    help="Language-model weights dtype.",
+)
+@click.option(
+    "--trunk-precision",
+    type=click.Choice(TRUNK_PRECISIONS),
+    default=_MODEL.trunk_precision,
+    show_default=True,
+    help="Folding-trunk arithmetic; a protein with NaN/inf output is folded again in fp32.",
+)
 @click.option("--chunk-size", type=int, help="Force the trunk chunk size (default: by length).")
 @click.option("--workers", type=int, help="Predictor actors (default: one per GPU, else one per 4 CPUs).")
-@click.option("--gpus-per-worker", type=float, default=_RUNNER.gpus_per_worker, show_default=True,
-              help="GPUs per predictor actor; fractions share a GPU.")
-@click.option("--device", type=click.Choice(WORKER_DEVICES), default=_RUNNER.device, show_default=True,
-              help="auto: GPU workers if the cluster has GPUs at start; cuda: always (lets an autoscaler add GPU nodes).")
+@click.option(
+    "--gpus-per-worker",
+    type=float,
+    default=_RUNNER.gpus_per_worker,
+    show_default=True,
+    help="GPUs per predictor actor; fractions share a GPU.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(WORKER_DEVICES),
+    default=_RUNNER.device,
+    show_default=True,
+    help="auto: GPU workers if the cluster has GPUs at start; cuda: always (lets an autoscaler add GPU nodes).",
+)
 @click.option("--address", help="Ray cluster address (default: start Ray in-process).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def build_command(inputs, db, model, weights, max_length, fragment_window, fragment_step, batch_tokens, shard_size,
-          num_recycles, stem_precision, trunk_precision, chunk_size, workers, gpus_per_worker, device, address,
-          no_progress) -> None:
+def build_command(
+    inputs,
+    db,
+    model,
+    weights,
+    max_length,
+    fragment_window,
+    fragment_step,
+    batch_tokens,
+    shard_size,
+    num_recycles,
+    stem_precision,
+    trunk_precision,
+    chunk_size,
+    workers,
+    gpus_per_worker,
+    device,
+    address,
+    no_progress,
+) -> None:
     """Predict every protein of the FASTA INPUTS (plain or gzip) into the database; re-runs resume."""
     # Imported here: torch, transformers and Ray take seconds to import, and only `build` needs them.
     from structome.jobs.build.job import BuildRequest, run_build
@@ -53,13 +92,23 @@ def build_command(inputs, db, model, weights, max_length, fragment_window, fragm
             db=db,
             model=model,
             weights=weights,
-            model_settings=EsmFoldSettings(num_recycles=num_recycles, stem_precision=stem_precision,
-                                           trunk_precision=trunk_precision, chunk_size=chunk_size,
-                                           device=default_device()),
-            build_settings=build_settings(max_length, fragment_window, fragment_step, shard_size,
-                                          batch_tokens=batch_tokens),
-            runner=RunnerSettings(address=address, workers=workers, gpus_per_worker=gpus_per_worker, device=device,
-                                  progress=not no_progress),
+            model_settings=EsmFoldSettings(
+                num_recycles=num_recycles,
+                stem_precision=stem_precision,
+                trunk_precision=trunk_precision,
+                chunk_size=chunk_size,
+                device=default_device(),
+            ),
+            build_settings=build_settings(
+                max_length, fragment_window, fragment_step, shard_size, batch_tokens=batch_tokens
+            ),
+            runner=RunnerSettings(
+                address=address,
+                workers=workers,
+                gpus_per_worker=gpus_per_worker,
+                device=device,
+                progress=not no_progress,
+            ),
         )
         report = run_build(request)
     except (ValueError, FileNotFoundError, DatabaseLockedError, BuildError) as error:

@@ -33,10 +33,21 @@ def parse_kinds(text: str) -> tuple[str, ...]:
 
 @click.command("export")
 @DB_OPTION
-@click.option("--sql", "query", required=True, metavar="QUERY",
-              help="SQL returning an entryId column, e.g. \"SELECT entryId FROM entries WHERE taxId = 83333\".")
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False, allow_dash=True),
-              help="The tar file to write, or - for stdout.")
+@click.option(
+    "--sql",
+    "query",
+    required=True,
+    metavar="QUERY",
+    help='SQL returning an entryId column, e.g. "SELECT entryId FROM entries WHERE taxId = 83333".',
+)
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="The tar file to write, or - for stdout.",
+)
 @click.option("--kinds", default=",".join(FILE_KINDS), show_default=True, help="Which files of each entry.")
 def export_command(db, query, out, kinds) -> None:
     """Write the files of every entry QUERY selects into one tar (AFDB bulk layout, manifest.json first)."""

@@ -34,6 +34,15 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-for command in (build_command, sql, get, status, plan_command, serve_command, export_command, migrate_command,
-                submit_command):
+for command in (
+    build_command,
+    sql,
+    get,
+    status,
+    plan_command,
+    serve_command,
+    export_command,
+    migrate_command,
+    submit_command,
+):
     main.add_command(command)

@@ -50,7 +50,9 @@ def sharding_options(command: Callable) -> Callable:
     return command
 
 
-def build_settings(max_length: int, fragment_window: int, fragment_step: int, shard_size: int, **extra) -> BuildSettings:
+def build_settings(
+    max_length: int, fragment_window: int, fragment_step: int, shard_size: int, **extra
+) -> BuildSettings:
     """The BuildSettings that the sharding options (and any other BuildSettings field in EXTRA) describe."""
     ingest = IngestSettings(max_length=max_length, fragment_window=fragment_window, fragment_step=fragment_step)
     return BuildSettings(ingest=ingest, shard_size=shard_size, **extra)

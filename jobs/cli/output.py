@@ -58,7 +58,7 @@ def as_text_table(table: pa.Table) -> str:
     header = table.column_names
     body = [[_cell(v) for v in row.values()] for row in table.to_pylist()]
     widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     rows = [line(header), line(["-" * w for w in widths]), *(line(r) for r in body)]
     plural = "" if table.num_rows == 1 else "s"
     return "\n".join(rows) + f"\n({table.num_rows} row{plural})\n"
@@ -121,11 +121,20 @@ def _latest_progress(layout: DatabaseLayout, running: bool) -> str | None:
 
 # A build still marked running while nobody holds the lock was interrupted (killed, crashed).
 _STATUS_QUERIES = (
-    ("builds", "SELECT build, CASE WHEN status = 'running' AND NOT ? THEN 'interrupted' ELSE status END AS status, "
-               "startedAt, wallSeconds, records, entriesWritten, entriesSkipped, failures, model, untrained "
-               "FROM builds ORDER BY build"),
-    ("contents", "SELECT count(*) AS entries, count(DISTINCT uniprotAccession) AS accessions, "
-                 "count(DISTINCT predictionId) AS predictions, coalesce(sum(uniprotEnd - uniprotStart + 1), 0) "
-                 "AS residues, round(avg(globalMetricValue), 2) AS meanPlddt FROM entries"),
-    ("failures by reason", "SELECT stage, reason, count(*) AS records FROM failures GROUP BY ALL ORDER BY records DESC"),
+    (
+        "builds",
+        "SELECT build, CASE WHEN status = 'running' AND NOT ? THEN 'interrupted' ELSE status END AS status, "
+        "startedAt, wallSeconds, records, entriesWritten, entriesSkipped, failures, model, untrained "
+        "FROM builds ORDER BY build",
+    ),
+    (
+        "contents",
+        "SELECT count(*) AS entries, count(DISTINCT uniprotAccession) AS accessions, "
+        "count(DISTINCT predictionId) AS predictions, coalesce(sum(uniprotEnd - uniprotStart + 1), 0) "
+        "AS residues, round(avg(globalMetricValue), 2) AS meanPlddt FROM entries",
+    ),
+    (
+        "failures by reason",
+        "SELECT stage, reason, count(*) AS records FROM failures GROUP BY ALL ORDER BY records DESC",
+    ),
 )

@@ -23,13 +23,33 @@ FORMATS = ("table", "json")
 @sharding_options
 @click.option("--baseline-batch-size", type=int, help="Fixed batch size of the baseline (default: the planner's mean).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-def plan_command(inputs, model, gpus, gpu_type, num_recycles, max_length, fragment_window, fragment_step, shard_size,
-                 baseline_batch_size, fmt) -> None:
+def plan_command(
+    inputs,
+    model,
+    gpus,
+    gpu_type,
+    num_recycles,
+    max_length,
+    fragment_window,
+    fragment_step,
+    shard_size,
+    baseline_batch_size,
+    fmt,
+) -> None:
     """Print what `build` would do with the FASTA INPUTS and what it would cost, without running anything."""
     try:
         settings = build_settings(max_length, fragment_window, fragment_step, shard_size)
-        report = estimate_build(inputs, model=model, gpu_type=gpu_type, gpus=gpus, num_recycles=num_recycles,
-                             build_settings=settings, baseline_batch_size=baseline_batch_size)
+        report = estimate_build(
+            inputs,
+            model=model,
+            gpu_type=gpu_type,
+            gpus=gpus,
+            num_recycles=num_recycles,
+            build_settings=settings,
+            baseline_batch_size=baseline_batch_size,
+        )
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
-    click.echo(json.dumps(report.as_dict(), indent=2) if fmt == "json" else format_estimate_table(report), nl=fmt == "json")
+    click.echo(
+        json.dumps(report.as_dict(), indent=2) if fmt == "json" else format_estimate_table(report), nl=fmt == "json"
+    )

@@ -31,10 +31,21 @@ def sql(db, fmt, out, query) -> None:
 
 @click.command()
 @DB_OPTION
-@click.option("--format", "kind", type=click.Choice(DOWNLOAD_KINDS), default="cif", show_default=True,
-              help="pdb: the model in PDB format, converted from the stored mmCIF.")
-@click.option("-o", "--output", "out", type=click.Path(path_type=Path),
-              help="File to write, or a folder to write the AFDB-named file into (default: stdout).")
+@click.option(
+    "--format",
+    "kind",
+    type=click.Choice(DOWNLOAD_KINDS),
+    default="cif",
+    show_default=True,
+    help="pdb: the model in PDB format, converted from the stored mmCIF.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(path_type=Path),
+    help="File to write, or a folder to write the AFDB-named file into (default: stdout).",
+)
 @click.argument("identifier", metavar="ID")
 def get(db, kind, out, identifier) -> None:
     """Print or save one entry's file. ID is an entryId (SM-P12345-F1) or an accession (P12345)."""

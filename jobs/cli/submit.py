@@ -22,7 +22,16 @@ def submit_command(address, wait, status_id, stop_id, logs_id, build_args) -> No
     Inputs and --db must be on storage every node sees at the same path; relative paths are made absolute.
     """
     # Imported here: Ray's job client takes a second to import, and only `submit` needs it.
-    from structome.jobs.cluster.submit import SubmitError, connect, follow_job, job_logs, job_state, prepare_build, stop_job, submit_build
+    from structome.jobs.cluster.submit import (
+        SubmitError,
+        connect,
+        follow_job,
+        job_logs,
+        job_state,
+        prepare_build,
+        stop_job,
+        submit_build,
+    )
 
     queries = sum(1 for value in (status_id, stop_id, logs_id) if value)
     if queries > 1 or (queries and (build_args or wait)) or not (queries or build_args):

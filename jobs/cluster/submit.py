@@ -88,8 +88,10 @@ def stage_package(folder: Path) -> Path:
 def prepare_build(args: Sequence[str], command: click.Command) -> BuildJob:
     """Check ARGS against the `build` COMMAND's options and make its paths absolute for the cluster."""
     if not args or args[0] != "build":
-        raise SubmitError("after `--` comes the remote command, which must be `build` "
-                          "(e.g. `-- build /shared/proteome.fasta --db /shared/db`)")
+        raise SubmitError(
+            "after `--` comes the remote command, which must be `build` "
+            "(e.g. `-- build /shared/proteome.fasta --db /shared/db`)"
+        )
     takes_value = _option_arity(command)
     out, rest = ["build"], iter(args[1:])
     for token in rest:
@@ -128,8 +130,12 @@ def submit_build(client, job: BuildJob) -> str:
     logger.info("submitting: %s", job.entrypoint)
     with tempfile.TemporaryDirectory(prefix="structome-submit-") as scratch:
         package = _call(stage_package, Path(scratch))
-        return _call(client.submit_job, entrypoint=job.entrypoint, runtime_env={"py_modules": [str(package)]},
-                     metadata={"structome": "build"})
+        return _call(
+            client.submit_job,
+            entrypoint=job.entrypoint,
+            runtime_env={"py_modules": [str(package)]},
+            metadata={"structome": "build"},
+        )
 
 
 def job_state(client, job_id: str) -> JobState:
@@ -176,8 +182,12 @@ async def _tail(client, job_id: str, out: TextIO) -> None:
 
 def _option_arity(command: click.Command) -> dict[str, bool]:
     """Every option string of COMMAND -> whether it takes a value."""
-    return {name: not param.is_flag for param in command.params if isinstance(param, click.Option)
-            for name in (*param.opts, *param.secondary_opts)}
+    return {
+        name: not param.is_flag
+        for param in command.params
+        if isinstance(param, click.Option)
+        for name in (*param.opts, *param.secondary_opts)
+    }
 
 
 def _cluster_path(value: str, what: str, only_if_exists: bool = False) -> str:
@@ -185,8 +195,12 @@ def _cluster_path(value: str, what: str, only_if_exists: bool = False) -> str:
     if "://" in value or Path(value).is_absolute() or (only_if_exists and not Path(value).exists()):
         return value
     absolute = str(Path(value).resolve())
-    logger.warning("%s %s is relative: sent as %s, which every node of the cluster must see (shared storage)",
-                   what, value, absolute)
+    logger.warning(
+        "%s %s is relative: sent as %s, which every node of the cluster must see (shared storage)",
+        what,
+        value,
+        absolute,
+    )
     return absolute
 
 
@@ -228,4 +242,3 @@ def _call(function, *args, **kwargs):
 def _one_line(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return " ".join(lines) or type(error).__name__
-

@@ -13,9 +13,9 @@ import contextlib
 import functools
 import json
 import logging
-from typing import Any
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs
 
 import duckdb
@@ -27,8 +27,23 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from structome.jobs.serve import pages
-from structome.jobs.serve.http_files import ByteRange, RangeNotSatisfiable, accepts_gzip, etag_matches, if_range_allows, parse_range
-from structome.jobs.serve.sql_sandbox import SqlError, SqlLimits, SqlRefused, SqlResourceError, SqlResult, SqlSandbox, SqlTimeout
+from structome.jobs.serve.http_files import (
+    ByteRange,
+    RangeNotSatisfiable,
+    accepts_gzip,
+    etag_matches,
+    if_range_allows,
+    parse_range,
+)
+from structome.jobs.serve.sql_sandbox import (
+    SqlError,
+    SqlLimits,
+    SqlRefused,
+    SqlResourceError,
+    SqlResult,
+    SqlSandbox,
+    SqlTimeout,
+)
 from structome.jobs.serve.viewer_assets import ViewerAssets
 from structome.storage import export, pae_image
 from structome.storage.archive import FileLocation, decode
@@ -67,8 +82,14 @@ class Representation:
 class StructomeServer:
     """The routes over one database; `app` is the ASGI application; `viewer` the 3D viewer files it serves."""
 
-    def __init__(self, layout: DatabaseLayout, index: EntryIndex, sql: SqlSandbox | None = None,
-                 reload_interval_s: float = 0.0, viewer: ViewerAssets | None = None):
+    def __init__(
+        self,
+        layout: DatabaseLayout,
+        index: EntryIndex,
+        sql: SqlSandbox | None = None,
+        reload_interval_s: float = 0.0,
+        viewer: ViewerAssets | None = None,
+    ):
         self.layout, self.index, self.sql = layout, index, sql
         if viewer is None:
             viewer = ViewerAssets.missing("this server was made without viewer files")
@@ -133,12 +154,17 @@ class StructomeServer:
     async def download(self, request: Request) -> Response:
         name = request.path_params["name"]
         wants_range = "range" in request.headers
-        representation = await self._representation(name, accepts_gzip(request.headers.get("accept-encoding"))
-                                                     and not wants_range)
+        representation = await self._representation(
+            name, accepts_gzip(request.headers.get("accept-encoding")) and not wants_range
+        )
         if representation is None:
             return _json_error(404, f"no file {name!r}")
-        headers = {"ETag": representation.etag, "Accept-Ranges": "bytes", "Vary": "Accept-Encoding",
-                   "Cache-Control": "public, max-age=3600"}
+        headers = {
+            "ETag": representation.etag,
+            "Accept-Ranges": "bytes",
+            "Vary": "Accept-Encoding",
+            "Cache-Control": "public, max-age=3600",
+        }
         if representation.content_encoding:
             headers["Content-Encoding"] = representation.content_encoding
         if etag_matches(request.headers.get("if-none-match"), representation.etag):
@@ -151,19 +177,24 @@ class StructomeServer:
         headers["Content-Length"] = str(part.length)
         if byte_range:
             headers["Content-Range"] = byte_range.content_range(representation.size)
-        body = b"" if request.method == "HEAD" else await self._blocking(representation.read, part.start,
-                                                                          part.length)
-        return Response(body, status_code=206 if byte_range else 200, headers=headers,
-                        media_type=representation.media_type)
+        body = b"" if request.method == "HEAD" else await self._blocking(representation.read, part.start, part.length)
+        return Response(
+            body, status_code=206 if byte_range else 200, headers=headers, media_type=representation.media_type
+        )
 
     async def _representation(self, name: str, send_gzip: bool) -> Representation | None:
-        media_type = MEDIA_TYPES.get(name[name.rfind("."):], "application/octet-stream")
+        media_type = MEDIA_TYPES.get(name[name.rfind(".") :], "application/octet-stream")
         if (location := self.index.files.get(name)) is not None:
             return self._stored_representation(location, media_type, send_gzip)
         if (derived := self.index.derived.get(name)) is not None:
             content = await self._blocking(self._rendered, derived)
-            return Representation(len(content), f'"{derived.source.sha256}{derived.suffix}"', media_type, None,
-                                  lambda s, n: content[s:s + n])
+            return Representation(
+                len(content),
+                f'"{derived.source.sha256}{derived.suffix}"',
+                media_type,
+                None,
+                lambda s, n: content[s : s + n],
+            )
         return None
 
     async def _blocking(self, function, *args):
@@ -175,10 +206,16 @@ class StructomeServer:
         if location.encoding == "identity":
             return Representation(location.size, etag, media_type, None, functools.partial(self._read, location))
         if send_gzip:
-            return Representation(location.length, etag, media_type, "gzip",
-                                  lambda s, n: self._stored_bytes(location)[s:s + n])
-        return Representation(location.size, f'"{location.sha256}.identity"', media_type, None,
-                              lambda s, n: decode(self._stored_bytes(location), location.encoding)[s:s + n])
+            return Representation(
+                location.length, etag, media_type, "gzip", lambda s, n: self._stored_bytes(location)[s : s + n]
+            )
+        return Representation(
+            location.size,
+            f'"{location.sha256}.identity"',
+            media_type,
+            None,
+            lambda s, n: decode(self._stored_bytes(location), location.encoding)[s : s + n],
+        )
 
     def _read(self, location: FileLocation, start: int, length: int) -> bytes:
         """Part of an identity-stored member: one ranged read (checked against the checksum when whole)."""
@@ -198,17 +235,28 @@ class StructomeServer:
         result = await self._user_query(request, "the SQL endpoint is disabled on this server")
         if isinstance(result, Response):
             return result
-        return JSONResponse({"columns": result.columns, "types": result.types, "rows": result.rows,
-                             "rowCount": len(result.rows), "truncated": result.truncated,
-                             "rowLimit": self._row_limit, "elapsedSeconds": round(result.elapsed_s, 4)})
+        return JSONResponse(
+            {
+                "columns": result.columns,
+                "types": result.types,
+                "rows": result.rows,
+                "rowCount": len(result.rows),
+                "truncated": result.truncated,
+                "rowLimit": self._row_limit,
+                "elapsedSeconds": round(result.elapsed_s, 4),
+            }
+        )
 
     async def export_tar(self, request: Request) -> Response:
         result = await self._user_query(request, "export needs the SQL endpoint, which is disabled on this server")
         if isinstance(result, Response):
             return result
         if result.truncated:
-            return _json_error(400, f"the query selects more than {self._row_limit} rows; "
-                                    "export in parts, or with `structome export` on the database's machine")
+            return _json_error(
+                400,
+                f"the query selects more than {self._row_limit} rows; "
+                "export in parts, or with `structome export` on the database's machine",
+            )
         if not result.rows:
             return _json_error(400, "the export query selected no entries")
         try:
@@ -216,8 +264,11 @@ class StructomeServer:
             files = await run_in_threadpool(export.export_files, self.layout, [row[position] for row in result.rows])
         except (export.ExportError, export.UnknownEntriesError) as error:
             return _json_error(400, str(error))
-        return StreamingResponse(export.stream_tar(self.layout, files), media_type="application/x-tar",
-                                 headers={"Content-Disposition": 'attachment; filename="structome-export.tar"'})
+        return StreamingResponse(
+            export.stream_tar(self.layout, files),
+            media_type="application/x-tar",
+            headers={"Content-Disposition": 'attachment; filename="structome-export.tar"'},
+        )
 
     @property
     def _row_limit(self) -> int | None:
@@ -310,12 +361,21 @@ def _json_error(status: int, message: str) -> JSONResponse:
 
 
 def _html(content: str, status_code: int = 200) -> HTMLResponse:
-    return HTMLResponse(content, status_code=status_code, headers={
-        "Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"})
+    return HTMLResponse(
+        content,
+        status_code=status_code,
+        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"},
+    )
 
 
-def create_server(location: str, *, sql_workers: int = 2, sql_limits: SqlLimits | None = None,
-                  viewer_assets=None, reload_interval_s: float = 0.0) -> StructomeServer:
+def create_server(
+    location: str,
+    *,
+    sql_workers: int = 2,
+    sql_limits: SqlLimits | None = None,
+    viewer_assets=None,
+    reload_interval_s: float = 0.0,
+) -> StructomeServer:
     """Load the index, the viewer files and start the SQL workers (sql_workers=0 turns off SQL and export).
 
     `viewer_assets`: an offline folder with the viewer files (else `$STRUCTOME_VIEWER_ASSETS`, else the cache).

@@ -37,6 +37,10 @@ def _server(settings: dict):
     from structome.jobs.serve.app import create_server
     from structome.jobs.serve.sql_sandbox import SqlLimits
 
-    return create_server(settings["location"], sql_workers=settings["sql_workers"],
-                         sql_limits=SqlLimits(**settings["sql_limits"]), viewer_assets=settings["viewer_assets"],
-                         reload_interval_s=settings["reload_interval_s"])
+    return create_server(
+        settings["location"],
+        sql_workers=settings["sql_workers"],
+        sql_limits=SqlLimits(**settings["sql_limits"]),
+        viewer_assets=settings["viewer_assets"],
+        reload_interval_s=settings["reload_interval_s"],
+    )

@@ -11,11 +11,11 @@ from __future__ import annotations
 import functools
 import html
 import json
-from urllib.parse import quote
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from string import Template
 from typing import Any
+from urllib.parse import quote
 
 from structome.jobs.serve.viewer_assets import PLUGIN_CSS, PLUGIN_JS, VERSION, ViewerAssets
 from structome.storage import plddt
@@ -145,7 +145,7 @@ def fragment_label(entry: Mapping[str, Any]) -> str:
 
 
 def row(label: str, value_html: str) -> str:
-    return f"<tr><th scope=\"row\">{html.escape(label)}</th><td>{value_html}</td></tr>"
+    return f'<tr><th scope="row">{html.escape(label)}</th><td>{value_html}</td></tr>'
 
 
 def metadata_rows(entry: Mapping[str, Any]) -> str:
@@ -153,8 +153,10 @@ def metadata_rows(entry: Mapping[str, Any]) -> str:
     confidence = number(mean, 2)
     if isinstance(mean, (int, float)):
         label, colour = plddt_band(mean)
-        confidence = (f'<span class="chip" style="background:{colour}"></span>{confidence} '
-                      f'<span class="band">{html.escape(label.split(" (")[0])}</span>')
+        confidence = (
+            f'<span class="chip" style="background:{colour}"></span>{confidence} '
+            f'<span class="band">{html.escape(label.split(" (")[0])}</span>'
+        )
     organism = esc(entry.get("organismScientificName"))
     if entry.get("taxId") is not None:
         organism += f' <span class="taxid">(taxid {esc(entry.get("taxId"))})</span>'
@@ -169,8 +171,11 @@ def metadata_rows(entry: Mapping[str, Any]) -> str:
         row("Gene", esc(entry.get("gene"))),
         row("Organism", organism),
         row("Sequence length", f"{full} residues" if full is not None else MISSING),
-        row("Residues modelled", f"{esc(entry.get('sequenceStart'))}–{esc(entry.get('sequenceEnd'))}"
-                                 + (f" ({length} residues)" if length is not None else "")),
+        row(
+            "Residues modelled",
+            f"{esc(entry.get('sequenceStart'))}–{esc(entry.get('sequenceEnd'))}"
+            + (f" ({length} residues)" if length is not None else ""),
+        ),
         row("Model", model),
         row("Mean pLDDT", confidence),
         row("pTM", number(entry.get("ptm"), 2)),
@@ -183,22 +188,33 @@ def metadata_rows(entry: Mapping[str, Any]) -> str:
 
 def download_links(entry: Mapping[str, Any]) -> str:
     links = []
-    for key, label in (("cifUrl", "mmCIF model"), ("pdbUrl", "PDB model"), ("paeDocUrl", "PAE (JSON)"),
-                       ("plddtDocUrl", "Confidence (JSON)"), ("paeImageUrl", "PAE image (PNG)")):
+    for key, label in (
+        ("cifUrl", "mmCIF model"),
+        ("pdbUrl", "PDB model"),
+        ("paeDocUrl", "PAE (JSON)"),
+        ("plddtDocUrl", "Confidence (JSON)"),
+        ("paeImageUrl", "PAE image (PNG)"),
+    ):
         url = entry.get(key)
         if url:
             name = str(url).rsplit("/", 1)[-1]
-            links.append(f'<li><a href="{esc(url)}" download="{esc(name)}">{html.escape(label)}</a> '
-                         f'<span class="file">{esc(name)}</span></li>')
+            links.append(
+                f'<li><a href="{esc(url)}" download="{esc(name)}">{html.escape(label)}</a> '
+                f'<span class="file">{esc(name)}</span></li>'
+            )
     return "".join(links)
 
 
 def fragment_section(entry: Mapping[str, Any], shown: bool) -> str:
     sequence = str(entry.get("sequence") or "")
-    wrapped = "\n".join(sequence[i:i + 60] for i in range(0, len(sequence), 60))
+    wrapped = "\n".join(sequence[i : i + 60] for i in range(0, len(sequence), 60))
     return FRAGMENT.substitute(
-        anchor=esc(entry.get("entryId")), entry_id=esc(entry.get("entryId")), hidden="" if shown else " hidden",
-        rows=metadata_rows(entry), length=len(sequence), sequence=html.escape(wrapped),
+        anchor=esc(entry.get("entryId")),
+        entry_id=esc(entry.get("entryId")),
+        hidden="" if shown else " hidden",
+        rows=metadata_rows(entry),
+        length=len(sequence),
+        sequence=html.escape(wrapped),
         downloads=download_links(entry),
     )
 
@@ -207,35 +223,44 @@ def fragment_selector(entries: Sequence[Mapping[str, Any]]) -> str:
     if len(entries) < 2:
         return ""
     options = "".join(f'<option value="{esc(e.get("entryId"))}">{esc(fragment_label(e))}</option>' for e in entries)
-    return (f'<p class="fragments"><label for="fragment">This protein is modelled in {len(entries)} '
-            f'overlapping fragments: </label><select id="fragment">{options}</select></p>\n')
+    return (
+        f'<p class="fragments"><label for="fragment">This protein is modelled in {len(entries)} '
+        f'overlapping fragments: </label><select id="fragment">{options}</select></p>\n'
+    )
 
 
 def untrained_banner(entries: Sequence[Mapping[str, Any]]) -> str:
     if not any(e.get("untrained") for e in entries):
         return ""
-    return ('<div class="banner untrained" id="untrained-warning" role="alert"><strong>UNTRAINED MODEL.</strong> '
-            "These structures come from a predictor with random (untrained) weights. They are not predictions "
-            "of the real structure: use them only to test the software.</div>\n")
+    return (
+        '<div class="banner untrained" id="untrained-warning" role="alert"><strong>UNTRAINED MODEL.</strong> '
+        "These structures come from a predictor with random (untrained) weights. They are not predictions "
+        "of the real structure: use them only to test the software.</div>\n"
+    )
 
 
 def viewer_block(viewer: ViewerAssets) -> str:
     if viewer.available:
         return '<div id="viewer" class="viewer"></div>'
-    return ('<div id="viewer" class="viewer unavailable"><p class="viewer-message" id="viewer-message">'
-            f"The 3D viewer is not available on this server: the pinned pdbe-molstar {VERSION} "
-            "files could not be fetched or verified (the server log says why). Metadata, plots and downloads "
-            "work without it.</p></div>")
+    return (
+        '<div id="viewer" class="viewer unavailable"><p class="viewer-message" id="viewer-message">'
+        f"The 3D viewer is not available on this server: the pinned pdbe-molstar {VERSION} "
+        "files could not be fetched or verified (the server log says why). Metadata, plots and downloads "
+        "work without it.</p></div>"
+    )
 
 
 def legend() -> str:
-    return "".join(f'<li><span class="chip" style="background:{colour}"></span>{html.escape(label)}</li>'
-                   for _, label, colour in PLDDT_BANDS)
+    return "".join(
+        f'<li><span class="chip" style="background:{colour}"></span>{html.escape(label)}</li>'
+        for _, label, colour in PLDDT_BANDS
+    )
 
 
 def page(title: str, body: str, head: str = "", header_search: bool = True) -> str:
-    return PAGE.substitute(title=html.escape(title), head=head, body=body,
-                           header_search=HEADER_SEARCH if header_search else "")
+    return PAGE.substitute(
+        title=html.escape(title), head=head, body=body, header_search=HEADER_SEARCH if header_search else ""
+    )
 
 
 def entry_page(entries: list[dict], accession: str, viewer: ViewerAssets) -> str:
@@ -250,17 +275,28 @@ def entry_page(entries: list[dict], accession: str, viewer: ViewerAssets) -> str
     heading = first.get("uniprotDescription") or first.get("uniprotId") or accession
     head = ""
     if viewer.available:
-        head = (f'<link rel="stylesheet" href="/static/{PLUGIN_CSS}">\n'
-                f'<script src="/static/{PLUGIN_JS}" defer></script>\n')
-    data = {"accession": accession, "entries": [{k: e.get(k) for k in SCRIPT_FIELDS} for e in entries],
-            "initial": initial.get("entryId"), "viewer": viewer.available,
-            "bands": [{"min": lower if lower > float("-inf") else None, "label": label, "colour": colour}
-                      for lower, label, colour in PLDDT_BANDS]}
+        head = (
+            f'<link rel="stylesheet" href="/static/{PLUGIN_CSS}">\n<script src="/static/{PLUGIN_JS}" defer></script>\n'
+        )
+    data = {
+        "accession": accession,
+        "entries": [{k: e.get(k) for k in SCRIPT_FIELDS} for e in entries],
+        "initial": initial.get("entryId"),
+        "viewer": viewer.available,
+        "bands": [
+            {"min": lower if lower > float("-inf") else None, "label": label, "colour": colour}
+            for lower, label, colour in PLDDT_BANDS
+        ],
+    }
     body = ENTRY.substitute(
-        heading=esc(heading), accession=esc(accession), banner=untrained_banner(entries),
+        heading=esc(heading),
+        accession=esc(accession),
+        banner=untrained_banner(entries),
         selector=fragment_selector(entries),
         fragments="".join(fragment_section(e, e is initial) for e in entries),
-        viewer=viewer_block(viewer), legend=legend(), data=json_for_script(data),
+        viewer=viewer_block(viewer),
+        legend=legend(),
+        data=json_for_script(data),
     )
     return page(f"{accession} · {heading} · structome", body, head)
 
@@ -273,10 +309,12 @@ def result_row(entry: Mapping[str, Any]) -> str:
         chip = f'<span class="chip" style="background:{plddt_band(mean)[1]}"></span>'
     untrained = ' <span class="untrained-tag">untrained</span>' if entry.get("untrained") else ""
     href = esc(f"/entry/{quote(str(accession), safe='')}")
-    return (f'<tr><td><a href="{href}">{esc(accession)}</a></td><td>{esc(entry.get("entryId"))}</td>'
-            f'<td>{esc(entry.get("uniprotDescription"))}</td><td>{esc(entry.get("gene"))}</td>'
-            f'<td>{esc(entry.get("organismScientificName"))}</td><td class="num">{esc(full_length(entry))}</td>'
-            f'<td class="num">{chip}{number(mean, 1)}{untrained}</td></tr>')
+    return (
+        f'<tr><td><a href="{href}">{esc(accession)}</a></td><td>{esc(entry.get("entryId"))}</td>'
+        f"<td>{esc(entry.get('uniprotDescription'))}</td><td>{esc(entry.get('gene'))}</td>"
+        f'<td>{esc(entry.get("organismScientificName"))}</td><td class="num">{esc(full_length(entry))}</td>'
+        f'<td class="num">{chip}{number(mean, 1)}{untrained}</td></tr>'
+    )
 
 
 def search_page(query: str, results: list[dict], total: int) -> str:
@@ -289,9 +327,12 @@ def search_page(query: str, results: list[dict], total: int) -> str:
         count = "Search by UniProt accession, entry name, gene, organism or protein description."
     table = ""
     if results:
-        table = ('<table class="results"><thead><tr><th>Accession</th><th>Entry</th><th>Description</th>'
-                 '<th>Gene</th><th>Organism</th><th>Length</th><th>Mean pLDDT</th></tr></thead><tbody>\n'
-                 + "\n".join(result_row(e) for e in results) + "\n</tbody></table>\n")
+        table = (
+            '<table class="results"><thead><tr><th>Accession</th><th>Entry</th><th>Description</th>'
+            "<th>Gene</th><th>Organism</th><th>Length</th><th>Mean pLDDT</th></tr></thead><tbody>\n"
+            + "\n".join(result_row(e) for e in results)
+            + "\n</tbody></table>\n"
+        )
     body = SEARCH.substitute(query=html.escape(query, quote=True), count=count, table=table)
     return page(f"{query} · structome" if query else "structome", body, header_search=False)
 

@@ -43,21 +43,25 @@ _PARSER_LOCK = threading.Lock()
 
 class SqlError(Exception):
     """A failed query; the message is safe to show a client."""
+
     kind = "error"  # the name a worker sends
 
 
 class SqlRefused(SqlError):
     """Not a single SELECT, or a forbidden file access (HTTP 400)."""
+
     kind = "refused"
 
 
 class SqlTimeout(SqlError):
     """The query ran past the timeout, or every worker stayed busy that long (HTTP 504)."""
+
     kind = "timeout"
 
 
 class SqlResourceError(SqlError):
     """The query ran out of memory, its result was too large, or its worker died (HTTP 413/503)."""
+
     kind = "resource"
 
 
@@ -130,11 +134,18 @@ def json_safe(value):
 
 # --- the worker process ---------------------------------------------------------------------------------------
 
+
 def _lock_down(connection: duckdb.DuckDBPyConnection, root: str, limits: SqlLimits) -> None:
-    for setting, value in [("temp_directory", ""), ("allowed_directories", [root]),
-                           ("enable_external_access", False), ("autoinstall_known_extensions", False),
-                           ("autoload_known_extensions", False), ("memory_limit", limits.duckdb_memory),
-                           ("threads", limits.threads), ("lock_configuration", True)]:
+    for setting, value in [
+        ("temp_directory", ""),
+        ("allowed_directories", [root]),
+        ("enable_external_access", False),
+        ("autoinstall_known_extensions", False),
+        ("autoload_known_extensions", False),
+        ("memory_limit", limits.duckdb_memory),
+        ("threads", limits.threads),
+        ("lock_configuration", True),
+    ]:
         connection.execute(f"SET {setting} = $1", [value])
 
 
@@ -147,9 +158,12 @@ def _answer(connection: duckdb.DuckDBPyConnection, sql: str, limits: SqlLimits) 
         rows = relation.fetchall()
     finally:
         timer.cancel()
-    return {"columns": relation.columns, "types": [str(t) for t in relation.types],
-            "rows": [json_safe(list(row)) for row in rows[:limits.row_limit]],
-            "truncated": len(rows) > limits.row_limit}
+    return {
+        "columns": relation.columns,
+        "types": [str(t) for t in relation.types],
+        "rows": [json_safe(list(row)) for row in rows[: limits.row_limit]],
+        "truncated": len(rows) > limits.row_limit,
+    }
 
 
 def _reply(connection: duckdb.DuckDBPyConnection, sql: str, limits: SqlLimits) -> bytes:
@@ -193,13 +207,13 @@ def _serve(pipe, root: str, limits: SqlLimits) -> None:
 
 # --- the parent -----------------------------------------------------------------------------------------------
 
+
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
     def __init__(self, context, root: str, limits: SqlLimits):
         self.pipe, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, root, limits), daemon=True,
-                                       name="structome-sql")
+        self.process = context.Process(target=_serve, args=(child, root, limits), daemon=True, name="structome-sql")
         self.process.start()
         child.close()
         self.ready = False

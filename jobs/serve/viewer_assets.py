@@ -80,8 +80,9 @@ def read_verified(folder: Path) -> dict[str, bytes]:
             raise ViewerAssetError(f"{folder / name}: cannot read ({error.strerror or error})") from error
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
-            raise ViewerAssetError(f"{folder / name}: sha256 {actual} is not the pinned {expected} "
-                                   f"(pdbe-molstar {VERSION})")
+            raise ViewerAssetError(
+                f"{folder / name}: sha256 {actual} is not the pinned {expected} (pdbe-molstar {VERSION})"
+            )
         files[name] = data
     return files
 

@@ -10,8 +10,8 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-
 from fake_database import afdb_entry, afdb_prediction, entry, random_prediction, write_database
+
 from structome.jobs.serve.viewer_assets import tarball_url
 from structome.models.types import PredictionRequest
 
@@ -31,8 +31,11 @@ def served_database(tmp_path_factory):
         entry("SM-P3-F1", "P3", LONG_SEQUENCE, "p-b", 1, 1, 20),
         entry("SM-P3-F2", "P3", LONG_SEQUENCE, "p-c", 2, 14, 33),
     ]
-    requests = [PredictionRequest("p-a", "MKVLAAGIVGLLW"), PredictionRequest("p-b", LONG_SEQUENCE[:20]),
-                PredictionRequest("p-c", LONG_SEQUENCE[13:])]
+    requests = [
+        PredictionRequest("p-a", "MKVLAAGIVGLLW"),
+        PredictionRequest("p-b", LONG_SEQUENCE[:20]),
+        PredictionRequest("p-c", LONG_SEQUENCE[13:]),
+    ]
     predictions = [trap, *(random_prediction(r, i) for i, r in enumerate(requests))]
     layout = write_database(tmp_path_factory.mktemp("served") / "db", entries, predictions)
     return layout
@@ -90,11 +93,9 @@ class ThreadedServer:
 @pytest.fixture(scope="session")
 def structome_server(served_database):
     from structome.jobs.serve.app import create_server
-
     from structome.jobs.serve.sql_sandbox import SqlLimits
 
-    return create_server(served_database.location, sql_workers=2,
-                         sql_limits=SqlLimits(timeout_s=2.0, row_limit=50))
+    return create_server(served_database.location, sql_workers=2, sql_limits=SqlLimits(timeout_s=2.0, row_limit=50))
 
 
 @pytest.fixture(scope="session")

@@ -17,17 +17,23 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-
 from conftest import unavailable
-from structome.jobs.serve import pages
-from structome.jobs.serve import viewer_assets
+
+from structome.jobs.serve import pages, viewer_assets
 from structome.jobs.serve.viewer_assets import ViewerAssets
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--enable-unsafe-swiftshader",
+    "--use-angle=swiftshader",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 LENGTH = 196  # residues of SM-P41068-F1
 VIEWER_TIMEOUT_MS = 45_000
 THEMES_JS = """() => viewerInstance.plugin.managers.structure.hierarchy.current.structures.flatMap(
@@ -155,7 +161,7 @@ def viewer_files(structome_server, server_url):
 
 def band_hues() -> np.ndarray:
     """Hue (degrees) of the four AFDB pLDDT colours: very high 217, confident 197, low 51, very low 18."""
-    rgb = [tuple(int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)) for _, _, colour in pages.PLDDT_BANDS]
+    rgb = [tuple(int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)) for _, _, colour in pages.PLDDT_BANDS]
     return np.array([colorsys.rgb_to_hsv(*c)[0] * 360 for c in rgb])
 
 
@@ -198,7 +204,7 @@ def test_band_pixel_counts_follow_hue_not_brightness():
     colours = {"#0053D6": 0, "#65CBF3": 1, "#FFDB13": 2, "#FF7D45": 3}
     pixels = []
     for colour in colours:
-        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)], np.float64)
+        rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)], np.float64)
         for shade in (0.45, 0.8, 1.0):  # darker under shading: same hue
             pixels.append(np.append(rgb * shade, 255))
         pixels.append(np.append(rgb + (255 - rgb) * 0.3, 255))  # towards white in a highlight
@@ -213,8 +219,9 @@ def test_entry_page_shows_the_model_coloured_by_plddt_and_its_plots(session, vie
     started = time.monotonic()
     page.goto(f"{server_url}/entry/P41068")
     assert page.title().startswith("P41068") and page.locator("#untrained-warning").is_visible()
-    page.wait_for_function("['loaded', 'failed'].includes(document.body.dataset.viewerState)",
-                           timeout=VIEWER_TIMEOUT_MS)
+    page.wait_for_function(
+        "['loaded', 'failed'].includes(document.body.dataset.viewerState)", timeout=VIEWER_TIMEOUT_MS
+    )
     state = page.evaluate("[document.body.dataset.viewerState, document.body.dataset.viewerMessage]")
     assert state == ["loaded", None], state
     themes = page.evaluate(THEMES_JS)
@@ -224,7 +231,9 @@ def test_entry_page_shows_the_model_coloured_by_plddt_and_its_plots(session, vie
 
     page.wait_for_function("document.getElementById('pae').dataset.drawn === 'true'")
     assert page.evaluate("[document.getElementById('pae').width, document.getElementById('pae').height]") == [
-        LENGTH, LENGTH]
+        LENGTH,
+        LENGTH,
+    ]
     assert page.evaluate(PAE_MISMATCH_JS, "/files/SM-P41068-F1-predicted_aligned_error_v1.png") == 0
     page.wait_for_function("document.getElementById('plddt-plot').dataset.drawn === 'true'")
     bars = page.evaluate("[...document.querySelectorAll('#plddt-plot rect.bar')].map(b => b.getAttribute('fill'))")
@@ -250,8 +259,10 @@ def test_page_without_viewer_files_explains_and_keeps_plots(session, server_url,
     page.goto(f"{server_url}/entry/P41068")
     page.wait_for_function("document.body.dataset.viewerState === 'failed'")
     assert "not available" in page.locator("#viewer-message").inner_text()
-    page.wait_for_function("document.getElementById('pae').dataset.drawn === 'true' && "
-                           "document.getElementById('plddt-plot').dataset.drawn === 'true'")
+    page.wait_for_function(
+        "document.getElementById('pae').dataset.drawn === 'true' && "
+        "document.getElementById('plddt-plot').dataset.drawn === 'true'"
+    )
     assert page.evaluate("typeof window.PDBeMolstarPlugin") == "undefined"
     page.goto(f"{server_url}/entry/P2")  # markup in the description shows as text and runs nothing
     page.wait_for_function("document.getElementById('plddt-plot').dataset.drawn === 'true'")
@@ -266,7 +277,8 @@ def test_fragments_switch_with_the_selector(session, viewer_files, server_url):
     assert page.locator("#fragment").input_value() == "SM-P3-F2" and page.locator("section#SM-P3-F2").is_visible()
     page.locator("#fragment").select_option("SM-P3-F1")
     page.wait_for_url("**/entry/P3#SM-P3-F1")
-    page.wait_for_function(f"document.body.dataset.viewerState === 'loaded' && {MODEL_JS} === 'SM-P3-F1'",
-                           timeout=VIEWER_TIMEOUT_MS)
+    page.wait_for_function(
+        f"document.body.dataset.viewerState === 'loaded' && {MODEL_JS} === 'SM-P3-F1'", timeout=VIEWER_TIMEOUT_MS
+    )
     assert page.evaluate(f"[document.getElementById('pae').dataset.entryId, {MODEL_JS}]") == ["SM-P3-F1"] * 2
     assert page.locator("section#SM-P3-F1").is_visible() and not page.locator("section#SM-P3-F2").is_visible()

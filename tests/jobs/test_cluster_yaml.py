@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 import ray.autoscaler
 import yaml
+
 # No public Ray API validates a cluster config without a cloud account (ray.autoscaler.sdk.bootstrap_config calls the
 # provider): these two are what `ray up` runs first, so the test keeps them.
 from ray.autoscaler._private.util import prepare_config, validate_config
@@ -39,14 +40,18 @@ def test_cluster_yaml_passes_rays_validation(config):
     validate(config)
 
 
-@pytest.mark.parametrize("break_it", [
-    lambda c: c.update(gpu_workers=2),  # unknown top-level key
-    lambda c: c.update(max_workers="eight"),  # wrong type
-    lambda c: c["available_node_types"]["gpu_worker"].update(gpus=1),  # unknown node-type key
-    lambda c: c["available_node_types"]["gpu_worker"].update(resources="GPU=1"),  # wrong type
-    lambda c: c.update(setup_commands="pip install -e /opt/structome"),  # a string, not a list
-    lambda c: c.update(head_node_type="no_such_type"),
-], ids=["unknown-key", "wrong-type", "unknown-node-key", "resources-type", "commands-type", "head-type"])
+@pytest.mark.parametrize(
+    "break_it",
+    [
+        lambda c: c.update(gpu_workers=2),  # unknown top-level key
+        lambda c: c.update(max_workers="eight"),  # wrong type
+        lambda c: c["available_node_types"]["gpu_worker"].update(gpus=1),  # unknown node-type key
+        lambda c: c["available_node_types"]["gpu_worker"].update(resources="GPU=1"),  # wrong type
+        lambda c: c.update(setup_commands="pip install -e /opt/structome"),  # a string, not a list
+        lambda c: c.update(head_node_type="no_such_type"),
+    ],
+    ids=["unknown-key", "wrong-type", "unknown-node-key", "resources-type", "commands-type", "head-type"],
+)
 def test_broken_copies_fail_validation(config, break_it):
     broken = copy.deepcopy(config)
     break_it(broken)

@@ -17,14 +17,31 @@ from structome.storage import catalog
 from structome.storage.layout import DatabaseLayout
 
 # Proteins above 100 aa become 60-aa windows: many small shards, each a few tenths of a second on CPU.
-OPTIONS = ["--num-recycles", "0", "--max-length", "100", "--fragment-window", "60", "--fragment-step", "60",
-           "--shard-size", "3", "--no-progress"]
+OPTIONS = [
+    "--num-recycles",
+    "0",
+    "--max-length",
+    "100",
+    "--fragment-window",
+    "60",
+    "--fragment-step",
+    "60",
+    "--shard-size",
+    "3",
+    "--no-progress",
+]
 
 
 def run_build(inputs, db, marker, **kwargs):
     env = {**os.environ, "STRUCTOME_TEST_MARKER": marker}
-    return subprocess.Popen([sys.executable, "-m", "structome", "build", *map(str, inputs), "--db", str(db), *OPTIONS],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "structome", "build", *map(str, inputs), "--db", str(db), *OPTIONS],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 @pytest.mark.slow
@@ -64,6 +81,7 @@ def test_killed_build_resumes_without_duplicates_or_partial_files(tmp_path, data
     assert sorted(rows) == sorted(e.entry_id for e in expected.entries)
     builds = catalog.query(layout, "SELECT status FROM builds ORDER BY build").column("status").to_pylist()
     assert builds == ["running", "completed"]  # the killed build never got to record an end
-    status = subprocess.run([sys.executable, "-m", "structome", "status", "--db", str(db)], capture_output=True,
-                            text=True, check=True).stdout
+    status = subprocess.run(
+        [sys.executable, "-m", "structome", "status", "--db", str(db)], capture_output=True, text=True, check=True
+    ).stdout
     assert "interrupted" in status

@@ -23,8 +23,21 @@ from structome.storage.mmcif import validate_mmcif
 
 # Small windows keep the tiny model's CPU time (which grows as L^3) to seconds: proteins above 200 aa
 # become 150-aa windows.
-BUILD_OPTIONS = ["--num-recycles", "0", "--max-length", "200", "--fragment-window", "150", "--fragment-step", "150",
-                 "--batch-tokens", "600", "--shard-size", "16", "--no-progress"]
+BUILD_OPTIONS = [
+    "--num-recycles",
+    "0",
+    "--max-length",
+    "200",
+    "--fragment-window",
+    "150",
+    "--fragment-step",
+    "150",
+    "--batch-tokens",
+    "600",
+    "--shard-size",
+    "16",
+    "--no-progress",
+]
 
 
 def structome(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -52,8 +65,12 @@ def count_records(paths) -> int:
 @pytest.fixture(scope="module")
 def inputs(data_dir) -> list[Path]:
     fasta = data_dir / "fasta"
-    return [fasta / "ecoli_k12_2020_slice.fasta", fasta / "afdb_P41068_TRAP_ECOLI.fasta", fasta / "awkward.fasta",
-            fasta / "ecoli_slice.fasta.gz"]
+    return [
+        fasta / "ecoli_k12_2020_slice.fasta",
+        fasta / "afdb_P41068_TRAP_ECOLI.fasta",
+        fasta / "awkward.fasta",
+        fasta / "ecoli_slice.fasta.gz",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +85,13 @@ def built(tmp_path_factory, inputs) -> tuple[Path, dict]:
 def test_every_record_is_an_entry_or_a_failure(built, inputs):
     db, report = built
     assert report["status"] == "completed" and report["records"] == count_records(inputs)
-    accounted = sql_json(db, """
+    accounted = sql_json(
+        db,
+        """
         SELECT count(*) AS n FROM (
             SELECT DISTINCT sourceFile, recordNumber FROM entries
-            UNION ALL SELECT DISTINCT sourceFile, recordNumber FROM failures WHERE entryId = '')""")
+            UNION ALL SELECT DISTINCT sourceFile, recordNumber FROM failures WHERE entryId = '')""",
+    )
     assert accounted[0]["n"] == report["records"]
     assert report["entriesWritten"] == report["entriesPlanned"] > 60
     reasons = {row["reason"] for row in sql_json(db, "SELECT DISTINCT reason FROM failures")}
@@ -86,8 +106,11 @@ def test_identical_sequences_are_predicted_once(built):
 
 def test_long_proteins_are_fragmented_in_afdb_windows(built):
     db, _ = built
-    rows = sql_json(db, "SELECT entryId, fragment, uniprotStart, uniprotEnd, length(uniprotSequence) AS n "
-                        "FROM entries WHERE uniprotAccession = 'P07658' ORDER BY fragment")
+    rows = sql_json(
+        db,
+        "SELECT entryId, fragment, uniprotStart, uniprotEnd, length(uniprotSequence) AS n "
+        "FROM entries WHERE uniprotAccession = 'P07658' ORDER BY fragment",
+    )
     n = rows[0]["n"]
     assert n == 715 and len(rows) == 5  # ceil((715 - 150) / 150) + 1
     assert [(r["uniprotStart"], r["uniprotEnd"]) for r in rows[:-1]] == [(1 + 150 * i, 150 + 150 * i) for i in range(4)]

@@ -17,8 +17,9 @@ from structome.pipelines.build import BuildSettings
 from structome.storage import catalog
 from structome.storage.layout import DatabaseLayout, DatabaseLockedError
 
-SEQUENCES = {f"T{i}": "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ"[: 20 + 7 * i]
-             for i in range(7)}  # lengths 20, 27, ..., 62
+SEQUENCES = {
+    f"T{i}": "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ"[: 20 + 7 * i] for i in range(7)
+}  # lengths 20, 27, ..., 62
 
 
 def write_fasta(path: Path) -> Path:
@@ -96,19 +97,28 @@ def test_out_of_memory_fails_only_the_protein_that_does_not_fit(tmp_path, monkey
 def test_a_second_build_on_the_same_database_is_refused(tmp_path):
     fasta = Path(__file__).resolve().parents[2] / "examples" / "ecoli_k12_sample.fasta"  # a build of ~30 s
     db = tmp_path / "db"
-    first = subprocess.Popen([sys.executable, "-m", "structome", "build", str(fasta), "--db", str(db),
-                              "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "structome", "build", str(fasta), "--db", str(db), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not DatabaseLayout(db).build_running():
             assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
-        second = subprocess.run([sys.executable, "-m", "structome", "build", str(fasta), "--db", str(db)],
-                                capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            [sys.executable, "-m", "structome", "build", str(fasta), "--db", str(db)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode != 0
         assert "another build is writing" in second.stderr and "Traceback" not in second.stderr
-        status = subprocess.run([sys.executable, "-m", "structome", "status", "--db", str(db)],
-                                capture_output=True, text=True, timeout=120)
+        status = subprocess.run(
+            [sys.executable, "-m", "structome", "status", "--db", str(db)], capture_output=True, text=True, timeout=120
+        )
         assert status.returncode == 0 and "a build is running now" in status.stdout
         assert "latest build" in status.stdout and "shards" in status.stdout
     finally:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from fake_database import PROVENANCE
+
 from structome.jobs.build.manifest import ManifestWriter, read_progress
 from structome.pipelines.build import BuildPlan, BuildSettings
 from structome.storage.formats import FormatError
@@ -19,8 +19,16 @@ BUILD = "20261202T000000Z-abcdef"
 def layout(tmp_path) -> DatabaseLayout:
     layout = DatabaseLayout(tmp_path / "db")
     layout.create()
-    plan = BuildPlan(build_id=BUILD, inputs=(), settings=BuildSettings(), provenance=PROVENANCE, record_count=0,
-                     shards=(), ingest_failures=(), entries_skipped=0)
+    plan = BuildPlan(
+        build_id=BUILD,
+        inputs=(),
+        settings=BuildSettings(),
+        provenance=PROVENANCE,
+        record_count=0,
+        shards=(),
+        ingest_failures=(),
+        entries_skipped=0,
+    )
     writer = ManifestWriter(layout, plan)
     writer.record("s1", "started")
     writer.record("s1", "committed")

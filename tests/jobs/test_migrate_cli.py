@@ -7,8 +7,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
 from fake_database import entry, random_prediction, write_database
+
 from structome.jobs.cli import main
 from structome.models.types import PredictionRequest
 
@@ -42,10 +42,16 @@ def test_migrate_refuses_a_folder_that_is_no_database(tmp_path):
     assert not (tmp_path / "nothing").exists()
 
 
-@pytest.mark.parametrize("command", [
-    ["sql", "SELECT 1"], ["get", "SM-Q1-F1"], ["status"], ["export", "--sql", "SELECT entryId FROM entries", "-o", "-"],
-    ["migrate"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sql", "SELECT 1"],
+        ["get", "SM-Q1-F1"],
+        ["status"],
+        ["export", "--sql", "SELECT entryId FROM entries", "-o", "-"],
+        ["migrate"],
+    ],
+)
 def test_every_command_refuses_a_database_of_a_newer_layout(db, command):
     marker = json.loads((db / "structome.json").read_text())
     (db / "structome.json").write_text(json.dumps({**marker, "layout": 7}))

@@ -36,13 +36,15 @@ def test_shards_run_on_both_nodes_into_one_database(two_node_cluster, tmp_path):
     sequences = {f"N{i}": "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVG"[: 16 + 3 * i] for i in range(8)}
     fasta.write_text("".join(f">{name}\n{sequence}\n" for name, sequence in sequences.items()))
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-    report = run_build(BuildRequest(
-        inputs=(str(fasta),),
-        db=tmp_path / "db",
-        model_settings=EsmFoldSettings(num_recycles=0),
-        build_settings=BuildSettings(shard_size=1),
-        runner=RunnerSettings(workers=2, worker_resources={"accelerator": 1}, progress=False),
-    ))
+    report = run_build(
+        BuildRequest(
+            inputs=(str(fasta),),
+            db=tmp_path / "db",
+            model_settings=EsmFoldSettings(num_recycles=0),
+            build_settings=BuildSettings(shard_size=1),
+            runner=RunnerSettings(workers=2, worker_resources={"accelerator": 1}, progress=False),
+        )
+    )
     nodes = {label.split("/")[0] for label in report["workers"]}
     assert len(nodes) == 2, report["workers"]  # one actor per accelerator, one accelerator per node
     assert all(figures["shards"] >= 1 for figures in report["workers"].values())

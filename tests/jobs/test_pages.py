@@ -17,23 +17,40 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from conftest import registry_problem, unavailable
-from structome.jobs.serve import pages
-from structome.jobs.serve import viewer_assets
+
+from structome.jobs.serve import pages, viewer_assets
 from structome.jobs.serve.viewer_assets import ViewerAssets
 
 TRAP = {
-    "entryId": "SM-P41068-F1", "uniprotAccession": "P41068", "uniprotId": "TRAP_ECOLI",
-    "uniprotDescription": "D-ribose pyranase", "gene": "rbsD", "taxId": 83333,
-    "organismScientificName": "Escherichia coli (strain K12)", "sequence": "MKV" * 10, "uniprotSequence": "MKV" * 10,
-    "sequenceStart": 1, "sequenceEnd": 30, "sequenceChecksum": "0197355516942160", "globalMetricValue": 68.6,
-    "fractionPlddtVeryLow": 0.3, "fractionPlddtLow": 0.1, "fractionPlddtConfident": 0.4,
-    "fractionPlddtVeryHigh": 0.2, "latestVersion": 1, "allVersions": [1], "modelCreatedDate": "2026-11-25",
-    "cifUrl": "/files/SM-P41068-F1-model_v1.cif", "paeDocUrl": "/files/SM-P41068-F1-predicted_aligned_error_v1.json",
+    "entryId": "SM-P41068-F1",
+    "uniprotAccession": "P41068",
+    "uniprotId": "TRAP_ECOLI",
+    "uniprotDescription": "D-ribose pyranase",
+    "gene": "rbsD",
+    "taxId": 83333,
+    "organismScientificName": "Escherichia coli (strain K12)",
+    "sequence": "MKV" * 10,
+    "uniprotSequence": "MKV" * 10,
+    "sequenceStart": 1,
+    "sequenceEnd": 30,
+    "sequenceChecksum": "0197355516942160",
+    "globalMetricValue": 68.6,
+    "fractionPlddtVeryLow": 0.3,
+    "fractionPlddtLow": 0.1,
+    "fractionPlddtConfident": 0.4,
+    "fractionPlddtVeryHigh": 0.2,
+    "latestVersion": 1,
+    "allVersions": [1],
+    "modelCreatedDate": "2026-11-25",
+    "cifUrl": "/files/SM-P41068-F1-model_v1.cif",
+    "paeDocUrl": "/files/SM-P41068-F1-predicted_aligned_error_v1.json",
     "paeImageUrl": "/files/SM-P41068-F1-predicted_aligned_error_v1.png",
-    "plddtDocUrl": "/files/SM-P41068-F1-confidence_v1.json", "ptm": 0.81, "sequenceMd5": "cc" * 16,
-    "model": "esmfold-tiny", "untrained": True,
+    "plddtDocUrl": "/files/SM-P41068-F1-confidence_v1.json",
+    "ptm": 0.81,
+    "sequenceMd5": "cc" * 16,
+    "model": "esmfold-tiny",
+    "untrained": True,
 }
 HOSTILE = "<script>alert(1)</script></script><!-- & \"quoted\" 'single'"
 NO_VIEWER = ViewerAssets.missing("not loaded in this test")
@@ -67,7 +84,7 @@ class Elements(HTMLParser):
 
 
 def page_data(text: str) -> dict:
-    (attrs, data), = [(a, t) for a, t in Elements(text).scripts if a.get("id") == "page-data"]
+    ((attrs, data),) = [(a, t) for a, t in Elements(text).scripts if a.get("id") == "page-data"]
     assert attrs["type"] == "application/json"
     return json.loads(data)
 
@@ -76,8 +93,14 @@ def page_data(text: str) -> dict:
 
 
 def test_entry_page_renders_markup_in_values_inert():
-    hostile = {**TRAP, "uniprotDescription": HOSTILE, "gene": HOSTILE, "organismScientificName": HOSTILE,
-               "model": HOSTILE, "cifUrl": '/files/x.cif" onmouseover="alert(1)'}
+    hostile = {
+        **TRAP,
+        "uniprotDescription": HOSTILE,
+        "gene": HOSTILE,
+        "organismScientificName": HOSTILE,
+        "model": HOSTILE,
+        "cifUrl": '/files/x.cif" onmouseover="alert(1)',
+    }
     text = pages.entry_page([hostile], "P41068", NO_VIEWER)
     elements = Elements(text)
     assert [a.get("src") or a.get("type") for a, _ in elements.scripts] == ["application/json", "/static/entry.js"]
@@ -91,8 +114,17 @@ def test_entry_page_renders_markup_in_values_inert():
 def test_entry_page_shows_metadata_untrained_warning_downloads_and_fragments():
     text = pages.entry_page([TRAP], "P41068", NO_VIEWER)
     assert 'id="untrained-warning"' in text and "UNTRAINED" in text
-    for shown in ("TRAP_ECOLI", "rbsD", "Escherichia coli (strain K12)", "taxid 83333", "68.60", "0.81",
-                  "2026-11-25", "30 residues", "esmfold-tiny"):
+    for shown in (
+        "TRAP_ECOLI",
+        "rbsD",
+        "Escherichia coli (strain K12)",
+        "taxid 83333",
+        "68.60",
+        "0.81",
+        "2026-11-25",
+        "30 residues",
+        "esmfold-tiny",
+    ):
         assert shown in text, shown
     hrefs = {a["href"] for tag, a in Elements(text).tags if tag == "a" and "download" in a}
     assert hrefs == {TRAP[k] for k in ("cifUrl", "paeDocUrl", "plddtDocUrl", "paeImageUrl")}
@@ -118,7 +150,7 @@ def test_page_without_viewer_says_so_and_loads_no_plugin():
 def test_search_page_escapes_the_query_and_links_results():
     text = pages.search_page(HOSTILE, [{**TRAP, "uniprotDescription": HOSTILE}], 3)
     assert "<script>alert" not in text and not Elements(text).scripts
-    (_, box), = [(t, a) for t, a in Elements(text).tags if t == "input" and a.get("name") == "q" and "value" in a]
+    ((_, box),) = [(t, a) for t, a in Elements(text).tags if t == "input" and a.get("name") == "q" and "value" in a]
     assert box["value"] == HOSTILE
     assert '<a href="/entry/P41068">' in text and "3 results" in text and "showing the first 1" in text
     odd = pages.search_page("x", [{**TRAP, "uniprotAccession": 'A/B?c#"d'}], 1)
@@ -135,11 +167,27 @@ def test_static_serves_our_web_files(name):
     assert data and media_type.startswith("text/")
 
 
-@pytest.mark.parametrize("name", [
-    "", ".", "..", "../server.py", "..%2Fserver.py", "web/entry.js", "/etc/passwd", "entry.js/../pages.py",
-    "ENTRY.JS", "entry.js ", "__init__.py", "pages.py", "pdbe-molstar-plugin.js", "SHA256SUMS",
-    viewer_assets.PLUGIN_JS, viewer_assets.PLUGIN_CSS,  # not loaded (NO_VIEWER)
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        ".",
+        "..",
+        "../server.py",
+        "..%2Fserver.py",
+        "web/entry.js",
+        "/etc/passwd",
+        "entry.js/../pages.py",
+        "ENTRY.JS",
+        "entry.js ",
+        "__init__.py",
+        "pages.py",
+        "pdbe-molstar-plugin.js",
+        "SHA256SUMS",
+        viewer_assets.PLUGIN_JS,
+        viewer_assets.PLUGIN_CSS,  # not loaded (NO_VIEWER)
+    ],
+)
 def test_static_refuses_unknown_and_path_like_names(name):
     assert pages.static_asset(name, NO_VIEWER) is None
 
@@ -150,7 +198,10 @@ def test_static_refuses_unknown_and_path_like_names(name):
 def tarball_of(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data in {"package/package.json": b"{}", **{f"package/build/{n}": d for n, d in files.items()}}.items():
+        for name, data in {
+            "package/package.json": b"{}",
+            **{f"package/build/{n}": d for n, d in files.items()},
+        }.items():
             member = tarfile.TarInfo(name)
             member.size = len(data)
             archive.addfile(member, io.BytesIO(data))
@@ -261,7 +312,9 @@ def test_unreachable_registry_leaves_pages_working(monkeypatch, tmp_path, caplog
     monkeypatch.setenv("STRUCTOME_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("NPM_CONFIG_REGISTRY", "http://127.0.0.1:9/npm/")  # discard port: refused at once
     monkeypatch.delenv("STRUCTOME_VIEWER_ASSETS", raising=False)
-    assert viewer_assets.tarball_url() == f"http://127.0.0.1:9/npm/pdbe-molstar/-/pdbe-molstar-{viewer_assets.VERSION}.tgz"
+    assert (
+        viewer_assets.tarball_url() == f"http://127.0.0.1:9/npm/pdbe-molstar/-/pdbe-molstar-{viewer_assets.VERSION}.tgz"
+    )
     with caplog.at_level("WARNING", logger="structome.jobs.serve.viewer_assets"):
         viewer = ViewerAssets.load()
     assert viewer.folder is None

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from structome.jobs.cli.plan import plan_command
 from structome.pipelines.calibration import Calibration, load_calibrations
 from structome.pipelines.estimate import estimate_build
-from structome.pipelines.ingest import IngestSettings, fragment_windows
 from structome.pipelines.fasta import iter_fasta
+from structome.pipelines.ingest import IngestSettings, fragment_windows
 
 
 @click.group()
@@ -76,11 +76,13 @@ def test_fragments_are_counted(data_dir):
     path = data_dir / "fasta" / "biotite_cas9.fasta"
     settings = IngestSettings(max_length=500, fragment_window=400, fragment_step=200)
     expected = sum(
-        len(windows) for windows in (fragment_windows(len(r.sequence_raw.rstrip("*")), settings)
-                                     for r in iter_fasta(path)) if len(windows) > 1
+        len(windows)
+        for windows in (fragment_windows(len(r.sequence_raw.rstrip("*")), settings) for r in iter_fasta(path))
+        if len(windows) > 1
     )
-    result = run_plan(str(path), "--max-length", "500", "--fragment-window", "400", "--fragment-step", "200",
-                      "--format", "json")
+    result = run_plan(
+        str(path), "--max-length", "500", "--fragment-window", "400", "--fragment-step", "200", "--format", "json"
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert expected > 0 and report["fragments"] == expected
@@ -88,8 +90,14 @@ def test_fragments_are_counted(data_dir):
 
 def test_a_measured_gpu_calibration_is_used_as_measured(slice_fasta):
     rate = 1e14
-    flat = Calibration(model="esmfold", device="h100", call_flops=(1e12, 1e15), flops_per_second=(rate, rate),
-                       max_batch_flops=None, measured="test")
+    flat = Calibration(
+        model="esmfold",
+        device="h100",
+        call_flops=(1e12, 1e15),
+        flops_per_second=(rate, rate),
+        max_batch_flops=None,
+        measured="test",
+    )
     report = estimate_build([slice_fasta], model="esmfold", gpu_type="h100", gpus=2, calibrations=[flat])
     assert report.estimate.measured
     assert report.estimate.device_seconds == pytest.approx(report.planner.executed_flops / rate)

@@ -63,8 +63,9 @@ def test_prediction_api_answers_like_alphafold_db(server_url):
     assert trap["cifUrl"] == f"{server_url}/files/{CIF}" and trap["latestVersion"] == 1 and trap["allVersions"] == [1]
     assert trap["paeImageUrl"].endswith("-predicted_aligned_error_v1.png")
     assert trap["plddtDocUrl"].endswith("-confidence_v1.json") and trap["modelCreatedDate"] == "2026-11-25"
-    bands = [trap[c] for c in ("fractionPlddtVeryLow", "fractionPlddtLow", "fractionPlddtConfident",
-                               "fractionPlddtVeryHigh")]
+    bands = [
+        trap[c] for c in ("fractionPlddtVeryLow", "fractionPlddtLow", "fractionPlddtConfident", "fractionPlddtVeryHigh")
+    ]
     assert all(b > 0 for b in bands) and sum(bands) == pytest.approx(1.0, abs=0.01)
     assert 0 < trap["globalMetricValue"] < 100 and trap["ptm"] == pytest.approx(0.81) and trap["untrained"]
     assert {"sequenceChecksum", "sequenceMd5", "model", "uniprotDescription", "organismScientificName"} <= set(trap)
@@ -96,14 +97,19 @@ def test_download_is_decoded_for_clients_without_gzip(server_url, stored, accept
     assert int(headers["content-length"]) == row["size"] and headers["etag"] != f'"{row["sha256"]}"'
 
 
-@pytest.mark.parametrize("header, expected", [
-    ("bytes=0-99", slice(0, 100)), ("bytes=100-", slice(100, None)), ("bytes=-50", slice(-50, None)),
-    ("bytes=5-5", slice(5, 6)), ("bytes=1000-999999999", slice(1000, None)),
-])
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        ("bytes=0-99", slice(0, 100)),
+        ("bytes=100-", slice(100, None)),
+        ("bytes=-50", slice(-50, None)),
+        ("bytes=5-5", slice(5, 6)),
+        ("bytes=1000-999999999", slice(1000, None)),
+    ],
+)
 def test_range_requests_get_206_with_the_right_bytes(server_url, stored, header, expected):
     text, _ = stored
-    status, headers, body = request(server_url, f"/files/{CIF}", headers={"Range": header,
-                                                                         "Accept-Encoding": "gzip"})
+    status, headers, body = request(server_url, f"/files/{CIF}", headers={"Range": header, "Accept-Encoding": "gzip"})
     part = text[expected]
     assert status == 206 and body == part and "content-encoding" not in headers
     first = text.index(part) if expected.start is None or expected.start >= 0 else len(text) + expected.start
@@ -163,13 +169,30 @@ def test_the_pdb_format_model_is_rendered_from_the_mmcif(server_url, stored):
 
 
 HOSTILE_PATHS = [
-    "/files/../../../../etc/passwd", "/files/..%2F..%2F..%2F..%2Fetc%2Fpasswd", "/files/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
-    "/files/%252e%252e%252f%252e%252e%252fetc%252fpasswd", "/files/%2Fetc%2Fpasswd", "/files//etc/passwd",
-    "/files/..\\..\\etc\\passwd", f"/files/{CIF}%00.png", f"/files/{CIF}%00", "/files/catalog.duckdb",
-    "/files/schema%2Fentries.parquet", "/files/", "/files/.", "/files/%2e%2e", f"/files/./{CIF}",
-    f"/files/{CIF}/", "/static/..%2F..%2Fjobs%2Fserver.py", "/static/%2e%2e%2fserver.py", "/static/",
-    "/entry/..%2F..%2Fetc%2Fpasswd", "/api/prediction/..%2F..%2Fetc%2Fpasswd", "/etc/passwd",
-    "/files/" + quote("/etc/passwd", safe=""), "/files/%c0%ae%c0%ae%2fetc%2fpasswd",
+    "/files/../../../../etc/passwd",
+    "/files/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    "/files/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "/files/%252e%252e%252f%252e%252e%252fetc%252fpasswd",
+    "/files/%2Fetc%2Fpasswd",
+    "/files//etc/passwd",
+    "/files/..\\..\\etc\\passwd",
+    f"/files/{CIF}%00.png",
+    f"/files/{CIF}%00",
+    "/files/catalog.duckdb",
+    "/files/schema%2Fentries.parquet",
+    "/files/",
+    "/files/.",
+    "/files/%2e%2e",
+    f"/files/./{CIF}",
+    f"/files/{CIF}/",
+    "/static/..%2F..%2Fjobs%2Fserver.py",
+    "/static/%2e%2e%2fserver.py",
+    "/static/",
+    "/entry/..%2F..%2Fetc%2Fpasswd",
+    "/api/prediction/..%2F..%2Fetc%2Fpasswd",
+    "/etc/passwd",
+    "/files/" + quote("/etc/passwd", safe=""),
+    "/files/%c0%ae%c0%ae%2fetc%2fpasswd",
 ]
 
 
@@ -193,19 +216,30 @@ def test_sql_endpoint_answers_selects_as_json(server_url):
     assert status == 200 and result["columns"] == ["entryId", "gene"] and not result["truncated"]
     assert [r[0] for r in result["rows"]] == ["SM-P1-F1", "SM-P2-F1", "SM-P3-F1", "SM-P3-F2", "SM-P41068-F1"]
     body = json.dumps({"sql": "SELECT count(*) AS n FROM residues"}).encode()
-    status, result = get_json(server_url, "/api/sql", method="POST", body=body,
-                              headers={"Content-Type": "application/json"})
+    status, result = get_json(
+        server_url, "/api/sql", method="POST", body=body, headers={"Content-Type": "application/json"}
+    )
     assert status == 200 and result["rows"] == [[196 + 13 + 13 + 20 + 20]]
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     for body in (b"SELECT 2 AS two", b"q=SELECT+2+AS+two"):  # curl --data sends a raw query as a form
         assert get_json(server_url, "/api/sql", method="POST", body=body, headers=form)[1]["rows"] == [[2]]
 
 
-@pytest.mark.parametrize("sql", [
-    "COPY entries TO 'entries/x.parquet'", "SELECT 1; SELECT 2", "ATTACH 'x.duckdb'", "INSTALL httpfs",
-    "SET threads = 64", "CREATE TABLE t AS SELECT 1", "EXPLAIN SELECT * FROM entries",
-    "PIVOT entries ON gene USING count(*)", "SELECT * FROM read_csv('/etc/passwd')", "DROP VIEW entries",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "COPY entries TO 'entries/x.parquet'",
+        "SELECT 1; SELECT 2",
+        "ATTACH 'x.duckdb'",
+        "INSTALL httpfs",
+        "SET threads = 64",
+        "CREATE TABLE t AS SELECT 1",
+        "EXPLAIN SELECT * FROM entries",
+        "PIVOT entries ON gene USING count(*)",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "DROP VIEW entries",
+    ],
+)
 def test_sql_endpoint_refuses_everything_but_one_read_only_select(server_url, served_database, sql):
     before = sorted(served_database.list_files("."))
     status, result = get_json(server_url, "/api/sql", method="POST", body=sql.encode())
@@ -276,13 +310,17 @@ def test_concurrent_load_is_answered_in_full_with_flat_memory(server_url):
 
 def test_identity_stored_members_are_served_by_ranged_reads(tmp_path):
     from conftest import ThreadedServer
+
     from structome.jobs.serve.app import StructomeServer
     from structome.storage.archive import ArchiveWriter
     from structome.storage.entry_index import EntryIndex
     from structome.storage.layout import DatabaseLayout
 
     text = b"data_x\n" + b"".join(b"ATOM %06d\n" % i for i in range(5000))
-    with open(tmp_path / "archive.tar", "wb") as stream, ArchiveWriter(stream, archive="archive.tar", mtime=0) as archive:
+    with (
+        open(tmp_path / "archive.tar", "wb") as stream,
+        ArchiveWriter(stream, archive="archive.tar", mtime=0) as archive,
+    ):
         location = archive.add("SM-X-F1", "cif", "SM-X-F1-model_v1.cif", text, compress=False)
     server = StructomeServer(DatabaseLayout(tmp_path), EntryIndex([], [location]))
     with ThreadedServer(server.app) as url:
@@ -304,8 +342,18 @@ def test_the_serve_command_answers_and_stops(served_database, processes):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [str(Path(sys.executable).with_name("structome")), "serve", "--db", served_database.location,
-               "--port", str(port), "--sql-workers", "1", "--workers", processes]
+    command = [
+        str(Path(sys.executable).with_name("structome")),
+        "serve",
+        "--db",
+        served_database.location,
+        "--port",
+        str(port),
+        "--sql-workers",
+        "1",
+        "--workers",
+        processes,
+    ]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
@@ -327,6 +375,7 @@ def test_the_serve_command_answers_and_stops(served_database, processes):
 def test_an_object_store_database_is_served_without_sql(s3_database):
     from conftest import ThreadedServer
     from fake_database import entry, random_prediction, write_database
+
     from structome.jobs.serve.app import create_server
     from structome.models.types import PredictionRequest
 
@@ -367,6 +416,7 @@ def test_entries_of_a_later_build_are_served_after_the_reload_interval(tmp_path)
 
     from conftest import ThreadedServer
     from fake_database import entry, random_prediction, write_database
+
     from structome.jobs.serve.app import create_server
     from structome.models.types import PredictionRequest
 

@@ -14,8 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 from fake_database import entry, random_prediction, write_database
 
-from structome.jobs.serve.sql_sandbox import (SqlError, SqlLimits, SqlRefused, SqlResourceError, SqlSandbox, SqlTimeout,
-                              check_statement)
+from structome.jobs.serve.sql_sandbox import (
+    SqlError,
+    SqlLimits,
+    SqlRefused,
+    SqlResourceError,
+    SqlSandbox,
+    SqlTimeout,
+    check_statement,
+)
 from structome.models.types import PredictionRequest
 from structome.storage.layout import DatabaseLayout
 
@@ -64,15 +71,18 @@ def test_select_returns_rows(sandbox):
     assert not result.truncated and result.elapsed_s > 0
 
 
-@pytest.mark.parametrize("sql, expected", [
-    ("FROM entries SELECT count(*)", 6),
-    ("SELECT count(*) FROM residues", sum(len(e.sequence) for e in ENTRIES)),
-    ("SELECT count(*) FROM failures", 0),
-    ("SELECT count(*) FROM read_parquet('shards/*/entries.parquet')", 6),  # relative to the database folder
-    ("WITH t AS (SELECT 7 AS a) SELECT a * 6 FROM t", 42),
-    ("VALUES (5)", 5),
-    ("SELECT count(*) FROM (DESCRIBE entries) WHERE column_name = 'entryId'", 1),
-])
+@pytest.mark.parametrize(
+    "sql, expected",
+    [
+        ("FROM entries SELECT count(*)", 6),
+        ("SELECT count(*) FROM residues", sum(len(e.sequence) for e in ENTRIES)),
+        ("SELECT count(*) FROM failures", 0),
+        ("SELECT count(*) FROM read_parquet('shards/*/entries.parquet')", 6),  # relative to the database folder
+        ("WITH t AS (SELECT 7 AS a) SELECT a * 6 FROM t", 42),
+        ("VALUES (5)", 5),
+        ("SELECT count(*) FROM (DESCRIBE entries) WHERE column_name = 'entryId'", 1),
+    ],
+)
 def test_read_only_forms_work(sandbox, sql, expected):
     assert sandbox.run(sql).rows == [[expected]]
 
@@ -91,40 +101,53 @@ def test_values_are_json_safe(sandbox):
     result = sandbox.run("""SELECT DATE '2026-11-25' AS d, TIMESTAMP '2026-11-25 01:02:03' AS ts, 1.25::DECIMAL(5, 2) AS n,
         ['nan'::DOUBLE, 'inf'::DOUBLE, 2.5] AS f, '\\x00\\xff'::BLOB AS b, {'a': [1, NULL]} AS s, MAP {1: 'x'} AS m,
         '00000000-0000-0000-0000-000000000001'::UUID AS u""")
-    assert result.rows == [["2026-11-25", "2026-11-25T01:02:03", 1.25, [None, None, 2.5], "AP8=", {"a": [1, None]},
-                            {"1": "x"}, "00000000-0000-0000-0000-000000000001"]]
+    assert result.rows == [
+        [
+            "2026-11-25",
+            "2026-11-25T01:02:03",
+            1.25,
+            [None, None, 2.5],
+            "AP8=",
+            {"a": [1, None]},
+            {"1": "x"},
+            "00000000-0000-0000-0000-000000000001",
+        ]
+    ]
     json.dumps(result.rows, allow_nan=False)
 
 
-@pytest.mark.parametrize("sql", [
-    "PIVOT entries ON gene",  # a multi-statement (it creates an enum type first)
-    "SELECT * FROM (PIVOT entries ON gene)",
-    "EXPLAIN SELECT 1",
-    "EXPLAIN ANALYZE SELECT 1",
-    "COPY (SELECT 1 AS a) TO 'schema/entries.parquet'",  # the write a locked-down DuckDB still allows
-    "COPY entries TO 'shards/copy.parquet'",
-    "EXPORT DATABASE 'exported'",
-    "ATTACH 'other.duckdb' AS other",
-    "INSTALL httpfs",
-    "LOAD httpfs",
-    "SET threads = 8",
-    "SET VARIABLE x = 1",
-    "RESET memory_limit",
-    "PRAGMA version",
-    "CREATE TABLE t AS SELECT 1",
-    "CREATE VIEW v AS SELECT 1",
-    "INSERT INTO entries SELECT * FROM entries",
-    "UPDATE entries SET gene = 'x'",
-    "DELETE FROM entries",
-    "DROP VIEW entries",
-    "CALL duckdb_settings()",
-    "CHECKPOINT",
-    "UPDATE EXTENSIONS",  # a statement type the Python client cannot even name
-    "SELECT 1; SELECT 2",
-    "SELECT 1; COPY entries TO 'shards/copy.parquet'",
-    "",
-    "-- only a comment",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "PIVOT entries ON gene",  # a multi-statement (it creates an enum type first)
+        "SELECT * FROM (PIVOT entries ON gene)",
+        "EXPLAIN SELECT 1",
+        "EXPLAIN ANALYZE SELECT 1",
+        "COPY (SELECT 1 AS a) TO 'schema/entries.parquet'",  # the write a locked-down DuckDB still allows
+        "COPY entries TO 'shards/copy.parquet'",
+        "EXPORT DATABASE 'exported'",
+        "ATTACH 'other.duckdb' AS other",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SET threads = 8",
+        "SET VARIABLE x = 1",
+        "RESET memory_limit",
+        "PRAGMA version",
+        "CREATE TABLE t AS SELECT 1",
+        "CREATE VIEW v AS SELECT 1",
+        "INSERT INTO entries SELECT * FROM entries",
+        "UPDATE entries SET gene = 'x'",
+        "DELETE FROM entries",
+        "DROP VIEW entries",
+        "CALL duckdb_settings()",
+        "CHECKPOINT",
+        "UPDATE EXTENSIONS",  # a statement type the Python client cannot even name
+        "SELECT 1; SELECT 2",
+        "SELECT 1; COPY entries TO 'shards/copy.parquet'",
+        "",
+        "-- only a comment",
+    ],
+)
 def test_statements_other_than_one_select_are_refused(sandbox, database, sql):
     before = listing(database.root)
     with pytest.raises(SqlRefused):
@@ -132,19 +155,22 @@ def test_statements_other_than_one_select_are_refused(sandbox, database, sql):
     assert listing(database.root) == before
 
 
-@pytest.mark.parametrize("sql", [
-    "SELECT * FROM read_csv('/etc/passwd')",
-    "SELECT * FROM read_text('/etc/passwd')",
-    "SELECT * FROM read_blob('/proc/self/environ')",
-    "SELECT * FROM read_parquet('../other/x.parquet')",
-    "SELECT * FROM read_parquet('shards/../../other/x.parquet')",
-    "SELECT * FROM read_parquet('{root}/../other/x.parquet')",
-    "SELECT * FROM read_parquet('{root}/../other/*.parquet')",
-    "SELECT * FROM read_parquet('{root}2/x.parquet')",
-    "SELECT * FROM glob('/*')",
-    "SELECT * FROM glob('../*')",
-    "SELECT * FROM read_csv('https://example.org/x.csv')",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM read_text('/etc/passwd')",
+        "SELECT * FROM read_blob('/proc/self/environ')",
+        "SELECT * FROM read_parquet('../other/x.parquet')",
+        "SELECT * FROM read_parquet('shards/../../other/x.parquet')",
+        "SELECT * FROM read_parquet('{root}/../other/x.parquet')",
+        "SELECT * FROM read_parquet('{root}/../other/*.parquet')",
+        "SELECT * FROM read_parquet('{root}2/x.parquet')",
+        "SELECT * FROM glob('/*')",
+        "SELECT * FROM glob('../*')",
+        "SELECT * FROM read_csv('https://example.org/x.csv')",
+    ],
+)
 def test_files_outside_the_database_are_refused(sandbox, database, sql):
     with pytest.raises(SqlRefused):
         sandbox.run(sql.format(root=database.root))
@@ -242,6 +268,7 @@ def test_a_build_can_refresh_the_catalog_while_the_sandbox_serves(tmp_path):
     """The workers hold no lock on catalog.duckdb: a build writing the next shard and its catalog goes on, and
     the workers' views see the new shard."""
     from fake_database import entry, random_prediction, write_database
+
     from structome.models.types import PredictionRequest
 
     first = random_prediction(PredictionRequest("p-a", "MKVLAAGIVGLLW"), 0)

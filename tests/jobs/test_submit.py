@@ -28,10 +28,12 @@ TINY_OPTIONS = ["--num-recycles", "0", "--no-progress"]
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "MSDNELLKQAEELLKRIEELAKKGDEEA", "MGSSHHHHHHSSGLVPRGSHMASMTGGQQMGRGSKLE"]
 
 
-def structome(*args: str, cwd: Path | None = None, env: dict | None = None,
-              check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "structome", *args], capture_output=True, text=True, timeout=300,
-                            cwd=cwd, env=env)
+def structome(
+    *args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "structome", *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"structome {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
@@ -76,13 +78,27 @@ def kill_until_gone(marker: str, timeout_s: float = 20) -> None:
 def head_command(temp_dir: Path, ports: list[int]) -> list[str]:
     gcs, dashboard, client, agent_listen, agent_grpc, metrics, runtime_env, node_manager, object_manager = ports
     # Every port explicit: other Ray clusters may run on this machine with the defaults.
-    return [str(RAY), "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
-            "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--ray-client-server-port={client}",
-            f"--dashboard-agent-listen-port={agent_listen}", f"--dashboard-agent-grpc-port={agent_grpc}",
-            f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
-            f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}",
-            "--num-cpus=2", "--memory=4000000000", "--object-store-memory=500000000", f"--temp-dir={temp_dir}",
-            "--disable-usage-stats"]
+    return [
+        str(RAY),
+        "start",
+        "--head",
+        f"--port={gcs}",
+        f"--dashboard-port={dashboard}",
+        "--dashboard-host=127.0.0.1",
+        "--include-dashboard=true",
+        f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent_listen}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--metrics-export-port={metrics}",
+        f"--runtime-env-agent-port={runtime_env}",
+        f"--node-manager-port={node_manager}",
+        f"--object-manager-port={object_manager}",
+        "--num-cpus=2",
+        "--memory=4000000000",
+        "--object-store-memory=500000000",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +107,12 @@ def head():
     marker = uuid.uuid4().hex
     temp_dir = Path(tempfile.mkdtemp(prefix="st-", dir="/tmp"))  # short: Ray's socket paths have a length limit
     ports = free_ports(9)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "STRUCTOME_TEST_MARKER": marker,
-           "PATH": f"{RAY.parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # STRUCTOME_CACHE from conftest
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "STRUCTOME_TEST_MARKER": marker,
+        "PATH": f"{RAY.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }  # STRUCTOME_CACHE from conftest
     for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
         env.pop(name, None)
     try:
@@ -121,16 +141,18 @@ def wait_for_status(url: str, job_id: str, wanted: set[str], timeout_s: float = 
 def test_submit_wait_builds_on_the_cluster(head, tmp_path):
     write_fasta(tmp_path / "tiny.fasta", SEQUENCES)
     # Relative paths (run from tmp_path) are sent as absolute ones, with a warning.
-    result = structome("submit", "--address", head, "--wait", "--", "build", "tiny.fasta", "--db", "db",
-                       *TINY_OPTIONS, cwd=tmp_path)
+    result = structome(
+        "submit", "--address", head, "--wait", "--", "build", "tiny.fasta", "--db", "db", *TINY_OPTIONS, cwd=tmp_path
+    )
     job_id = result.stdout.splitlines()[0]
     assert job_id.startswith("raysubmit_") and result.stdout.strip() == job_id  # only the id on stdout
     assert "relative" in result.stderr and str(tmp_path / "tiny.fasta") in result.stderr
     assert f"job {job_id} SUCCEEDED" in result.stderr
     assert "3 entries written" in result.stderr  # the build's own summary, streamed from the job's logs
 
-    rows = json.loads(structome("sql", "--db", str(tmp_path / "db"), "--format", "json",
-                                "SELECT count(*) AS n FROM entries").stdout)
+    rows = json.loads(
+        structome("sql", "--db", str(tmp_path / "db"), "--format", "json", "SELECT count(*) AS n FROM entries").stdout
+    )
     assert rows == [{"n": 3}]
     elsewhere = {**os.environ, "RAY_ADDRESS": "http://127.0.0.1:1"}  # Ray would prefer it; --address wins
     assert structome("submit", "--address", head, "--status", job_id, env=elsewhere).stdout.startswith("SUCCEEDED")
@@ -148,17 +170,34 @@ def installed(tmp_path_factory):
 def test_submit_from_a_plain_install(head, installed, tmp_path):
     from ray.job_submission import JobSubmissionClient
 
-    where = run([str(installed.python), "-c", "import structome; print(structome.__file__)"], cwd=tmp_path,
-                env=installed.env()).stdout.strip()
+    where = run(
+        [str(installed.python), "-c", "import structome; print(structome.__file__)"], cwd=tmp_path, env=installed.env()
+    ).stdout.strip()
     assert Path(where) == installed.site_packages() / "structome" / "__init__.py"  # not this checkout's
     write_fasta(tmp_path / "tiny.fasta", SEQUENCES)
-    result = run([str(installed.bin / "structome"), "submit", "--address", head, "--wait", "--", "build", "tiny.fasta",
-                  "--db", "db", *TINY_OPTIONS], cwd=tmp_path, env=installed.env())
+    result = run(
+        [
+            str(installed.bin / "structome"),
+            "submit",
+            "--address",
+            head,
+            "--wait",
+            "--",
+            "build",
+            "tiny.fasta",
+            "--db",
+            "db",
+            *TINY_OPTIONS,
+        ],
+        cwd=tmp_path,
+        env=installed.env(),
+    )
     job_id = result.stdout.strip()
     assert f"job {job_id} SUCCEEDED" in result.stderr and "3 entries written" in result.stderr
 
-    rows = json.loads(structome("sql", "--db", str(tmp_path / "db"), "--format", "json",
-                                "SELECT count(*) AS n FROM entries").stdout)
+    rows = json.loads(
+        structome("sql", "--db", str(tmp_path / "db"), "--format", "json", "SELECT count(*) AS n FROM entries").stdout
+    )
     assert rows == [{"n": 3}]
     runtime_env = JobSubmissionClient(head).get_job_info(job_id).runtime_env
     assert len(runtime_env["py_modules"]) == 1 and "working_dir" not in runtime_env  # the package, nothing else
@@ -167,8 +206,9 @@ def test_submit_from_a_plain_install(head, installed, tmp_path):
 @pytest.mark.slow
 def test_wait_exits_non_zero_when_the_job_fails(head, tmp_path):
     missing = tmp_path / "missing.fasta"  # exists nowhere: the remote `build` refuses it
-    result = structome("submit", "--address", head, "--wait", "--", "build", str(missing), "--db", str(tmp_path / "db"),
-                       check=False)
+    result = structome(
+        "submit", "--address", head, "--wait", "--", "build", str(missing), "--db", str(tmp_path / "db"), check=False
+    )
     assert result.returncode == 1
     job_id = result.stdout.strip()
     assert f"job {job_id} FAILED" in result.stderr
@@ -187,10 +227,11 @@ def test_unknown_job_fails_clearly(head):
 @pytest.mark.slow
 def test_submit_without_wait_returns_at_once_and_stop_ends_the_job(head, tmp_path):
     # Long sequences with the default 4 recycles: minutes of folding, so the job is still running when stopped.
-    fasta = write_fasta(tmp_path / "slow.fasta", [("ACDEFGHIKLMNPQRSTVWY" * 20)[i:i + 300] for i in range(20)])
+    fasta = write_fasta(tmp_path / "slow.fasta", [("ACDEFGHIKLMNPQRSTVWY" * 20)[i : i + 300] for i in range(20)])
     started = time.monotonic()
-    result = structome("submit", "--address", head, "--", "build", str(fasta), "--db", str(tmp_path / "db"),
-                       "--no-progress")
+    result = structome(
+        "submit", "--address", head, "--", "build", str(fasta), "--db", str(tmp_path / "db"), "--no-progress"
+    )
     assert time.monotonic() - started < 30
     job_id = result.stdout.strip()
     assert job_id.startswith("raysubmit_") and "\n" not in job_id
@@ -205,17 +246,21 @@ def test_unreachable_address_fails_clearly():
     (port,) = free_ports(1)  # nothing listens there
     result = structome("submit", "--address", f"http://127.0.0.1:{port}", "--status", "raysubmit_x", check=False)
     assert result.returncode == 1
-    assert result.stderr.strip() == f"Error: cannot reach the Ray dashboard at http://127.0.0.1:{port}: " \
-                                    "Connection refused"
+    assert (
+        result.stderr.strip() == f"Error: cannot reach the Ray dashboard at http://127.0.0.1:{port}: Connection refused"
+    )
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--", "sql", "SELECT 1"], "must be `build`"),
-    (["--", "build", "/x.fasta", "--db", "/db", "--address", "auto"], "leave out --address"),
-    (["--", "build", "/x.fasta", "--no-such-option"], "has no option --no-such-option"),
-    (["--status", "raysubmit_x", "--", "build", "/x.fasta"], "give one of"),
-    ([], "give one of"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--", "sql", "SELECT 1"], "must be `build`"),
+        (["--", "build", "/x.fasta", "--db", "/db", "--address", "auto"], "leave out --address"),
+        (["--", "build", "/x.fasta", "--no-such-option"], "has no option --no-such-option"),
+        (["--status", "raysubmit_x", "--", "build", "/x.fasta"], "give one of"),
+        ([], "give one of"),
+    ],
+)
 def test_bad_arguments_fail_before_connecting(args, message):
     result = structome("submit", "--address", "http://127.0.0.1:1", *args, check=False)
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr

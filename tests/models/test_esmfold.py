@@ -10,10 +10,9 @@ from transformers.models.esm.openfold_utils import residue_constants
 
 from structome.models import esmfold
 from structome.models.esmfold import encode, load_esmfold, trust_weights_digest, weights_digest, weights_sha256
-from structome.models.types import EsmFoldSettings
 from structome.models.registry import describe_model, preset
 from structome.models.tiny import build_tiny_model
-from structome.models.types import PredictionRequest
+from structome.models.types import EsmFoldSettings, PredictionRequest
 
 SHORT = PredictionRequest("short", "MKTAYIAKQRQISFVKSHFSRQ")
 LONG = PredictionRequest("long", "MSHHWGYGKHNGPEHWHKDFPIAKGERQSPVDIDTHTAKYDPSLKPLSVSYDQATS")
@@ -81,8 +80,9 @@ def test_weights_hash_changes_with_the_weights(tiny_weights, tmp_path):
     assert weights_sha256(tmp_path) != weights_sha256(tiny_weights)
 
 
-def test_a_trusted_digest_spares_a_worker_the_hashing_while_the_files_are_unchanged(tiny_weights, tmp_path,
-                                                                                     monkeypatch):
+def test_a_trusted_digest_spares_a_worker_the_hashing_while_the_files_are_unchanged(
+    tiny_weights, tmp_path, monkeypatch
+):
     import shutil
 
     folder, elsewhere = tmp_path / "weights", tmp_path / "elsewhere"
@@ -134,8 +134,9 @@ def test_a_hub_id_loads_from_the_hugging_face_cache(tiny_weights, tmp_path, monk
 
 @pytest.mark.parametrize("trunk", ["tf32", "bf16", "fp16"])
 def test_each_trunk_policy_folds_and_its_full_precision_fallback_is_fp32(tiny_weights, trunk):
-    settings = EsmFoldSettings(num_recycles=1, stem_precision="bf16" if trunk == "bf16" else "fp32",
-                               trunk_precision=trunk)
+    settings = EsmFoldSettings(
+        num_recycles=1, stem_precision="bf16" if trunk == "bf16" else "fp32", trunk_precision=trunk
+    )
     reduced = load_esmfold(str(tiny_weights), settings, untrained=True)
     plain = load_esmfold(str(tiny_weights), EsmFoldSettings(num_recycles=1, stem_precision=settings.stem_precision))
     assert reduced.reduced_precision and not plain.reduced_precision

@@ -6,11 +6,17 @@ import random
 
 import pytest
 
-from structome.pipelines.batching import (
-    CHUNK_LADDER, DeviceBudget, BatchTotals, chunk_size_for_length, lone_chunk_size, batch_by_cost,
-    batch_fixed_size, solo_length,
-)
 from structome.models.registry import ESMFOLD_V1_CONFIG
+from structome.pipelines.batching import (
+    CHUNK_LADDER,
+    BatchTotals,
+    DeviceBudget,
+    batch_by_cost,
+    batch_fixed_size,
+    chunk_size_for_length,
+    lone_chunk_size,
+    solo_length,
+)
 from structome.pipelines.cost_model import CostModel
 
 V1 = CostModel.from_config(ESMFOLD_V1_CONFIG, 4)
@@ -50,8 +56,9 @@ def test_long_sequences_run_alone_and_are_always_chunked():
 
 
 def test_memory_bounds_batches_when_it_binds():
-    tight = DeviceBudget(activation_bytes=V1.peak_activation_bytes(3, 200, None), min_batch_flops=1e15,
-                         max_batch_flops=1e16)
+    tight = DeviceBudget(
+        activation_bytes=V1.peak_activation_bytes(3, 200, None), min_batch_flops=1e15, max_batch_flops=1e16
+    )
     plan = batch_by_cost([200] * 10, V1, tight)
     assert max(len(b.indices) for b in plan.batches) == 3
     assert all(b.fits for b in plan.batches)
@@ -59,8 +66,9 @@ def test_memory_bounds_batches_when_it_binds():
 
 def test_a_sequence_over_the_budget_takes_a_smaller_chunk_or_is_flagged():
     # Unchunked by length, but the L^3 attention logits do not fit: chunk 64 does.
-    budget = DeviceBudget(activation_bytes=V1.peak_activation_bytes(1, 200, 64), min_batch_flops=1e14,
-                          max_batch_flops=2e14)
+    budget = DeviceBudget(
+        activation_bytes=V1.peak_activation_bytes(1, 200, 64), min_batch_flops=1e14, max_batch_flops=2e14
+    )
     assert chunk_size_for_length(200) is None
     assert V1.peak_activation_bytes(1, 200, None) > budget.activation_bytes
     assert lone_chunk_size(200, V1, budget) == 64

@@ -49,8 +49,9 @@ def test_flops_match_torchs_counter_on_the_tiny_model(length, num_recycles):
 
 def test_flops_match_torchs_counter_on_other_widths_and_a_padded_batch():
     """Wider pair state, more heads, more structure-module points: the derivation follows the config."""
-    config = _reduced_config(num_blocks=3, sequence_state_dim=96, pairwise_state_dim=48, sequence_head_width=32,
-                             pairwise_head_width=16)
+    config = _reduced_config(
+        num_blocks=3, sequence_state_dim=96, pairwise_state_dim=48, sequence_head_width=32, pairwise_head_width=16
+    )
     sm = config.esmfold_config.trunk.structure_module
     sm.num_heads_ipa, sm.num_qk_points, sm.num_v_points, sm.num_transition_layers = 4, 2, 3, 2
     config.num_hidden_layers, config.hidden_size, config.intermediate_size = 3, 48, 80
@@ -134,18 +135,24 @@ print(status("VmHWM") - before)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("batch, length, chunk, pair_dim, pair_heads, ipa_heads, peak_at", [
-    (1, 256, 0, 32, 2, 12, "triangle_attention"),  # unchunked: the L^3 logits
-    (1, 256, 8, 32, 2, 12, "structure_module"),  # chunked, tiny widths: invariant point attention
-    (1, 192, 8, 96, 6, 1, "pair_transition"),  # chunked, wide pair state: the pair MLP
-    (2, 160, 8, 96, 6, 1, "triangle_attention"),  # chunked batch: the triangle bias expanded to L^3
-])
+@pytest.mark.parametrize(
+    "batch, length, chunk, pair_dim, pair_heads, ipa_heads, peak_at",
+    [
+        (1, 256, 0, 32, 2, 12, "triangle_attention"),  # unchunked: the L^3 logits
+        (1, 256, 8, 32, 2, 12, "structure_module"),  # chunked, tiny widths: invariant point attention
+        (1, 192, 8, 96, 6, 1, "pair_transition"),  # chunked, wide pair state: the pair MLP
+        (2, 160, 8, 96, 6, 1, "triangle_attention"),  # chunked batch: the triangle bias expanded to L^3
+    ],
+)
 def test_activation_memory_matches_the_measured_peak(batch, length, chunk, pair_dim, pair_heads, ipa_heads, peak_at):
     """Peak RSS of a CPU forward pass (1 recycle); glibc's mmap threshold at 64 KiB returns freed tensors at once."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONPATH": str(ROOT)}
     args = [str(v) for v in (batch, length, chunk, pair_dim, pair_heads, ipa_heads)]
-    measured = int(subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, *args], env=env, check=True,
-                                  capture_output=True, text=True).stdout)
+    measured = int(
+        subprocess.run(
+            [sys.executable, "-c", _PEAK_SCRIPT, *args], env=env, check=True, capture_output=True, text=True
+        ).stdout
+    )
     config = _reduced_config(pairwise_state_dim=pair_dim, pairwise_head_width=pair_dim // pair_heads)
     config.esmfold_config.trunk.structure_module.pairwise_dim = pair_dim
     config.esmfold_config.trunk.structure_module.num_heads_ipa = ipa_heads

@@ -137,7 +137,7 @@ def test_fragment_windows_cover_the_sequence(length: int) -> None:
     assert all(end - start + 1 == 1400 for start, end in windows)
     starts = [start for start, _ in windows]
     assert starts == sorted(set(starts))  # increasing, no duplicate last window
-    assert all(b - a == 200 for a, b in zip(starts[:-2], starts[1:-1]))
+    assert all(b - a == 200 for a, b in zip(starts[:-2], starts[1:-1], strict=True))
     assert 1 <= starts[-1] - starts[-2] <= 200
 
 

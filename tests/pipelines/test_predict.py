@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from structome.models.chunking import CHUNK_LADDER
+from structome.models.registry import ESMFOLD_V1_CONFIG
 from structome.models.types import Entry, NonFiniteOutputError, Prediction, PredictionRequest
 from structome.pipelines.batching import Batcher, DeviceBudget
-from structome.models.registry import ESMFOLD_V1_CONFIG
 from structome.pipelines.cost_model import CostModel
 from structome.pipelines.predict import predict_shard
 from structome.pipelines.sharding import cut_shards
@@ -21,8 +21,12 @@ UNLIMITED = 1e30
 
 def batcher(batch_tokens: int = 10_000, activation_bytes: float = UNLIMITED) -> Batcher:
     """Every call costs the same (so the fewest calls win), capped at `batch_tokens` padded residues."""
-    budget = DeviceBudget(activation_bytes=activation_bytes, min_batch_flops=UNLIMITED, max_batch_flops=UNLIMITED,
-                          max_padded_residues=batch_tokens)
+    budget = DeviceBudget(
+        activation_bytes=activation_bytes,
+        min_batch_flops=UNLIMITED,
+        max_batch_flops=UNLIMITED,
+        max_padded_residues=batch_tokens,
+    )
     return Batcher(CostModel.from_config(ESMFOLD_V1_CONFIG), budget)
 
 
@@ -31,9 +35,21 @@ class ScriptedPredictor:
 
     provenance = SimpleNamespace(precision="stem=fp16,trunk=bf16")
 
-    def __init__(self, max_padded: int = 10**9, oom_length: int | None = None, chunk_fix: int | None = None,
-                 nan_length: int | None = None, nan_in_fp32: bool = True, reduced_precision: bool = True):
-        self.max_padded, self.oom_length, self.chunk_fix, self.nan_length = max_padded, oom_length, chunk_fix, nan_length
+    def __init__(
+        self,
+        max_padded: int = 10**9,
+        oom_length: int | None = None,
+        chunk_fix: int | None = None,
+        nan_length: int | None = None,
+        nan_in_fp32: bool = True,
+        reduced_precision: bool = True,
+    ):
+        self.max_padded, self.oom_length, self.chunk_fix, self.nan_length = (
+            max_padded,
+            oom_length,
+            chunk_fix,
+            nan_length,
+        )
         self.nan_in_fp32, self.reduced_precision = nan_in_fp32, reduced_precision
         self.chunk_size = None
         self.in_fp32 = False
@@ -65,14 +81,25 @@ class ScriptedPredictor:
 
 def _prediction(request: PredictionRequest) -> Prediction:
     n = len(request.sequence)
-    return Prediction(request.prediction_id, request.sequence, np.zeros((n, 37, 3), np.float32),
-                      np.ones((n, 37), bool), np.full(n, 50, np.float32), 0.5, np.zeros((n, n), np.uint8))
+    return Prediction(
+        request.prediction_id,
+        request.sequence,
+        np.zeros((n, 37, 3), np.float32),
+        np.ones((n, 37), bool),
+        np.full(n, 50, np.float32),
+        0.5,
+        np.zeros((n, n), np.uint8),
+    )
 
 
 def _shard(lengths):
     requests = [PredictionRequest(f"p{i}", "A" * n) for i, n in enumerate(lengths)]
-    entries = [Entry(f"E{i}", f"r{i}", "x.fasta", f"E{i}", r.sequence, 1, 1, len(r.sequence), "0" * 16, "0" * 32,
-                     r.prediction_id) for i, r in enumerate(requests)]
+    entries = [
+        Entry(
+            f"E{i}", f"r{i}", "x.fasta", f"E{i}", r.sequence, 1, 1, len(r.sequence), "0" * 16, "0" * 32, r.prediction_id
+        )
+        for i, r in enumerate(requests)
+    ]
     return cut_shards(entries, requests, shard_size=len(requests))[0]
 
 

@@ -15,8 +15,16 @@ from structome.storage.mmcif import to_mmcif
 
 def _entry(entry_id: str, sequence: str, prediction_id: str) -> Entry:
     return Entry(
-        entry_id=entry_id, record_id=entry_id, source_file="x.fasta", accession=entry_id, sequence=sequence,
-        fragment=1, start=1, end=len(sequence), sequence_checksum="0" * 16, sequence_md5="0" * 32,
+        entry_id=entry_id,
+        record_id=entry_id,
+        source_file="x.fasta",
+        accession=entry_id,
+        sequence=sequence,
+        fragment=1,
+        start=1,
+        end=len(sequence),
+        sequence_checksum="0" * 16,
+        sequence_md5="0" * 32,
         prediction_id=prediction_id,
     )
 
@@ -51,8 +59,15 @@ def _prediction(prediction_id: str, sequence: str, seed: int, absent: float = 0.
     mask[:, 1] = True
     mask[[i for i, letter in enumerate(sequence) if letter == "X"]] = False
     coords = np.where(mask[..., None], rng.normal(0, 30, (n, 37, 3)), absent).astype(np.float32)
-    return Prediction(prediction_id, sequence, coords, mask, rng.uniform(0, 100, n).astype(np.float32),
-                      float(rng.random()), rng.integers(0, 32, (n, n), dtype=np.uint8))
+    return Prediction(
+        prediction_id,
+        sequence,
+        coords,
+        mask,
+        rng.uniform(0, 100, n).astype(np.float32),
+        float(rng.random()),
+        rng.integers(0, 32, (n, n), dtype=np.uint8),
+    )
 
 
 def _shard_predictions(*predictions: Prediction) -> ShardPredictions:
@@ -68,13 +83,21 @@ def _over_the_wire(result: ShardPredictions) -> ShardPredictions:
 
 
 def test_predictions_round_trip_the_wire_bit_for_bit():
-    sent = _shard_predictions(_prediction("p1", "MKVXLAAG", 1), _prediction("p2", "A", 2),
-                              _prediction("p3", "XX", 3), _prediction("p4", "MKTAYIAKQRQISFVKSHFSRQ" * 9, 4))
+    sent = _shard_predictions(
+        _prediction("p1", "MKVXLAAG", 1),
+        _prediction("p2", "A", 2),
+        _prediction("p3", "XX", 3),
+        _prediction("p4", "MKTAYIAKQRQISFVKSHFSRQ" * 9, 4),
+    )
     received = _over_the_wire(sent)
     assert (received.shard_id, received.failures, received.model_seconds, received.padded_residues) == (
-        sent.shard_id, sent.failures, sent.model_seconds, sent.padded_residues)
+        sent.shard_id,
+        sent.failures,
+        sent.model_seconds,
+        sent.padded_residues,
+    )
     assert len(received.predictions) == len(sent.predictions)
-    for before, after in zip(sent.predictions, received.predictions):
+    for before, after in zip(sent.predictions, received.predictions, strict=True):
         assert (after.prediction_id, after.sequence) == (before.prediction_id, before.sequence)
         assert after.ptm == before.ptm and type(after.ptm) is float
         for name in ("coords", "atom_mask", "plddt", "pae"):
@@ -105,9 +128,17 @@ def test_writers_render_the_same_files_from_what_crossed_the_wire():
     sent = _prediction("p1", sequence, 5, absent=-3.25)
     (received,) = _over_the_wire(_shard_predictions(sent)).predictions
     entry = _entry("SM-P1-F1", sequence, "p1")
-    provenance = Provenance(model="esmfold-tiny", model_version="v1", weights="/tmp/w", weights_sha256="ab" * 32,
-                            untrained=True, precision="stem=fp32,trunk=fp32", num_recycles=1, chunk_size=None,
-                            device="cpu")
+    provenance = Provenance(
+        model="esmfold-tiny",
+        model_version="v1",
+        weights="/tmp/w",
+        weights_sha256="ab" * 32,
+        untrained=True,
+        precision="stem=fp32,trunk=fp32",
+        num_recycles=1,
+        chunk_size=None,
+        device="cpu",
+    )
     created = dt.date(2026, 11, 25)
     assert to_mmcif(received, entry, provenance, created=created) == to_mmcif(sent, entry, provenance, created=created)
     assert to_pae_json(received) == to_pae_json(sent)

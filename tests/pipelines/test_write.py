@@ -7,13 +7,14 @@ import json
 import gemmi
 import numpy as np
 import pytest
-
 from fake_database import entry, random_prediction, write_database
+
 from structome.models.types import Failure, PredictionRequest
 from structome.storage import catalog
 from structome.storage.layout import DatabaseLayout
 from structome.storage.mmcif import validate_mmcif
 from structome.storage.reader import AmbiguousEntryError, EntryNotFoundError, read_entry_file, resolve_entry
+
 
 @pytest.fixture(params=["local", "s3"])
 def database(request, tmp_path, data_dir):
@@ -27,8 +28,12 @@ def database(request, tmp_path, data_dir):
         entry("SM-P3-F2", "P3", long_sequence, "p-c", 2, 14, 33),
         entry("SM-P4-F1", "P4", "MKKK", "p-oom"),
     ]
-    requests = [PredictionRequest("p-a", "MKVLAAGIVGLLW"), PredictionRequest("p-b", long_sequence[:20]),
-                PredictionRequest("p-c", long_sequence[13:]), PredictionRequest("p-oom", "MKKK")]
+    requests = [
+        PredictionRequest("p-a", "MKVLAAGIVGLLW"),
+        PredictionRequest("p-b", long_sequence[:20]),
+        PredictionRequest("p-c", long_sequence[13:]),
+        PredictionRequest("p-oom", "MKKK"),
+    ]
     predictions = [random_prediction(r, i) for i, r in enumerate(requests[:3])]
     failures = [Failure("sp|P4|X_ECOLI", "in.fasta", "out_of_memory", "too big", "predict", "SM-P4-F1")]
     layout = write_database(location, entries, predictions, failures)
@@ -44,11 +49,14 @@ def test_a_written_shard_is_queryable_and_complete(database):
     assert entries[0]["predictionId"] == entries[1]["predictionId"]
     assert entries[3]["uniprotStart"] == 14 and entries[3]["uniprotEnd"] == 33
     assert entries[0]["sequenceChecksum"] == "0197355516942160" and entries[0]["untrained"]
-    fractions = sum(entries[0][c] for c in ("fractionPlddtVeryLow", "fractionPlddtLow", "fractionPlddtConfident",
-                                             "fractionPlddtVeryHigh"))
+    fractions = sum(
+        entries[0][c]
+        for c in ("fractionPlddtVeryLow", "fractionPlddtLow", "fractionPlddtConfident", "fractionPlddtVeryHigh")
+    )
     assert fractions == pytest.approx(1.0)
-    residues = catalog.query(layout, "SELECT count(*) AS n, min(uniprotResidueNumber) AS lo FROM residues "
-                                     "WHERE entryId = 'SM-P3-F2'").to_pylist()[0]
+    residues = catalog.query(
+        layout, "SELECT count(*) AS n, min(uniprotResidueNumber) AS lo FROM residues WHERE entryId = 'SM-P3-F2'"
+    ).to_pylist()[0]
     assert residues == {"n": 20, "lo": 14}
     assert catalog.query(layout, "SELECT count(*) AS n FROM files").to_pylist()[0]["n"] == 12
     failures = catalog.query(layout, "SELECT entryId, reason, stage FROM failures").to_pylist()
@@ -93,8 +101,9 @@ def test_failures_view_drops_entries_that_a_later_run_predicted(database):
     from structome.storage import rows
 
     old = Failure("sp|P1|X_ECOLI", "in.fasta", "out_of_memory", "earlier run", "predict", "SM-P1-F1")
-    layout.write_parquet_atomic(rows.failures_table([old, old], "20200101T000000Z-000000"),
-                                layout.build_failures("20200101T000000Z-000000"))
+    layout.write_parquet_atomic(
+        rows.failures_table([old, old], "20200101T000000Z-000000"), layout.build_failures("20200101T000000Z-000000")
+    )
     catalog.refresh_catalog(layout)
     reasons = catalog.query(layout, "SELECT entryId FROM failures ORDER BY entryId").column("entryId").to_pylist()
     assert reasons == ["SM-P4-F1"]

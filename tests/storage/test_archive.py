@@ -10,7 +10,12 @@ import pytest
 
 from structome.models.types import FileKind
 from structome.storage.archive import (
-    FILE_FIELDS, ArchiveChecksumError, ArchiveWriter, FileLocation, decode, verify_stored,
+    FILE_FIELDS,
+    ArchiveChecksumError,
+    ArchiveWriter,
+    FileLocation,
+    decode,
+    verify_stored,
 )
 from structome.storage.rows import files_table
 
@@ -30,7 +35,9 @@ def test_members_are_found_by_offset_and_the_archive_is_a_plain_tar(tmp_path):
     path = tmp_path / "archive.tar"
     contents = {f"SM-P{i}-F1-model_v1.cif": (f"data_{i}\n" * (i + 1) * 50).encode() for i in range(5)}
     contents["SM-" + "L" * 140 + "-F1-model_v1.cif"] = b"a name longer than ustar allows needs a PAX header"
-    members = write_archive(path, lambda archive: [archive.add("SM-P-F1", FileKind.CIF, name, data) for name, data in contents.items()])
+    members = write_archive(
+        path, lambda archive: [archive.add("SM-P-F1", FileKind.CIF, name, data) for name, data in contents.items()]
+    )
     for member in members:
         stored = read_stored(path, member.offset, member.length, member.sha256)
         assert decode(stored, member.encoding) == contents[member.file_name]
@@ -45,8 +52,9 @@ def test_members_are_found_by_offset_and_the_archive_is_a_plain_tar(tmp_path):
 
 def test_uncompressed_members_and_a_corrupted_read(tmp_path):
     path = tmp_path / "archive.tar"
-    member = write_archive(path, lambda archive: archive.add("SM-X-F1", FileKind.PAE, "x.json", b'{"a": 1}',
-                                                                compress=False))
+    member = write_archive(
+        path, lambda archive: archive.add("SM-X-F1", FileKind.PAE, "x.json", b'{"a": 1}', compress=False)
+    )
     assert member.encoding == "identity"
     assert read_stored(path, member.offset, member.length, member.sha256) == b'{"a": 1}'
     with pytest.raises(ArchiveChecksumError):

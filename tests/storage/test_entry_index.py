@@ -11,24 +11,46 @@ from structome.storage.entry_index import ENTRY_COLUMNS, EntryIndex
 
 def record(accession: str, fragment: int = 1, **fields) -> dict:
     values = {column: None for column in ENTRY_COLUMNS}
-    values.update(entryId=f"SM-{accession}-F{fragment}", uniprotAccession=accession, fragment=fragment,
-                  uniprotStart=1, uniprotEnd=4, uniprotSequence="MKVL", latestVersion=1,
-                  modelCreatedDate=dt.date(2026, 11, 25), globalMetricValue=71.234567, ptm=0.51234)
+    values.update(
+        entryId=f"SM-{accession}-F{fragment}",
+        uniprotAccession=accession,
+        fragment=fragment,
+        uniprotStart=1,
+        uniprotEnd=4,
+        uniprotSequence="MKVL",
+        latestVersion=1,
+        modelCreatedDate=dt.date(2026, 11, 25),
+        globalMetricValue=71.234567,
+        ptm=0.51234,
+    )
     values.update(fields)
     return values
 
 
 def location(entry_id: str, kind: str, suffix: str) -> FileLocation:
-    return FileLocation(entry_id, kind, entry_id + suffix, "shards/a/archive.tar", entry_id + suffix + ".gz", 512, 100,
-                        "gzip", 300, "ab" * 32)
+    return FileLocation(
+        entry_id,
+        kind,
+        entry_id + suffix,
+        "shards/a/archive.tar",
+        entry_id + suffix + ".gz",
+        512,
+        100,
+        "gzip",
+        300,
+        "ab" * 32,
+    )
 
 
 def test_search_ranks_exact_accession_gene_or_name_first_and_counts_all():
-    index = EntryIndex([
-        record("P00001", uniprotDescription="binds abcA partners", gene="zzz"),
-        record("P00002", gene="abcA", uniprotId="ABCA_ECOLI"),
-        record("P00003", organismScientificName="Escherichia coli"),
-    ], [])
+    index = EntryIndex(
+        [
+            record("P00001", uniprotDescription="binds abcA partners", gene="zzz"),
+            record("P00002", gene="abcA", uniprotId="ABCA_ECOLI"),
+            record("P00003", organismScientificName="Escherichia coli"),
+        ],
+        [],
+    )
     results, total = index.search("ABCA")
     assert total == 2 and [r["uniprotAccession"] for r in results] == ["P00002", "P00001"]
     assert index.search("coli")[1] == 2 and index.search("  ")[1] == 0 and index.search("nothing")[1] == 0
@@ -37,7 +59,10 @@ def test_search_ranks_exact_accession_gene_or_name_first_and_counts_all():
 
 
 def test_records_fragments_urls_and_derived_files():
-    files = [location("SM-P1-F2", "cif", "-model_v1.cif"), location("SM-P1-F2", "pae", "-predicted_aligned_error_v1.json")]
+    files = [
+        location("SM-P1-F2", "cif", "-model_v1.cif"),
+        location("SM-P1-F2", "pae", "-predicted_aligned_error_v1.json"),
+    ]
     index = EntryIndex([record("P1", 2, uniprotStart=2, uniprotEnd=3), record("P1", 1)], files)
     first, second = json.loads(index.prediction_json("P1"))
     assert (first["entryId"], second["entryId"]) == ("SM-P1-F1", "SM-P1-F2")  # fragment order

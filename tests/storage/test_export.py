@@ -11,13 +11,19 @@ import tarfile
 
 import pyarrow as pa
 import pytest
-
 from fake_database import CREATED, entry, random_prediction, write_database
+
 from structome.models.types import PredictionRequest
 from structome.storage import catalog
 from structome.storage.archive import ArchiveChecksumError
 from structome.storage.export import (
-    MANIFEST_FORMAT, MANIFEST_NAME, ExportError, UnknownEntriesError, entry_ids_of, export_files, stream_tar,
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    ExportError,
+    UnknownEntriesError,
+    entry_ids_of,
+    export_files,
+    stream_tar,
 )
 from structome.storage.layout import DatabaseLayout
 from structome.storage.reader import FILE_KINDS, read_entry_file
@@ -28,8 +34,9 @@ ENTRY_IDS = [f"SM-Q{n}-F1" for n in range(7)]
 
 def build_database(location) -> DatabaseLayout:
     """Seven entries of different lengths in three shards (sharing one prediction, like deduplicated inputs)."""
-    entries = [entry(entry_id, entry_id[3:-3], SEQUENCE[:12 + 6 * n], f"p{min(n, 5)}")
-               for n, entry_id in enumerate(ENTRY_IDS)]
+    entries = [
+        entry(entry_id, entry_id[3:-3], SEQUENCE[: 12 + 6 * n], f"p{min(n, 5)}") for n, entry_id in enumerate(ENTRY_IDS)
+    ]
     entries[6] = entry(ENTRY_IDS[6], "Q6", SEQUENCE[:42], "p5")  # the same sequence as Q5
     requests = {e.prediction_id: PredictionRequest(e.prediction_id, e.sequence) for e in entries}
     predictions = [random_prediction(request, seed) for seed, request in enumerate(requests.values())]
@@ -65,10 +72,14 @@ def test_the_tar_holds_each_file_exactly_as_stored_in_afdb_bulk_naming(any_db):
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         names = tar.getnames()
         assert {member.mtime for member in tar.getmembers()} == {
-            int(dt.datetime.combine(CREATED, dt.time(), dt.timezone.utc).timestamp())}
+            int(dt.datetime.combine(CREATED, dt.time(), dt.UTC).timestamp())
+        }
         assert all(member.isfile() and member.mode == 0o644 for member in tar.getmembers())
-    expected = [f"{entry_id}-{suffix}_v1.{ext}.gz" for entry_id in sorted(wanted)
-                for suffix, ext in (("model", "cif"), ("predicted_aligned_error", "json"), ("confidence", "json"))]
+    expected = [
+        f"{entry_id}-{suffix}_v1.{ext}.gz"
+        for entry_id in sorted(wanted)
+        for suffix, ext in (("model", "cif"), ("predicted_aligned_error", "json"), ("confidence", "json"))
+    ]
     assert names == [MANIFEST_NAME, *expected]
 
     members = open_tar(data)
@@ -89,15 +100,22 @@ def test_the_tar_holds_each_file_exactly_as_stored_in_afdb_bulk_naming(any_db):
     for listed in manifest["files"]:
         row = stored[(listed["entryId"], listed["kind"])]
         assert (listed["fileName"], listed["size"], listed["sha256"], listed["encoding"], listed["decodedSize"]) == (
-            row["fileName"], len(members[listed["member"]]), row["sha256"], "gzip", row["size"])
+            row["fileName"],
+            len(members[listed["member"]]),
+            row["sha256"],
+            "gzip",
+            row["size"],
+        )
 
 
 def test_the_stream_is_the_tar_tarfile_writes_and_is_reproducible(local_db):
     files = export_files(local_db, ENTRY_IDS)
     data = b"".join(stream_tar(local_db, files))
     rewritten = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(data)) as source, \
-            tarfile.open(fileobj=rewritten, mode="w", format=tarfile.PAX_FORMAT) as copy:
+    with (
+        tarfile.open(fileobj=io.BytesIO(data)) as source,
+        tarfile.open(fileobj=rewritten, mode="w", format=tarfile.PAX_FORMAT) as copy,
+    ):
         for member in source.getmembers():
             copy.addfile(member, source.extractfile(member))
     assert rewritten.getvalue() == data
@@ -134,7 +152,11 @@ def test_nothing_is_read_before_it_is_needed_and_neighbours_share_a_read(local_d
 def test_selection_kinds_order_and_duplicates(local_db):
     files = export_files(local_db, ["SM-Q3-F1", "SM-Q1-F1", "SM-Q3-F1"], kinds=("confidence", "cif"))
     assert [(f.entry_id, f.kind) for f in files] == [
-        ("SM-Q1-F1", "cif"), ("SM-Q1-F1", "confidence"), ("SM-Q3-F1", "cif"), ("SM-Q3-F1", "confidence")]
+        ("SM-Q1-F1", "cif"),
+        ("SM-Q1-F1", "confidence"),
+        ("SM-Q3-F1", "cif"),
+        ("SM-Q3-F1", "confidence"),
+    ]
     assert files[0].member_name == "SM-Q1-F1-model_v1.cif.gz" and files[0].archive.endswith("archive.tar")
     assert export_files(local_db, []) == []
     with pytest.raises(ExportError):

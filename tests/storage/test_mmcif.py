@@ -162,8 +162,10 @@ def test_validator_reports_enum_violation_and_unknown_tag(uniprot_case) -> None:
 
 
 def test_validator_reports_regex_violation() -> None:
-    text = AFDB_MODEL.read_text().replace("_ma_target_ref_db_details.gene_name                    traP",
-                                          "_ma_target_ref_db_details.gene_name                    'tra P'")
+    text = AFDB_MODEL.read_text().replace(
+        "_ma_target_ref_db_details.gene_name                    traP",
+        "_ma_target_ref_db_details.gene_name                    'tra P'",
+    )
     assert any("code regex" in problem for problem in validate_mmcif(text, DICTIONARY))
 
 
@@ -193,7 +195,7 @@ def test_gemmi_reads_structure_back(uniprot_case) -> None:
         assert residue.seqid.num == residue.label_seq == index + 1
         slots = np.flatnonzero(prediction.atom_mask[index])
         assert [atom.name for atom in residue] == [ATOM37_NAMES[slot] for slot in slots]
-        for atom, slot in zip(residue, slots):
+        for atom, slot in zip(residue, slots, strict=True):
             assert atom.element.name == ATOM37_NAMES[slot][0]
             assert atom.occ == 1.0
             assert atom.b_iso == pytest.approx(round(float(prediction.plddt[index]), 2), abs=1e-4)
@@ -323,11 +325,11 @@ def test_qa_metrics(uniprot_case) -> None:
     prediction, _, text = uniprot_case
     block = block_of(text)
     metric = table(block, "_ma_qa_metric")
-    assert list(zip(metric["id"], metric["mode"], metric["type"])) == [
+    assert list(zip(metric["id"], metric["mode"], metric["type"], strict=True)) == [
         ("1", "global", "pLDDT"), ("2", "local", "pLDDT"), ("3", "global", "pTM")
     ]  # fmt: skip
     global_ = table(block, "_ma_qa_metric_global")
-    values = dict(zip(global_["metric_id"], global_["metric_value"]))
+    values = dict(zip(global_["metric_id"], global_["metric_value"], strict=True))
     assert values == {"1": f"{prediction.mean_plddt:.2f}", "3": "0.6124"}
     local = table(block, "_ma_qa_metric_local")
     assert local["metric_value"] == [f"{value:.2f}" for value in prediction.plddt.tolist()]

@@ -22,9 +22,9 @@ def decode_png(data: bytes) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     position, chunks = 8, []
     while position < len(data):
-        (length,) = struct.unpack(">I", data[position:position + 4])
-        kind, body = data[position + 4:position + 8], data[position + 8:position + 8 + length]
-        (crc,) = struct.unpack(">I", data[position + 8 + length:position + 12 + length])
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        kind, body = data[position + 4 : position + 8], data[position + 8 : position + 8 + length]
+        (crc,) = struct.unpack(">I", data[position + 8 + length : position + 12 + length])
         assert crc == zlib.crc32(kind + body), kind
         chunks.append((kind, body))
         position += 12 + length
@@ -37,7 +37,7 @@ def decode_png(data: bytes) -> np.ndarray:
     rows = np.frombuffer(raw, np.uint8).reshape(height, 1 + width * channels)
     pixels = np.zeros((height, width * channels), np.uint8)
     previous = np.zeros(width * channels, np.uint8)
-    for y, (kind, line) in enumerate(zip(rows[:, 0], rows[:, 1:])):
+    for y, (kind, line) in enumerate(zip(rows[:, 0], rows[:, 1:], strict=True)):
         if kind == 0:
             pixels[y] = line
         elif kind == 2:  # Up
@@ -59,8 +59,15 @@ def smooth_pae(length: int, seed: int = 0) -> np.ndarray:
 
 
 def pae_json(pae: np.ndarray) -> bytes:
-    prediction = Prediction("p", "A" * len(pae), np.zeros((len(pae), 37, 3), np.float32),
-                            np.ones((len(pae), 37), bool), np.full(len(pae), 50, np.float32), 0.5, pae)
+    prediction = Prediction(
+        "p",
+        "A" * len(pae),
+        np.zeros((len(pae), 37, 3), np.float32),
+        np.ones((len(pae), 37), bool),
+        np.full(len(pae), 50, np.float32),
+        0.5,
+        pae,
+    )
     return to_pae_json(prediction).encode()
 
 
@@ -107,12 +114,15 @@ def test_from_the_stored_json_equals_from_the_matrix():
     assert pae_png_from_json(document) == pae_png(pae)
 
 
-@pytest.mark.parametrize("document", [
-    '[{"predicted_aligned_error": [[0, 10], [12, 3]], "max_predicted_aligned_error": 31.75}]',  # spaces
-    '[{"predicted_aligned_error":[[0.0,10.5],[12,3]],"max_predicted_aligned_error":31.75}]',  # decimals
-    '{"predicted_aligned_error":[[0,10],[12,3]],"max_predicted_aligned_error":31.75}',  # no list around it
-    '[{"max_predicted_aligned_error":31.75,"predicted_aligned_error":[[0,10],[12,3]]}]',  # key order
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        '[{"predicted_aligned_error": [[0, 10], [12, 3]], "max_predicted_aligned_error": 31.75}]',  # spaces
+        '[{"predicted_aligned_error":[[0.0,10.5],[12,3]],"max_predicted_aligned_error":31.75}]',  # decimals
+        '{"predicted_aligned_error":[[0,10],[12,3]],"max_predicted_aligned_error":31.75}',  # no list around it
+        '[{"max_predicted_aligned_error":31.75,"predicted_aligned_error":[[0,10],[12,3]]}]',  # key order
+    ],
+)
 def test_other_layouts_of_the_json_read_the_same(document):
     matrix, max_error = read_pae_json(document)
     record = json.loads(document)
@@ -120,13 +130,16 @@ def test_other_layouts_of_the_json_read_the_same(document):
     assert matrix.tolist() == expected and max_error == 31.75
 
 
-@pytest.mark.parametrize("document", [
-    '[{"predicted_aligned_error":[[0,1],[2]],"max_predicted_aligned_error":31.75}]',  # ragged
-    '[{"predicted_aligned_error":[[0,1]5,[2,3]],"max_predicted_aligned_error":31.75}]',  # not JSON
-    '[{"predicted_aligned_error":[[0,,1],[2,3]],"max_predicted_aligned_error":31.75}]',
-    '[{"predicted_aligned_error":[[0,1],[2,3]],"max_predicted_aligned_error":31.75}',  # truncated
-    '[{"distance":[1,2]}]',
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        '[{"predicted_aligned_error":[[0,1],[2]],"max_predicted_aligned_error":31.75}]',  # ragged
+        '[{"predicted_aligned_error":[[0,1]5,[2,3]],"max_predicted_aligned_error":31.75}]',  # not JSON
+        '[{"predicted_aligned_error":[[0,,1],[2,3]],"max_predicted_aligned_error":31.75}]',
+        '[{"predicted_aligned_error":[[0,1],[2,3]],"max_predicted_aligned_error":31.75}',  # truncated
+        '[{"distance":[1,2]}]',
+    ],
+)
 def test_malformed_json_is_refused(document):
     with pytest.raises(ValueError):  # json.JSONDecodeError is a ValueError
         pae_png_from_json(document)

@@ -18,8 +18,11 @@ def test_bands_are_afdb_bands_lowest_first():
 def test_entries_schema_holds_one_float_fraction_column_per_band_in_order():
     names = schema.ENTRIES.names
     start = names.index(FRACTION_COLUMNS[0])
-    assert tuple(names[start:start + len(PLDDT_BANDS)]) == FRACTION_COLUMNS == (
-        "fractionPlddtVeryLow", "fractionPlddtLow", "fractionPlddtConfident", "fractionPlddtVeryHigh")
+    assert (
+        tuple(names[start : start + len(PLDDT_BANDS)])
+        == FRACTION_COLUMNS
+        == ("fractionPlddtVeryLow", "fractionPlddtLow", "fractionPlddtConfident", "fractionPlddtVeryHigh")
+    )
     assert all(schema.ENTRIES.field(c).type == "float" for c in FRACTION_COLUMNS)
 
 
@@ -34,5 +37,9 @@ def test_bounds_are_inclusive_below_and_exclusive_above():
 
 def test_fractions_count_float32_values_at_the_bounds():
     plddt = np.array([10.0, 50.0, 50.0, 69.99, 70.0, 90.0, 95.0, 100.0], dtype=np.float32)
-    assert plddt_fractions(plddt) == {"fractionPlddtVeryLow": 0.125, "fractionPlddtLow": 0.375,
-                                      "fractionPlddtConfident": 0.125, "fractionPlddtVeryHigh": 0.375}
+    assert plddt_fractions(plddt) == {
+        "fractionPlddtVeryLow": 0.125,
+        "fractionPlddtLow": 0.375,
+        "fractionPlddtConfident": 0.125,
+        "fractionPlddtVeryHigh": 0.375,
+    }
