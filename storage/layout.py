@@ -39,7 +39,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from structome.storage import formats
-from structome.storage.atomic import publish_folder, write_bytes_atomic, write_parquet_atomic, write_text_atomic
+from structome.storage.atomic import publish_folder, write_bytes_atomic, write_parquet_atomic
 from structome.storage.formats import MARKER_NAME, FormatError, new_marker, parse_marker
 from structome.storage.locks import BuildLock, DatabaseLockedError, LeaseLock, lease_is_fresh
 
