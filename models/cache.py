@@ -24,11 +24,12 @@ def staging_folder(target: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
 
 
-def publish_folder(staging: Path, target: Path) -> bool:
+def publish_unless_present(staging: Path, target: Path) -> bool:
     """Rename the filled `staging` folder to `target`; False (and `staging` removed) when `target` exists.
 
     An existing `target` is kept: another process has just published the same thing. A caller that knows its
-    `target` is damaged moves it aside first.
+    `target` is damaged moves it aside first. Not synced to disk: a cache lost to a power cut is built again
+    (a database's folders are committed durably by storage.atomic.publish_folder).
     """
     try:
         staging.rename(target)

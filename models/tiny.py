@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import EsmConfig, EsmForProteinFolding
 
-from structome.models.cache import cache_folder, publish_folder, staging_folder
+from structome.models.cache import cache_folder, publish_unless_present, staging_folder
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,6 @@ def ensure_tiny_weights(folder: Path | None = None) -> Path:
     model = build_tiny_model()
     staging = staging_folder(folder)
     model.save_pretrained(staging)
-    publish_folder(staging, folder)  # False: another process finished first, and its copy is kept
+    publish_unless_present(staging, folder)  # False: another process finished first, and its copy is kept
     logger.info("saved esmfold-tiny (untrained random weights) to %s", folder)
     return folder

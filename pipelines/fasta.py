@@ -135,7 +135,7 @@ def _uniprot_fields(text: str) -> dict[str, str]:
     """Split 'Desc OS=Org name (strain X) OX=1 GN=g PE=1 SV=2' into {"": desc, "OS": ..., ...}."""
     matches = list(_KEY.finditer(text))
     fields = {"": text[: matches[0].start()].strip() if matches else text.strip()}
-    for match, following in zip(matches, [*matches[1:], None], strict=True):
+    for match, following in zip(matches, [*matches[1:], None], strict=False):  # no match: nothing to pair
         end = following.start() if following else len(text)
         fields.setdefault(match.group(1), text[match.end() : end].strip())
     return fields

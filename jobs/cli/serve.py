@@ -7,8 +7,11 @@ import logging
 import click
 
 from structome.jobs.cli.options import DB_OPTION
+from structome.jobs.serve.sql_sandbox import DEFAULT_SQL_WORKERS, SqlLimits
 
 logger = logging.getLogger(__name__)
+
+_LIMITS = SqlLimits()
 
 
 @click.command("serve")
@@ -19,22 +22,31 @@ logger = logging.getLogger(__name__)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--sql-workers",
-    default=2,
+    default=DEFAULT_SQL_WORKERS,
     show_default=True,
     type=click.IntRange(0, 64),
     help="Sandboxed processes answering /api/sql and /export (0 turns both off).",
 )
 @click.option(
-    "--sql-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1), help="Seconds a query may run."
+    "--sql-timeout",
+    default=_LIMITS.timeout_s,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds a query may run.",
 )
 @click.option(
     "--sql-row-limit",
-    default=10_000,
+    default=_LIMITS.row_limit,
     show_default=True,
     type=click.IntRange(1),
     help="Rows a query may return (/export selects at most this many entries).",
 )
-@click.option("--sql-memory", default="4GiB", show_default=True, help="Address-space bound of each SQL worker process.")
+@click.option(
+    "--sql-memory",
+    default=f"{_LIMITS.address_space_bytes >> 30}GiB",
+    show_default=True,
+    help="Address-space bound of each SQL worker process.",
+)
 @click.option(
     "--viewer-assets",
     "viewer_assets_dir",

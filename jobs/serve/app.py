@@ -36,6 +36,7 @@ from structome.jobs.serve.http_files import (
     parse_range,
 )
 from structome.jobs.serve.sql_sandbox import (
+    DEFAULT_SQL_WORKERS,
     SqlError,
     SqlLimits,
     SqlRefused,
@@ -371,7 +372,7 @@ def _html(content: str, status_code: int = 200) -> HTMLResponse:
 def create_server(
     location: str,
     *,
-    sql_workers: int = 2,
+    sql_workers: int = DEFAULT_SQL_WORKERS,
     sql_limits: SqlLimits | None = None,
     viewer_assets=None,
     reload_interval_s: float = 0.0,

@@ -36,6 +36,8 @@ from structome.storage.layout import DatabaseLayout
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_SQL_WORKERS = 2  # sandboxed processes answering /api/sql and /export
+
 _GRACE_S = 2.0  # how long past the timeout a worker may take to answer before it is killed
 _START_TIMEOUT_S = 60.0  # a worker's start-up (imports, opening the catalog)
 _PARSER_LOCK = threading.Lock()

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from structome.models.cache import cache_folder, publish_folder, staging_folder
+from structome.models.cache import cache_folder, publish_unless_present, staging_folder
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,9 @@ def store(folder: Path, files: dict[str, bytes]) -> None:
             stale = Path(tempfile.mkdtemp(prefix=f".{folder.name}.stale.", dir=folder.parent))
             folder.rename(stale / "old")
             shutil.rmtree(stale, ignore_errors=True)
-        if not publish_folder(staging, folder):  # another process has just stored its copy (checked when loaded)
+        if not publish_unless_present(
+            staging, folder
+        ):  # another process has just stored its copy (checked when loaded)
             logger.info("%s was stored by another process meanwhile", folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
