@@ -17,6 +17,10 @@ SEQUENCES = {
 }
 
 
+def sql_rows(db: str, query: str) -> list[dict]:
+    return json.loads(structome("sql", "--db", db, "--format", "json", query).stdout)
+
+
 def test_build_query_download_and_resume_on_an_object_store(tmp_path, s3_database):
     fasta = tmp_path / "in.fasta"
     fasta.write_text("".join(f">{header}\n{sequence}\n" for header, sequence in SEQUENCES.items()))
@@ -24,20 +28,9 @@ def test_build_query_download_and_resume_on_an_object_store(tmp_path, s3_databas
 
     layout = DatabaseLayout(s3_database)
     assert not layout.is_local and not layout.exists("catalog.duckdb")
-    rows = json.loads(
-        structome(
-            "sql",
-            "--db",
-            s3_database,
-            "--format",
-            "json",
-            "SELECT entryId, uniprotAccession FROM entries ORDER BY entryId",
-        ).stdout
-    )
+    rows = sql_rows(s3_database, "SELECT entryId, uniprotAccession FROM entries ORDER BY entryId")
     assert [r["uniprotAccession"] for r in rows] == ["P0A7K6", "P0A7M2", "P0A7N4", "P0AG63"]
-    failures = json.loads(
-        structome("sql", "--db", s3_database, "--format", "json", "SELECT recordId, reason FROM failures").stdout
-    )
+    failures = sql_rows(s3_database, "SELECT recordId, reason FROM failures")
     assert failures == [{"recordId": "sp|P99999|BAD_ECOLI", "reason": "internal_stop"}]
     cif = structome("get", "--db", s3_database, "P0A7N4").stdout
     assert "_ma_qa_metric_global" in cif and "P0A7N4" in cif
@@ -52,14 +45,5 @@ def test_build_query_download_and_resume_on_an_object_store(tmp_path, s3_databas
     again = structome("build", str(fasta), "--db", s3_database, *BUILD_OPTIONS).stderr
     assert "4 already present" in again
     assert json.loads(DatabaseLayout(s3_database).read_text("structome.json"))["layout"] == 1
-    entries = json.loads(
-        structome(
-            "sql",
-            "--db",
-            s3_database,
-            "--format",
-            "json",
-            "SELECT count(*) AS n, count(DISTINCT entryId) AS ids FROM entries",
-        ).stdout
-    )
+    entries = sql_rows(s3_database, "SELECT count(*) AS n, count(DISTINCT entryId) AS ids FROM entries")
     assert entries == [{"n": 4, "ids": 4}]

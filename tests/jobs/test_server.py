@@ -368,8 +368,9 @@ def test_the_serve_command_answers_and_stops(served_database, processes):
         assert get_json(url, "/api/sql?q=SELECT%20count(*)%20AS%20n%20FROM%20entries")[1]["rows"] == [[5]]
     finally:
         server.terminate()
-        assert server.wait(timeout=30) in (0, -15)  # uvicorn shuts down, then re-raises SIGTERM
-    assert "serving" in server.stderr.read()
+        _, stderr = server.communicate(timeout=30)  # reads and closes the pipe
+        assert server.returncode in (0, -15)  # uvicorn shuts down, then re-raises SIGTERM
+    assert "serving" in stderr
 
 
 def test_an_object_store_database_is_served_without_sql(s3_database):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import pickle
 
 import numpy as np
+from fake_database import CREATED, PROVENANCE
 
-from structome.models.types import Entry, Failure, Prediction, PredictionRequest, Provenance
+from structome.models.types import Entry, Failure, Prediction, PredictionRequest
 from structome.pipelines.sharding import ShardPredictions, cut_shards
 from structome.storage.afdb_json import to_confidence_json, to_pae_json
 from structome.storage.mmcif import to_mmcif
@@ -128,18 +128,7 @@ def test_writers_render_the_same_files_from_what_crossed_the_wire():
     sent = _prediction("p1", sequence, 5, absent=-3.25)
     (received,) = _over_the_wire(_shard_predictions(sent)).predictions
     entry = _entry("SM-P1-F1", sequence, "p1")
-    provenance = Provenance(
-        model="esmfold-tiny",
-        model_version="v1",
-        weights="/tmp/w",
-        weights_sha256="ab" * 32,
-        untrained=True,
-        precision="stem=fp32,trunk=fp32",
-        num_recycles=1,
-        chunk_size=None,
-        device="cpu",
-    )
-    created = dt.date(2026, 11, 25)
+    provenance, created = PROVENANCE, CREATED
     assert to_mmcif(received, entry, provenance, created=created) == to_mmcif(sent, entry, provenance, created=created)
     assert to_pae_json(received) == to_pae_json(sent)
     assert to_confidence_json(received) == to_confidence_json(sent)
