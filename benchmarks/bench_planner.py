@@ -7,7 +7,7 @@ Run: .venv/bin/python benchmarks/bench_planner.py [--skip-throughput] [--recycle
     with the cost model (ESMFold v1, 4 recycles, an H100's 80 GB), and print token efficiency (real / padded
     residues) and FLOP efficiency (useful / executed FLOPs) beside two baselines: fixed-size batches over the
     unsorted unique sequences (as many calls as the planner makes), and the earlier length-sorted shards with a
-    4096 padded-residue budget (pipelines.sharding.plan_batches).
+    4096 padded-residue budget (token_budget_batches below, the batching structome had before).
 (b) esmfold-tiny on this CPU (torch's default threads, --recycles 1 by default): a calibration grid (single
     sequences of several lengths; batches of 8 short ones against the same 8 one at a time), then 48
     sequences whose lengths are E. coli's x 0.25 (16 to 200) planned with the measured batch cap; every planned
@@ -43,7 +43,7 @@ from structome.pipelines.calibration import CALIBRATION_PATH  # noqa: E402
 from structome.pipelines.cost_model import CostModel  # noqa: E402
 from structome.pipelines.estimate import ESTIMATE_MODEL_KEY, estimate_build  # noqa: E402
 from structome.pipelines.ingest import ingest  # noqa: E402
-from structome.pipelines.sharding import cut_shards, plan_batches  # noqa: E402
+from structome.pipelines.sharding import cut_shards  # noqa: E402
 
 UNIPROT = ROOT.parent / "shared" / "data" / "uniprot"
 TOKEN_BUDGET = 4096  # the GPU padded-residue budget structome used before the cost planner
@@ -79,6 +79,18 @@ def efficiency_section() -> None:
     print("  >mem: batches the cost model says exceed the activation budget")
 
 
+def token_budget_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
+    """The earlier batching: consecutive batches (lengths longest first) whose count x longest <= batch_tokens."""
+    batches: list[list[int]] = []
+    for index, _ in enumerate(lengths):
+        current = batches[-1] if batches else None
+        if current and lengths[current[0]] * (len(current) + 1) <= batch_tokens:
+            current.append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
 def token_budget_totals(path: Path, budget: DeviceBudget) -> tuple[BatchTotals, int]:
     """Today's batching: length-sorted shards, consecutive batches within TOKEN_BUDGET padded residues;
     its totals and how many of its batches exceed the budget's activation memory."""
@@ -89,7 +101,7 @@ def token_budget_totals(path: Path, budget: DeviceBudget) -> tuple[BatchTotals, 
     totals, over_memory = BatchTotals(), 0
     for shard in cut_shards(result.entries, requests, settings.shard_size_for(len(requests))):
         lengths = [len(r.sequence) for r in shard.requests]
-        for batch in plan_batches(lengths, TOKEN_BUDGET):
+        for batch in token_budget_batches(lengths, TOKEN_BUDGET):
             members = [lengths[i] for i in batch]
             memory = cost.peak_activation_bytes(len(members), max(members), chunk_size_for_length(max(members)))
             over_memory += memory > budget.activation_bytes
