@@ -20,7 +20,8 @@ from Bio.SeqUtils.CheckSum import crc64 as biopython_crc64
 from structome.models.types import Entry, Prediction, Provenance
 from structome.pipelines.checksums import crc64_many
 from structome.pipelines.fasta import iter_fasta
-from structome.pipelines.ingest import IngestSettings, ingest
+from structome.pipelines.ingest import ingest
+from structome.pipelines.settings import IngestSettings
 from structome.pipelines.write import WriteContext, render_entry
 from structome.storage.archive import ArchiveWriter
 from structome.storage.layout import DatabaseLayout

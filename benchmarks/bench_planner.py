@@ -38,11 +38,11 @@ from structome.pipelines.batching import (  # noqa: E402
     chunk_size_for_length,
     solo_length,
 )
-from structome.pipelines.build import BuildSettings  # noqa: E402
 from structome.pipelines.calibration import CALIBRATION_PATH  # noqa: E402
 from structome.pipelines.cost_model import CostModel  # noqa: E402
 from structome.pipelines.estimate import ESTIMATE_MODEL_KEY, estimate_build  # noqa: E402
 from structome.pipelines.ingest import ingest  # noqa: E402
+from structome.pipelines.settings import BuildSettings  # noqa: E402
 from structome.pipelines.sharding import cut_shards  # noqa: E402
 
 UNIPROT = ROOT.parent / "shared" / "data" / "uniprot"

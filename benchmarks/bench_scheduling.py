@@ -352,7 +352,7 @@ def main(argv: list[str]) -> None:
     from structome.jobs.build.job import BuildRequest, run_build
     from structome.jobs.build.settings import RunnerSettings
     from structome.models.types import EsmFoldSettings
-    from structome.pipelines.build import BuildSettings
+    from structome.pipelines.settings import BuildSettings
     from structome.storage.layout import DatabaseLayout
 
     runner = RunnerSettings(workers=args.workers, cpus_per_worker=args.cpus_per_worker, progress=False)

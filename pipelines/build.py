@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from structome.models.types import Entry, Failure, FailureReason, Provenance, Stage
-from structome.pipelines.ingest import IngestSettings, ingest
+from structome.pipelines.ingest import ingest
+from structome.pipelines.settings import BuildSettings
 from structome.pipelines.sharding import Shard, cut_shards
 from structome.storage.formats import format_tag
 from structome.storage.layout import DatabaseLayout
@@ -34,31 +35,6 @@ def _structome_version() -> str:
 
 STRUCTOME_VERSION = _structome_version()
 REPORT_FORMAT = format_tag("report", 1)  # builds/<build>.report.json
-
-
-@dataclass(frozen=True)
-class BuildSettings:
-    ingest: IngestSettings = field(default_factory=IngestSettings)
-    batch_tokens: int | None = None  # cap on padded residues per model call; None: the cost model's plan alone
-    shard_size: int = 64  # unique sequences per shard at most (the unit of commit and resume)
-    min_shards: int = 8  # small inputs are still cut into this many shards, for progress and overlap
-
-    def __post_init__(self) -> None:
-        if (self.batch_tokens is not None and self.batch_tokens < 1) or self.shard_size < 1 or self.min_shards < 1:
-            raise ValueError("batch tokens, shard size and shard count must be positive")
-
-    def shard_size_for(self, unique_sequences: int) -> int:
-        return max(1, min(self.shard_size, -(-unique_sequences // self.min_shards)))
-
-    def as_dict(self) -> dict:
-        return {
-            "max_length": self.ingest.max_length,
-            "fragment_window": self.ingest.fragment_window,
-            "fragment_step": self.ingest.fragment_step,
-            "entry_prefix": self.ingest.entry_prefix,
-            "batch_tokens": self.batch_tokens,
-            "shard_size": self.shard_size,
-        }
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from structome.pipelines.batching import (
     batch_fixed_size,
     solo_length,
 )
-from structome.pipelines.build import BuildSettings
 from structome.pipelines.calibration import (
     Calibration,
     DeviceSpec,
@@ -31,6 +30,7 @@ from structome.pipelines.calibration import (
 )
 from structome.pipelines.cost_model import CostModel
 from structome.pipelines.ingest import ingest
+from structome.pipelines.settings import BuildSettings
 from structome.pipelines.sharding import cut_shards
 
 ASSUMED_UTILIZATION = 0.02  # of dense bf16 peak: reference ESMFold's (design.md); an assumption, not a measurement

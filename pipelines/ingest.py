@@ -29,32 +29,14 @@ from structome.models.types import (
 )
 from structome.pipelines.checksums import crc64_many, md5_hex
 from structome.pipelines.fasta import FastaRecord, iter_fasta
+from structome.pipelines.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
 
 _BATCH = 65536  # accepted records per crc64_many call
 _BAD_CHARACTER = re.compile(f"[^{ACCEPTED_RESIDUES}*]")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-_PREFIX = re.compile(r"[A-Za-z0-9_]+")
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-@dataclass(frozen=True)
-class IngestSettings:
-    """Length limit and AlphaFold-DB fragment windows (residues); entry ids are "<prefix>-<acc>-F<n>"."""
-
-    max_length: int = 2700  # longer sequences are cut into windows
-    fragment_window: int = 1400
-    fragment_step: int = 200
-    entry_prefix: str = "SM"
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.fragment_window <= self.max_length:
-            raise ValueError(f"need 1 <= fragment_window ({self.fragment_window}) <= max_length ({self.max_length})")
-        if not 1 <= self.fragment_step <= self.fragment_window:
-            raise ValueError(f"need 1 <= fragment_step ({self.fragment_step}) <= fragment_window")
-        if not _PREFIX.fullmatch(self.entry_prefix):
-            raise ValueError(f"entry_prefix must match [A-Za-z0-9_]+, got {self.entry_prefix!r}")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import time
 
 import duckdb
 import pyarrow as pa
-from fsspec.implementations.arrow import ArrowFSWrapper
 
 from structome.storage import schema
 from structome.storage.layout import DatabaseLayout
@@ -94,7 +93,7 @@ def connect_detached(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
     if layout.is_local:
         connection.execute(f"SET file_search_path = '{_quote(layout.root)}'")
     else:
-        connection.register_filesystem(_DuckDBFileSystem(layout.fs))
+        connection.register_filesystem(_duckdb_file_system(layout.fs))
     _create_views(connection, layout, temporary="TEMPORARY")
     return connection
 
@@ -113,16 +112,20 @@ def _open(layout: DatabaseLayout, *, read_only: bool, attempts: int = 50) -> duc
     return connection
 
 
-class _DuckDBFileSystem(ArrowFSWrapper):
+def _duckdb_file_system(fs):
     """A pyarrow file system as an fsspec one, which DuckDB can read through (no httpfs extension needed)."""
+    from fsspec.implementations.arrow import ArrowFSWrapper  # object stores only: fsspec is slow to import
 
-    protocol = _PROTOCOL
+    class DuckDBFileSystem(ArrowFSWrapper):
+        protocol = _PROTOCOL
 
-    @classmethod
-    def _strip_protocol(cls, path):
-        if isinstance(path, list):
-            return [cls._strip_protocol(p) for p in path]
-        return path.removeprefix(f"{_PROTOCOL}://").rstrip("/")
+        @classmethod
+        def _strip_protocol(cls, path):
+            if isinstance(path, list):
+                return [cls._strip_protocol(p) for p in path]
+            return path.removeprefix(f"{_PROTOCOL}://").rstrip("/")
+
+    return DuckDBFileSystem(fs)
 
 
 def query(layout: DatabaseLayout, sql: str, parameters: list | None = None) -> pa.Table:

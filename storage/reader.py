@@ -8,13 +8,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import pyarrow.dataset as ds
-
 from structome.models.types import FileKind
 from structome.storage import catalog
 from structome.storage.archive import ArchiveChecksumError, FileLocation, decode, file_columns_sql, verify_stored
 from structome.storage.layout import DatabaseLayout
-from structome.storage.mmcif import mmcif_to_pdb
 
 FILE_KINDS = tuple(kind.value for kind in FileKind)  # stored: cif, pae, confidence
 DOWNLOAD_KINDS = (*FILE_KINDS, "pdb")  # pdb: rendered from the mmCIF
@@ -25,6 +22,8 @@ def committed_entries(layout: DatabaseLayout) -> dict[str, str]:
     files = [layout.path(f) for f in layout.table_files("entries")]
     if not files:
         return {}
+    import pyarrow.dataset as ds  # planning only; it imports pandas (~0.3 s), which `get` and `sql` never need
+
     dataset = ds.dataset(files, format="parquet", filesystem=layout.fs)
     table = dataset.to_table(columns=["entryId", "predictionId"])
     return dict(zip(table.column("entryId").to_pylist(), table.column("predictionId").to_pylist(), strict=True))
@@ -70,6 +69,8 @@ def resolve_entry(layout: DatabaseLayout, identifier: str) -> str:
 def read_entry_file(layout: DatabaseLayout, identifier: str, kind: str = FileKind.CIF) -> StoredFile:
     """One file of one entry: a catalog lookup, then one ranged read of its archive member."""
     if kind == "pdb":
+        from structome.storage.mmcif import mmcif_to_pdb  # gemmi: only for this conversion
+
         cif = read_entry_file(layout, identifier, FileKind.CIF)
         return StoredFile(
             cif.entry_id, kind, cif.file_name.removesuffix(".cif") + ".pdb", mmcif_to_pdb(cif.data.decode()).encode()

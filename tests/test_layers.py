@@ -90,3 +90,16 @@ def test_writer_processes_never_import_torch():
     """Ray writer tasks import pipelines.write; pulling in torch there costs ~400 MB and seconds per process."""
     code = "import sys, structome.pipelines.write, structome.storage.catalog; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_no_command_module_imports_torch_ray_or_transformers():
+    """No command module imports torch, Ray, transformers or pandas: the commands that fold or submit import them
+    when they run (issue 11: `structome sql "SELECT 1"` and `get` in < 0.5 s)."""
+    code = (
+        "import importlib, sys; from structome.jobs.cli.main import COMMANDS;"
+        "[importlib.import_module(target.partition(':')[0]) for target in COMMANDS.values()];"
+        "heavy = {'torch', 'ray', 'transformers', 'pandas'} & {m.split('.')[0] for m in sys.modules};"
+        "sys.exit(f'imported {sorted(heavy)}' if heavy else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -12,7 +12,8 @@ from structome.jobs.build.runner import DEFAULT_LOADER, ModelSpec, RayBuildRunne
 from structome.jobs.build.settings import RunnerSettings
 from structome.models.registry import describe_model
 from structome.models.types import EsmFoldSettings
-from structome.pipelines.build import BuildCounters, BuildPlan, BuildSettings, build_record, build_report, plan_build
+from structome.pipelines.build import BuildCounters, BuildPlan, build_record, build_report, plan_build
+from structome.pipelines.settings import BuildSettings
 from structome.pipelines.write import WriteContext
 from structome.storage import rows
 from structome.storage.catalog import refresh_catalog

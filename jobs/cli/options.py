@@ -7,8 +7,7 @@ from collections.abc import Callable
 import click
 
 from structome.models.types import EsmFoldSettings
-from structome.pipelines.build import BuildSettings
-from structome.pipelines.ingest import IngestSettings
+from structome.pipelines.settings import BuildSettings, IngestSettings
 
 _INGEST = IngestSettings()
 _BUILD = BuildSettings()

@@ -12,7 +12,8 @@ import uuid
 import pytest
 from processes import kill_all
 
-from structome.pipelines.ingest import IngestSettings, ingest
+from structome.pipelines.ingest import ingest
+from structome.pipelines.settings import IngestSettings
 from structome.storage import catalog
 from structome.storage.layout import DatabaseLayout
 

@@ -13,7 +13,7 @@ import pytest
 from structome.jobs.build.job import BuildRequest, run_build
 from structome.jobs.build.settings import RunnerSettings
 from structome.models.types import EsmFoldSettings
-from structome.pipelines.build import BuildSettings
+from structome.pipelines.settings import BuildSettings
 from structome.storage import catalog
 from structome.storage.layout import DatabaseLayout, DatabaseLockedError
 

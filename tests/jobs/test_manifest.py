@@ -8,7 +8,8 @@ import pytest
 from fake_database import PROVENANCE
 
 from structome.jobs.build.manifest import ManifestWriter, read_progress
-from structome.pipelines.build import BuildPlan, BuildSettings
+from structome.pipelines.build import BuildPlan
+from structome.pipelines.settings import BuildSettings
 from structome.storage.formats import FormatError
 from structome.storage.layout import DatabaseLayout
 

@@ -10,7 +10,7 @@ from ray.cluster_utils import Cluster
 from structome.jobs.build.job import BuildRequest, run_build
 from structome.jobs.build.settings import RunnerSettings
 from structome.models.types import EsmFoldSettings
-from structome.pipelines.build import BuildSettings
+from structome.pipelines.settings import BuildSettings
 from structome.storage import catalog
 from structome.storage.layout import DatabaseLayout
 

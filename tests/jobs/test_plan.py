@@ -12,7 +12,8 @@ from structome.jobs.cli.plan import plan_command
 from structome.pipelines.calibration import Calibration, load_calibrations
 from structome.pipelines.estimate import estimate_build
 from structome.pipelines.fasta import iter_fasta
-from structome.pipelines.ingest import IngestSettings, fragment_windows
+from structome.pipelines.ingest import fragment_windows
+from structome.pipelines.settings import IngestSettings
 
 
 @click.group()
