@@ -6,7 +6,6 @@ The plan is pure data; `structome.jobs.build.runner` executes it on Ray (predict
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import json
 import logging
 import secrets
@@ -15,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import structome
 from structome.models.types import Entry, Failure, FailureReason, Provenance, Stage
 from structome.pipelines.ingest import ingest
 from structome.pipelines.settings import BuildSettings
@@ -26,14 +26,6 @@ from structome.storage.reader import committed_entries
 logger = logging.getLogger(__name__)
 
 
-def _structome_version() -> str:
-    try:
-        return importlib.metadata.version("structome")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-STRUCTOME_VERSION = _structome_version()
 REPORT_FORMAT = format_tag("report", 1)  # builds/<build>.report.json
 
 
@@ -190,7 +182,7 @@ def build_record(
         "residues": counters.residues_written,
         "failures": len(failures),
         "shards": counters.shards_committed,
-        "structomeVersion": STRUCTOME_VERSION,
+        "structomeVersion": structome.__version__,
     }
 
 

@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from structome import __version__
+import structome
 
 if TYPE_CHECKING:
     from structome.storage.layout import DatabaseLayout
@@ -59,7 +59,7 @@ def check_format(document: dict, kind: str, known: int, where: str) -> int:
         raise FormatError(f"{where}: format {tag!r} is not a structome-{kind} file")
     if int(version) > known:
         raise FormatError(
-            f"{where} is {tag}, newer than this structome ({__version__}) reads "
+            f"{where} is {tag}, newer than this structome ({structome.__version__}) reads "
             f"({format_tag(kind, known)}): upgrade structome"
         )
     return int(version)
@@ -67,7 +67,7 @@ def check_format(document: dict, kind: str, known: int, where: str) -> int:
 
 def new_marker(layout: int = LAYOUT) -> dict:
     created = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    return {"format": DATABASE_FORMAT, "layout": layout, "createdBy": __version__, "created": created}
+    return {"format": DATABASE_FORMAT, "layout": layout, "createdBy": structome.__version__, "created": created}
 
 
 def parse_marker(data: bytes | str, where: str) -> dict:
@@ -83,6 +83,6 @@ def parse_marker(data: bytes | str, where: str) -> dict:
     if marker["layout"] > LAYOUT:
         raise FormatError(
             f"{where}: the database has layout {marker['layout']}, newer than layout {LAYOUT} that "
-            f"this structome ({__version__}) knows: upgrade structome"
+            f"this structome ({structome.__version__}) knows: upgrade structome"
         )
     return marker
