@@ -64,7 +64,7 @@ def plan_build(
 ) -> BuildPlan:
     """Read the inputs and plan only what the database does not hold yet."""
     result = ingest(inputs, settings.ingest, provenance.settings_key())
-    committed = committed_entries(layout)
+    committed = committed_entries(layout, (e.entry_id for e in result.entries))
     todo, conflicts = _split_committed(result.entries, committed)
     wanted = {e.prediction_id for e in todo}
     requests = [r for r in result.requests() if r.prediction_id in wanted]

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
+
+import pyarrow as pa
 
 from structome.models.types import FileKind
 from structome.storage import catalog
@@ -17,15 +20,17 @@ FILE_KINDS = tuple(kind.value for kind in FileKind)  # stored: cif, pae, confide
 DOWNLOAD_KINDS = (*FILE_KINDS, "pdb")  # pdb: rendered from the mmCIF
 
 
-def committed_entries(layout: DatabaseLayout) -> dict[str, str]:
-    """entryId -> predictionId of every committed entry (read straight from Parquet, no catalog lock)."""
+def committed_entries(layout: DatabaseLayout, entry_ids: Iterable[str]) -> dict[str, str]:
+    """entryId -> predictionId of those of `entry_ids` that are committed (read straight from Parquet, no catalog
+    lock). Memory follows the ids asked for, not the database: the scan filters each batch as it is read."""
     files = [layout.path(f) for f in layout.table_files("entries")]
-    if not files:
+    wanted = pa.array(sorted(set(entry_ids)), pa.string())
+    if not files or not len(wanted):
         return {}
     import pyarrow.dataset as ds  # planning only; it imports pandas (~0.3 s), which `get` and `sql` never need
 
     dataset = ds.dataset(files, format="parquet", filesystem=layout.fs)
-    table = dataset.to_table(columns=["entryId", "predictionId"])
+    table = dataset.to_table(columns=["entryId", "predictionId"], filter=ds.field("entryId").isin(wanted))
     return dict(zip(table.column("entryId").to_pylist(), table.column("predictionId").to_pylist(), strict=True))
 
 
