@@ -44,7 +44,7 @@ from structome.pipelines.checksums import crc64_many  # noqa: E402
 from structome.pipelines.fasta import iter_fasta  # noqa: E402
 from structome.pipelines.ingest import prediction_id  # noqa: E402
 from structome.pipelines.write import ARCHIVE_NAME, WriteContext, render_entry  # noqa: E402
-from structome.storage import catalog, rows  # noqa: E402
+from structome.storage import catalog, rows, schema  # noqa: E402
 from structome.storage.afdb_json import entry_file_names  # noqa: E402
 from structome.storage.archive import ArchiveWriter  # noqa: E402
 from structome.storage.layout import DatabaseLayout  # noqa: E402
@@ -110,7 +110,7 @@ def make_database(folder: str | os.PathLike, entries: int, *, seed: int = 0) -> 
     proteome = read_proteome()
     table = _entries(rng, proteome, entries)
     plddt, fractions = _plddt(rng, table["uniprotEnd"].to_numpy())
-    table = _with_plddt_columns(table, plddt, fractions)
+    table = _with_plddt_columns(rng, table, plddt, fractions)
     template = _render_template(layout, rng, proteome)
     offsets = np.concatenate([[0], np.cumsum(table["uniprotEnd"].to_numpy())])
     for number, start in enumerate(range(0, entries, SHARD_SIZE)):
@@ -192,14 +192,14 @@ def _plddt(rng: np.random.Generator, lengths: np.ndarray) -> tuple[np.ndarray, n
     return plddt, (counts / lengths).T
 
 
-def _with_plddt_columns(table: pa.Table, plddt: np.ndarray, fractions: np.ndarray) -> pa.Table:
+def _with_plddt_columns(rng: np.random.Generator, table: pa.Table, plddt: np.ndarray, fractions) -> pa.Table:
     lengths = table["uniprotEnd"].to_numpy()
     mean = np.add.reduceat(plddt.astype(np.float64), np.concatenate([[0], np.cumsum(lengths)[:-1]])) / lengths
     count = len(table)
     columns = {
         "globalMetricValue": np.round(mean, 2),
         **{name: fractions[:, i] for i, name in enumerate(FRACTION_COLUMNS)},
-        "ptm": np.random.default_rng(count).uniform(0.2, 0.9, count),
+        "ptm": rng.uniform(0.2, 0.9, count),
         "model": np.full(count, PROVENANCE.model, object),
         "modelVersion": np.full(count, PROVENANCE.model_version, object),
         "untrained": np.full(count, PROVENANCE.untrained),
@@ -248,12 +248,14 @@ def _write_shard(layout: DatabaseLayout, part: pa.Table, plddt: np.ndarray, temp
     archive = f"{layout.shard(shard_id)}/{ARCHIVE_NAME}"
     os.link(template.path, f"{target.folder}/{ARCHIVE_NAME}")
     tables = {
-        "entries": part.append_column(ENTRIES.field("shard"), pa.array([shard_id] * len(part))),
+        "entries": part.append_column(ENTRIES.field("shard"), pa.array([shard_id] * len(part))).select(ENTRIES.names),
         "residues": _residues(part, plddt),
         "files": _files(part, template, archive),
         "failures": rows.failures_table([], BUILD_ID),
     }
     for name, table in tables.items():
+        if not table.schema.equals(schema.TABLES[name]):
+            raise AssertionError(f"{name}: not the schema of storage.schema")
         pq.write_table(table, f"{target.folder}/{name}.parquet", compression="zstd")
     if not layout.commit_shard(target):
         raise RuntimeError(f"shard {shard_id} was already committed")
