@@ -1,0 +1,221 @@
+"""How structome's reads scale with the database size, beside a compacted reference measured in the same run.
+
+    PYTHONPATH=... .venv/bin/python benchmarks/bench_scale.py --entries 10000 100000 [1000000] [--runs 3]
+
+For each size it writes a synthetic database in the committed layout (benchmarks/synthetic_db.py: 64 sequences
+per shard, real-proteome lengths, real archives) into --scratch, measures, and deletes it. Figures:
+
+- point lookups (`SELECT * FROM entries WHERE entryId = ?`, then by uniprotAccession) and `GROUP BY taxId` over
+  entries, warm (one run first, then the median of --runs), in one connection opened as `structome sql` opens it
+  (storage.catalog.connect); beside each, the same query on the reference: the entries table rewritten into one
+  Parquet file sorted by entryId with row groups of 100k rows, read by a plain in-memory DuckDB;
+- `structome get <accession>` and `structome sql "SELECT 1"`: wall of whole processes (median of --runs);
+- the catalog refresh a build ends with (storage.catalog.refresh_catalog), median of --runs;
+- files on disk (every file under the database folder; each shard's archive.tar counts, though hard-linked);
+- `structome serve --sql-workers 0`: seconds from start until /api/prediction/<accession> answers 200, and the
+  server's VmRSS then (given up after --serve-timeout seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from synthetic_db import make_database  # noqa: E402
+
+from structome.storage import catalog  # noqa: E402
+from structome.storage.layout import DatabaseLayout  # noqa: E402
+
+STRUCTOME = [sys.executable, "-m", "structome"]  # the structome on this interpreter's path (PYTHONPATH too)
+ROW_GROUP = 100_000  # rows per row group of the compacted reference
+QUERIES = {  # label -> SQL over `entries` (? = the probed entry's entryId or accession)
+    "lookup by entryId": "SELECT * FROM entries WHERE entryId = ?",
+    "lookup by accession": "SELECT * FROM entries WHERE uniprotAccession = ?",
+    "GROUP BY taxId": "SELECT taxId, count(*), avg(globalMetricValue) FROM entries GROUP BY taxId",
+}
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One database size, measured; seconds unless named otherwise."""
+
+    entries: int
+    generate: float  # writing the synthetic database
+    queries: dict[str, float]  # label -> warm median in structome's catalog connection
+    reference: dict[str, float]  # label -> warm median on the compacted file
+    get: float  # `structome get` process wall
+    sql_select_1: float  # `structome sql "SELECT 1"` process wall
+    refresh: float
+    files: int  # files under the database folder
+    serve_ready: float | None  # None: not ready within the timeout
+    serve_rss_mib: float | None
+
+
+def median_seconds(action: Callable[[], object], runs: int, warm_up: bool = True) -> float:
+    if warm_up:
+        action()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def probe(connection: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """An entry in the middle of the entryId range: what the point lookups ask for."""
+    [(entry_id, accession)] = connection.execute(
+        "SELECT entryId, uniprotAccession FROM entries ORDER BY entryId LIMIT 1 OFFSET (SELECT count(*) FROM entries) // 2"
+    ).fetchall()
+    return {"lookup by entryId": entry_id, "lookup by accession": accession}
+
+
+def time_queries(connection: duckdb.DuckDBPyConnection, keys: dict[str, str], runs: int) -> dict[str, float]:
+    def run(sql: str, key: str | None) -> Callable[[], object]:
+        return lambda: connection.execute(sql, [key] if key else []).fetchall()
+
+    return {label: median_seconds(run(sql, keys.get(label)), runs) for label, sql in QUERIES.items()}
+
+
+def compacted_reference(connection: duckdb.DuckDBPyConnection, path: Path) -> duckdb.DuckDBPyConnection:
+    """The entries table as one Parquet file sorted by entryId, and a plain connection with a view over it."""
+    connection.execute(
+        f"COPY (SELECT * FROM entries ORDER BY entryId) TO '{path}' (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})"
+    )
+    reference = duckdb.connect()
+    reference.execute(f"CREATE VIEW entries AS SELECT * FROM read_parquet('{path}')")
+    return reference
+
+
+def process_wall(arguments: list[str], runs: int) -> float:
+    """Median wall of whole `structome` processes (one warm-up first); a failing command raises."""
+    command = [*STRUCTOME, *arguments]
+    return median_seconds(lambda: subprocess.run(command, check=True, capture_output=True), runs)
+
+
+def count_files(folder: Path) -> int:
+    return sum(len(names) for _, _, names in os.walk(folder))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024
+
+
+def serve_ready(db: Path, accession: str, timeout: float) -> tuple[float | None, float | None]:
+    """Seconds until /api/prediction/<accession> answers 200, and the server's RSS (MiB) then; (None, RSS) past
+    the timeout."""
+    port = free_port()
+    command = [*STRUCTOME, "serve", "--db", str(db), "--port", str(port), "--sql-workers", "0"]
+    started = time.perf_counter()
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - started < timeout:
+            if server.poll() is not None:
+                raise RuntimeError(f"structome serve exited with {server.returncode}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/prediction/{accession}", timeout=5) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - started, rss_mib(server.pid)
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.5)
+        return None, rss_mib(server.pid)
+    finally:
+        server.kill()  # this server, by its pid
+        server.wait()
+
+
+def measure(entries: int, scratch: Path, runs: int, serve_timeout: float) -> Figures:
+    db = scratch / f"scale-{entries}"
+    shutil.rmtree(db, ignore_errors=True)
+    started = time.perf_counter()
+    layout = make_database(db, entries)
+    generate = time.perf_counter() - started
+    print(f"# {entries:,} entries written in {generate:.0f} s", flush=True)
+    try:
+        connection = catalog.connect(layout)
+        keys = probe(connection)
+        queries = time_queries(connection, keys, runs)
+        reference_connection = compacted_reference(connection, scratch / f"reference-{entries}.parquet")
+        connection.close()
+        reference = time_queries(reference_connection, keys, runs)
+        reference_connection.close()
+        accession = keys["lookup by accession"]
+        ready, rss = serve_ready(db, accession, serve_timeout)
+        return Figures(
+            entries=entries,
+            generate=generate,
+            queries=queries,
+            reference=reference,
+            get=process_wall(["get", "--db", str(db), accession], runs),
+            sql_select_1=process_wall(["sql", "--db", str(db), "SELECT 1"], runs),
+            refresh=median_seconds(lambda: catalog.refresh_catalog(DatabaseLayout(db)), runs, warm_up=False),
+            files=count_files(db),
+            serve_ready=ready,
+            serve_rss_mib=rss,
+        )
+    finally:
+        shutil.rmtree(db, ignore_errors=True)
+        (scratch / f"reference-{entries}.parquet").unlink(missing_ok=True)
+
+
+def table(figures: list[Figures], serve_timeout: float) -> str:
+    """A Markdown table: one row per size, structome's figure with the compacted reference in brackets."""
+    header = ["entries", *(f"{label}, warm (compacted)" for label in QUERIES)]
+    header += ["`structome get`", '`structome sql "SELECT 1"`', "catalog refresh", "files on disk"]
+    header += ["`structome serve` ready / RSS", "generated in"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for f in figures:
+        cells = [f"{f.entries:,}"]
+        cells += [f"{f.queries[label]:.3f} s ({f.reference[label]:.3f} s)" for label in QUERIES]
+        cells += [f"{f.get:.2f} s", f"{f.sql_select_1:.2f} s", f"{f.refresh:.2f} s", f"{f.files:,}"]
+        cells.append(
+            f"{f.serve_ready:.1f} s / {f.serve_rss_mib:.0f} MiB"
+            if f.serve_ready is not None
+            else f"not ready after {serve_timeout:.0f} s (RSS {f.serve_rss_mib:.0f} MiB)"
+        )
+        cells.append(f"{f.generate:.0f} s")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--entries", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--runs", type=int, default=3, help="repetitions per figure (median)")
+    parser.add_argument("--serve-timeout", type=float, default=300.0)
+    parser.add_argument("--scratch", type=Path, default=Path("/tmp"), help="folder for the databases")
+    args = parser.parse_args()
+    print(f"# {dt.date.today()}, {os.cpu_count()} CPUs, duckdb {duckdb.__version__}, median of {args.runs}")
+    figures = []
+    for entries in args.entries:
+        figures.append(measure(entries, args.scratch, args.runs, args.serve_timeout))
+        print(table(figures[-1:], args.serve_timeout).splitlines()[-1], flush=True)
+    print(table(figures, args.serve_timeout))
+
+
+if __name__ == "__main__":
+    main()
