@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 __all__ = [
     "copy_chunks",
+    "publish_file",
     "publish_folder",
     "replace_atomically",
     "write_bytes_atomic",
@@ -91,6 +92,15 @@ def publish_folder(staged: str | os.PathLike, target: str | os.PathLike) -> None
             _fsync(file)
     _fsync(staged)
     os.rename(staged, target)
+    _fsync(target.parent)
+
+
+def publish_file(staged: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Move a fully written file into place durably (same file system): the file, the rename and both folders."""
+    staged, target = Path(staged), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _fsync(staged)
+    os.replace(staged, target)
     _fsync(target.parent)
 
 

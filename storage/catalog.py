@@ -2,8 +2,11 @@
 
 A local database keeps them in `catalog.duckdb`, with paths relative to the database folder; every
 connection sets DuckDB's `file_search_path` to that folder, so the database can be moved or mounted
-elsewhere. (With the plain `duckdb` CLI, run it from inside the database folder.) Globs make new shards
-visible to queries as soon as they commit.
+elsewhere. (With the plain `duckdb` CLI, run it from inside the database folder.) The views list the visible
+files explicitly (storage.layout.DatabaseLayout.table_files: the current compacted segments, then the shards
+they do not cover), never a glob: superseded files stay on disk for a while after compaction. Whoever changes
+what is visible rewrites the views: a build now and then while it commits shards and at its end, compaction
+after each switch; all views change in one transaction.
 
 An object-store database has no catalog file (DuckDB files cannot live there): each connection is an
 in-memory DuckDB that reads the store through its pyarrow file system, with views over the committed
@@ -16,6 +19,7 @@ first shard lands.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import duckdb
@@ -27,7 +31,8 @@ from structome.storage.layout import DatabaseLayout
 logger = logging.getLogger(__name__)
 
 _RAW_SUFFIX = "_all"  # raw views that the public views filter
-_PROTOCOL = "structome"  # DuckDB reads object-store databases as structome://<path in the store>
+_PROTOCOL = "structome"
+_REFRESHING = threading.Lock()  # DuckDB reads object-store databases as structome://<path in the store>
 
 # Failures: the newest row per (record, entry, reason), and none for entries that now exist
 # (a protein that failed once and succeeded on a re-run is not a failure any more).
@@ -48,16 +53,21 @@ def refresh_catalog(layout: DatabaseLayout) -> None:
         if not layout.exists(layout.schema_file(table)):
             layout.write_parquet_atomic(table_schema.empty_table(), layout.schema_file(table))
     if layout.is_local:
-        connection = _open(layout, read_only=False)
-        try:
-            _create_views(connection, layout)
-        finally:
-            connection.close()
+        with _REFRESHING:  # other processes wait on the file lock; threads of this one (which share it) here
+            connection = _open(layout, read_only=False)
+            try:
+                connection.execute("BEGIN TRANSACTION")
+                _create_views(connection, layout)
+                connection.execute("COMMIT")
+            finally:
+                connection.close()
 
 
 def _create_views(connection: duckdb.DuckDBPyConnection, layout: DatabaseLayout, temporary: str = "") -> None:
+    visible = layout.visible_files(schema.TABLES)
     for table in schema.TABLES:
-        listing = ", ".join(f"'{_quote(source)}'" for source in _sources(layout, table))
+        sources = [layout.schema_file(table), *visible[table]]
+        listing = ", ".join(f"'{quote(sql_path(layout, source))}'" for source in sources)
         name = table + _RAW_SUFFIX if table == "failures" else table
         connection.execute(
             f"CREATE OR REPLACE {temporary} VIEW {name} AS "
@@ -66,13 +76,10 @@ def _create_views(connection: duckdb.DuckDBPyConnection, layout: DatabaseLayout,
     connection.execute(_FAILURES_VIEW.format(temporary=temporary))
 
 
-def _sources(layout: DatabaseLayout, table: str) -> list[str]:
-    """The schema file and the table's data: globs that match something (local), committed files (object store)."""
-    if layout.is_local:
-        globs = [g for g in layout.table_globs(table) if next(layout.root.glob(g), None)]
-        return [layout.schema_file(table), *globs]
-    files = [layout.schema_file(table), *layout.table_files(table)]
-    return [f"{_PROTOCOL}://{layout.path(f)}" for f in files]
+def sql_path(layout: DatabaseLayout, relative: str) -> str:
+    """How SQL on a `connect_files` connection names a database file: relative to the folder (local), or
+    structome://<path in the store> (object stores)."""
+    return relative if layout.is_local else f"{_PROTOCOL}://{layout.path(relative)}"
 
 
 def connect(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
@@ -89,12 +96,18 @@ def connect_detached(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
     readers (the server's SQL workers), which must never stop a build from refreshing the catalog."""
     if not layout.exists():
         raise FileNotFoundError(f"{layout.location} is not a structome database (no catalog)")
+    connection = connect_files(layout)
+    _create_views(connection, layout, temporary="TEMPORARY")
+    return connection
+
+
+def connect_files(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection that reads the database's files by their `sql_path` (no views)."""
     connection = duckdb.connect()
     if layout.is_local:
-        connection.execute(f"SET file_search_path = '{_quote(layout.root)}'")
+        connection.execute(f"SET file_search_path = '{quote(layout.root)}'")
     else:
         connection.register_filesystem(_duckdb_file_system(layout.fs))
-    _create_views(connection, layout, temporary="TEMPORARY")
     return connection
 
 
@@ -108,7 +121,7 @@ def _open(layout: DatabaseLayout, *, read_only: bool, attempts: int = 50) -> duc
             if attempt == attempts - 1:
                 raise
             time.sleep(0.1)
-    connection.execute(f"SET file_search_path = '{_quote(layout.root)}'")
+    connection.execute(f"SET file_search_path = '{quote(layout.root)}'")
     return connection
 
 
@@ -137,5 +150,6 @@ def query(layout: DatabaseLayout, sql: str, parameters: list | None = None) -> p
         connection.close()
 
 
-def _quote(path) -> str:
+def quote(path) -> str:
+    """A path or value inside a single-quoted SQL string."""
     return str(path).replace("'", "''")

@@ -5,7 +5,9 @@ The database root holds `structome.json`, its format marker:
     {"format": "structome-database", "layout": 1, "createdBy": "0.1.0", "created": "2026-12-02T01:52:00+00:00"}
 
 `layout` is the version of the folder layout (storage.layout). A database from before markers existed is
-layout 1. Every JSON file a build writes names its own format, `"format": "structome-<kind>/<version>"`; a
+layout 1; layout 2 added compacted tables (storage.segments), so that a structome that knows only layout 1 (and
+would glob the shards' files, some of which compaction removes) refuses a layout-2 database. This structome reads
+layouts OLDEST_READABLE..LAYOUT as they are. Every JSON file a build writes names its own format, `"format": "structome-<kind>/<version>"`; a
 file without one is version 1. A reader refuses a version newer than it knows, asking for a newer structome.
 Changing the layout is one function: bump LAYOUT and register the step that upgrades a database to it in
 MIGRATIONS (`structome migrate` and every build run the pending steps).
@@ -28,6 +30,7 @@ __all__ = [
     "LAYOUT",
     "MARKER_NAME",
     "MIGRATIONS",
+    "OLDEST_READABLE",
     "FormatError",
     "check_format",
     "format_tag",
@@ -37,9 +40,12 @@ __all__ = [
 
 MARKER_NAME = "structome.json"
 DATABASE_FORMAT = "structome-database"
-LAYOUT = 1  # the database layout this structome reads and writes
+LAYOUT = 2  # the database layout this structome writes
+OLDEST_READABLE = 1  # the oldest layout it reads without a migration
 # layout version -> the step that upgrades a database of the version before it (run in order, marker after each)
-MIGRATIONS: dict[int, Callable[[DatabaseLayout], None]] = {}
+MIGRATIONS: dict[int, Callable[[DatabaseLayout], None]] = {
+    2: lambda layout: None,  # layout 1 has no compacted tables: as it is, it is a layout-2 database at generation 0
+}
 
 
 class FormatError(ValueError):

@@ -9,8 +9,11 @@
       builds/<build>.parquet         one row per build; builds/<build>.report.json its report,
                                      .manifest.json its planned shards, .events.jsonl shard progress
       schema/<table>.parquet         an empty, typed file per table
+      tables/                        compacted segments and their manifests (storage.segments)
       .staging/                      shards being written; never read
+      .compaction/                   segments being written (the compaction's scratch); never read
       .build.lock                    held by the build that is writing
+      .compaction.lock               held by the compaction that is running (builds and compaction run at once)
 
 DB is a folder (local or a shared file system) or an object-store URI (`s3://bucket/prefix`,
 `gs://bucket/prefix`; pyarrow's file systems, options in the URI query such as `?endpoint_override=...`).
@@ -42,6 +45,7 @@ from structome.storage import formats
 from structome.storage.atomic import publish_folder, write_bytes_atomic, write_parquet_atomic
 from structome.storage.formats import MARKER_NAME, FormatError, new_marker, parse_marker
 from structome.storage.locks import BuildLock, DatabaseLockedError, LeaseLock, lease_is_fresh
+from structome.storage.segments import MANIFESTS, SEGMENT_TABLES, TableManifest, generation_of, manifest_path
 
 __all__ = [
     "DatabaseLayout",
@@ -51,8 +55,9 @@ __all__ = [
 ]
 
 COMMIT_SUFFIX = ".committed"
-SHARD_TABLES = ("entries", "residues", "files", "failures")
+SHARD_TABLES = SEGMENT_TABLES
 _LOCK = ".build.lock"
+_COMPACTION_LOCK = ".compaction.lock"
 _TABLE_GLOBS = {
     "entries": ("shards/*/entries.parquet",),
     "residues": ("shards/*/residues.parquet",),
@@ -136,9 +141,10 @@ class DatabaseLayout:
 
     def _require_readable(self) -> None:
         version = self.layout_version
-        if version is not None and version < formats.LAYOUT and not self._migrating:
+        if version is not None and version < formats.OLDEST_READABLE and not self._migrating:
             raise FormatError(
-                f"{self.location} has layout {version}; this structome reads layout {formats.LAYOUT}: "
+                f"{self.location} has layout {version}; this structome reads layouts "
+                f"{formats.OLDEST_READABLE} to {formats.LAYOUT}: "
                 f"run `structome migrate --db {self.location}`"
             )
 
@@ -175,6 +181,11 @@ class DatabaseLayout:
     @property
     def staging(self) -> Path:
         return self.root / ".staging"
+
+    @property
+    def compaction_scratch(self) -> Path:
+        """Where a local compaction writes (the same file system, so segments appear by rename)."""
+        return self.root / ".compaction"
 
     def shard(self, shard_id: str) -> str:
         """A committed local shard's folder, relative to the database."""
@@ -314,10 +325,12 @@ class DatabaseLayout:
     def committed_shards(self) -> dict[str, str]:
         """shard id -> the committed shard's folder relative to the database."""
         if self.is_local:
-            folder = Path(self.path("shards"))
-            return (
-                {p.name: self.shard(p.name) for p in sorted(folder.iterdir()) if p.is_dir()} if folder.is_dir() else {}
-            )
+            try:
+                with os.scandir(self.path("shards")) as listing:  # d_type: no stat per shard
+                    names = sorted(item.name for item in listing if item.is_dir())
+            except FileNotFoundError:
+                return {}
+            return {name: self.shard(name) for name in names}
         committed: dict[str, str] = {}
         for marker in self.list_files("shards"):
             if marker.endswith(COMMIT_SUFFIX):  # shards/<shard>/<attempt>.committed; the first attempt wins
@@ -330,15 +343,54 @@ class DatabaseLayout:
         return any(f.endswith(COMMIT_SUFFIX) for f in self.list_files(f"shards/{shard_id}"))
 
     def table_files(self, table: str) -> list[str]:
-        """Every committed Parquet file of a table, relative to the database."""
-        files = (
-            [f"{folder}/{table}.parquet" for folder in self.committed_shards().values()]
-            if table in SHARD_TABLES
-            else []
-        )
-        if table in _LOOSE_TABLES:
-            files += [f for f in self.list_files(_LOOSE_TABLES[table]) if f.count("/") == 1 and f.endswith(".parquet")]
-        return files
+        """Every visible Parquet file of a table, relative to the database: the current segments' files, then
+        those of committed shards no segment covers (the manifest is read first: a shard committed meanwhile
+        shows as a shard; one compacted meanwhile shows in the segments of the old generation)."""
+        return self.visible_files([table])[table]
+
+    def visible_files(self, tables) -> dict[str, list[str]]:
+        """table_files of several tables, from one reading of the manifest and the shard listing."""
+        manifest = self.table_manifest()
+        shards = [folder for shard, folder in self.committed_shards().items() if shard not in manifest.compacted_shards]
+        visible = {}
+        for table in tables:
+            files = []
+            if table in SHARD_TABLES:
+                files = [segment.file(table) for segment in manifest.segments]
+                files += [f"{folder}/{table}.parquet" for folder in shards]
+            if table in _LOOSE_TABLES:
+                files += [
+                    f for f in self.list_files(_LOOSE_TABLES[table]) if f.count("/") == 1 and f.endswith(".parquet")
+                ]
+            visible[table] = files
+        return visible
+
+    # ---- compacted tables (storage.segments) ----------------------------------------------------------
+
+    def manifest_generations(self) -> list[int]:
+        """The generations of table manifests stored, oldest first."""
+        generations = (generation_of(f) for f in self.list_files(MANIFESTS))
+        return sorted(g for g in generations if g is not None)
+
+    def table_manifest(self, generation: int | None = None) -> TableManifest:
+        """The current table manifest (or a given generation); generation 0 when nothing was ever compacted."""
+        if generation is None:
+            generations = self.manifest_generations()
+            if not generations:
+                return TableManifest()
+            generation = generations[-1]
+        relative = manifest_path(generation)
+        return TableManifest.from_bytes(self.read_bytes(relative), f"{self.location}/{relative}")
+
+    def write_table_manifest(self, manifest: TableManifest) -> None:
+        """Make a generation current (only under the build lock): one atomic write."""
+        self.write_bytes_atomic(manifest.to_bytes(), manifest_path(manifest.generation))
+
+    def delete_file(self, relative: str) -> None:
+        try:
+            self.fs.delete_file(self.path(relative))
+        except FileNotFoundError:
+            pass
 
     def clear_staging(self) -> None:
         """Remove leftovers of crashed writers (only while holding the build lock)."""
@@ -359,6 +411,13 @@ class DatabaseLayout:
         if self.is_local:
             return BuildLock(Path(self._path(_LOCK)))
         return LeaseLock(self.fs, self._path(_LOCK), self.location)
+
+    def compaction_lock(self) -> BuildLock | LeaseLock:
+        """Held while compacting: a build may commit shards meanwhile (compaction merges only shards it listed)."""
+        self.read_layout_version()
+        if self.is_local:
+            return BuildLock(Path(self._path(_COMPACTION_LOCK)), "compaction")
+        return LeaseLock(self.fs, self._path(_COMPACTION_LOCK), self.location, "compaction")
 
     def build_running(self) -> bool:
         """True while some process holds the build lock."""

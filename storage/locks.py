@@ -33,15 +33,15 @@ class DatabaseLockedError(RuntimeError):
     """Another build is writing this database."""
 
 
-def _refusal(where: str, holder: str) -> DatabaseLockedError:
-    return DatabaseLockedError(f"another build is writing {where} ({holder}); wait for it or use another --db")
+def _refusal(where: str, holder: str, activity: str) -> DatabaseLockedError:
+    return DatabaseLockedError(f"another {activity} is writing {where} ({holder}); wait for it or use another --db")
 
 
 class BuildLock:
     """An exclusive advisory lock on the database folder, held for a whole build."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, activity: str = "build"):
+        self.path, self.activity = path, activity  # activity: what the lock guards, for the refusal's message
         self._handle: TextIO | None = None
 
     def __enter__(self) -> BuildLock:
@@ -51,7 +51,7 @@ class BuildLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise _refusal(str(self.path.parent), f"lock {self.path}") from None
+            raise _refusal(str(self.path.parent), f"lock {self.path}", self.activity) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
@@ -81,8 +81,8 @@ class BuildLock:
 class LeaseLock:
     """A renewed lease object: taken when absent or stale, verified after a settle delay, renewed by a thread."""
 
-    def __init__(self, fs: pafs.FileSystem, path: str, where: str):
-        self.fs, self.path, self.where = fs, path, where
+    def __init__(self, fs: pafs.FileSystem, path: str, where: str, activity: str = "build"):
+        self.fs, self.path, self.where, self.activity = fs, path, where, activity
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -90,12 +90,14 @@ class LeaseLock:
     def __enter__(self) -> LeaseLock:
         current = read_lease(self.fs, self.path)
         if current is not None and _fresh(current):
-            raise _refusal(self.where, f"lease held by {current['owner']}")
+            raise _refusal(self.where, f"lease held by {current['owner']}", self.activity)
         self._write()
         time.sleep(SETTLE_SECONDS)
         current = read_lease(self.fs, self.path)
         if current is None or current["owner"] != self.owner:
-            raise _refusal(self.where, f"lease taken by {current['owner'] if current else 'another build'}")
+            raise _refusal(
+                self.where, f"lease taken by {current['owner'] if current else 'another writer'}", self.activity
+            )
         self._renewer = threading.Thread(target=self._renew, name="structome-lease", daemon=True)
         self._renewer.start()
         return self

@@ -1,4 +1,4 @@
-"""One `structome build`: lock the database, plan, run on Ray, record the build, refresh the catalog."""
+"""One `structome build`: lock the database, plan, run on Ray, record the build, refresh the catalog, compact."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+
+import duckdb
 
 from structome.jobs.build.runner import DEFAULT_LOADER, ModelSpec, RayBuildRunner
 from structome.jobs.build.settings import RunnerSettings
@@ -17,7 +19,8 @@ from structome.pipelines.settings import BuildSettings
 from structome.pipelines.write import WriteContext
 from structome.storage import rows
 from structome.storage.catalog import refresh_catalog
-from structome.storage.layout import DatabaseLayout
+from structome.storage.compaction import CompactionPolicy, compact
+from structome.storage.layout import DatabaseLayout, DatabaseLockedError
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ class BuildRequest:
     build_settings: BuildSettings = BuildSettings()
     runner: RunnerSettings = RunnerSettings()
     loader: str = DEFAULT_LOADER  # how workers load the model ("module:function"); tests inject faults here
+    compaction: CompactionPolicy | None = CompactionPolicy()  # None: leave the new shards uncompacted
 
 
 def run_build(request: BuildRequest) -> dict:
@@ -71,7 +75,24 @@ def _execute(plan: BuildPlan, layout: DatabaseLayout, request: BuildRequest) -> 
         _write_build_failures(layout, plan, runner.counters)
         report = _record(layout, plan, runner.counters, status, started, finished)
         refresh_catalog(layout)
+    if request.compaction is not None:
+        report["compaction"] = _compact(layout, request.compaction)
+        _write_report(layout, plan.build_id, report)
     return report
+
+
+def _compact(layout: DatabaseLayout, policy: CompactionPolicy) -> dict:
+    """Compact what the build committed; a compaction running elsewhere, or one that fails, leaves the shards as
+    they are (visible, and merged by the next run): the build's own work is done and stays."""
+    try:
+        with layout.compaction_lock():
+            return compact(layout, policy).to_json()
+    except DatabaseLockedError as error:
+        logger.warning("not compacting now: %s", error)
+        return {"skipped": str(error)}
+    except (OSError, duckdb.Error) as error:
+        logger.error("compaction failed (the build's shards stay visible; `structome compact` retries): %s", error)
+        return {"error": f"{type(error).__name__}: {error}"}
 
 
 def _write_build_failures(layout: DatabaseLayout, plan: BuildPlan, counters: BuildCounters) -> None:
@@ -84,5 +105,9 @@ def _record(layout, plan, counters, status, started, finished) -> dict:
     record = build_record(plan, counters, status=status, started=started, finished=finished)
     layout.write_parquet_atomic(rows.builds_table(record), layout.build_row(plan.build_id))
     report = build_report(record, plan, counters)
-    layout.write_text_atomic(json.dumps(report, indent=2) + "\n", layout.build_report(plan.build_id))
+    _write_report(layout, plan.build_id, report)
     return report
+
+
+def _write_report(layout: DatabaseLayout, build_id: str, report: dict) -> None:
+    layout.write_text_atomic(json.dumps(report, indent=2) + "\n", layout.build_report(build_id))

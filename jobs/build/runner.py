@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from tqdm import tqdm
@@ -34,6 +35,7 @@ from structome.pipelines.cost_model import CostModel
 from structome.pipelines.predict import predict_shard
 from structome.pipelines.sharding import Shard, ShardPredictions
 from structome.pipelines.write import WriteContext, write_predicted_shard
+from structome.storage.catalog import refresh_catalog
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +223,7 @@ class _Loop:
         self.writing: dict = {}  # write ref -> (shard, stats)
         # Defined in pipelines.write, so writer processes import gemmi and pyarrow but never torch.
         self.write_task = ray.remote(num_cpus=1)(write_predicted_shard)
-        self.started = time.monotonic()
+        self.started = self.refreshed = time.monotonic()
 
     def run(self) -> None:
         self.queued: dict[Any, list] = {
@@ -324,6 +326,17 @@ class _Loop:
         self.counters.add_shard(summary, stats)
         self.manifest.record(shard.shard_id, "committed", entries=summary.entries_written, worker=stats["worker"])
         self._advance(len(shard.entries))
+        self._refresh_catalog_now_and_then()
+
+    def _refresh_catalog_now_and_then(self) -> None:
+        """Let `sql` and the server see the shards committed so far (the views list files; they are no globs)."""
+        if time.monotonic() - self.refreshed < self.runner.settings.catalog_refresh_s:
+            return
+        try:
+            refresh_catalog(self.runner.context.layout)
+        except duckdb.IOException as error:  # a long reader holds catalog.duckdb: next time
+            logger.info("catalog not refreshed now: %s", error)
+        self.refreshed = time.monotonic()
 
     def _advance(self, entries: int) -> None:
         elapsed = time.monotonic() - self.started

@@ -18,6 +18,7 @@ class RunnerSettings:
     max_writes_in_flight: int = 4
     shard_retries: int = 2  # a shard whose actor died is retried on a fresh actor this many times
     progress: bool = True
+    catalog_refresh_s: float = 30.0  # while committing, the catalog's views are rewritten at most this often
 
     def __post_init__(self) -> None:
         if self.device not in WORKER_DEVICES:

@@ -60,6 +60,9 @@ _RUNNER = RunnerSettings()
 )
 @click.option("--address", help="Ray cluster address (default: start Ray in-process).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--no-compact", is_flag=True, help="Leave the new shards uncompacted (`structome compact` merges them later)."
+)
 def build_command(
     inputs,
     db,
@@ -79,12 +82,14 @@ def build_command(
     device,
     address,
     no_progress,
+    no_compact,
 ) -> None:
     """Predict every protein of the FASTA INPUTS (plain or gzip) into the database; re-runs resume."""
     # Imported here: torch, transformers and Ray take seconds to import, and only `build` needs them.
     from structome.jobs.build.job import BuildRequest, run_build
     from structome.jobs.build.runner import BuildError
     from structome.models.esmfold import default_device
+    from structome.storage.compaction import CompactionPolicy
 
     try:
         request = BuildRequest(
@@ -109,6 +114,7 @@ def build_command(
                 device=device,
                 progress=not no_progress,
             ),
+            compaction=None if no_compact else CompactionPolicy(),
         )
         report = run_build(request)
     except (ValueError, FileNotFoundError, DatabaseLockedError, BuildError) as error:

@@ -23,6 +23,7 @@ COMMANDS = {
     "plan": "structome.jobs.cli.plan:plan_command",
     "serve": "structome.jobs.cli.serve:serve_command",
     "export": "structome.jobs.cli.export:export_command",
+    "compact": "structome.jobs.cli.compact:compact_command",
     "migrate": "structome.jobs.cli.migrate:migrate_command",
     "submit": "structome.jobs.cli.submit:submit_command",
 }

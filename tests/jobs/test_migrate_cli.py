@@ -30,10 +30,10 @@ def test_a_database_from_before_markers_is_read_as_it_is_and_migrated_once(db):
     assert result.exit_code == 0 and json.loads(result.stdout) == [{"entryId": "SM-Q1-F1"}]
     assert not (db / "structome.json").exists()  # reading never writes
     first = run("migrate", "--db", str(db))
-    assert first.exit_code == 0 and f"wrote {db}/structome.json (layout 1)" in first.stderr
-    assert json.loads((db / "structome.json").read_text())["layout"] == 1
+    assert first.exit_code == 0 and f"migrated {db} from layout 1 to layout 2" in first.stderr
+    assert json.loads((db / "structome.json").read_text())["layout"] == 2
     again = run("migrate", "--db", str(db))
-    assert again.exit_code == 0 and "wrote" not in again.stderr and "is at layout 1" in again.stderr
+    assert again.exit_code == 0 and "migrated" not in again.stderr and "is at layout 2" in again.stderr
 
 
 def test_migrate_refuses_a_folder_that_is_no_database(tmp_path):

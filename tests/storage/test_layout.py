@@ -158,16 +158,16 @@ def _put_marker(layout: DatabaseLayout, data: bytes) -> None:
 def test_create_writes_the_marker(any_layout):
     marker = _marker(any_layout)
     assert marker.keys() == {"format", "layout", "createdBy", "created"}
-    assert (marker["format"], marker["layout"], marker["createdBy"]) == ("structome-database", 1, __version__)
+    assert (marker["format"], marker["layout"], marker["createdBy"]) == ("structome-database", 2, __version__)
     assert any_layout.list_files("") == ["structome.json"]
     assert any_layout.migrate() == []  # already current: nothing to do, marker untouched
     assert _marker(any_layout) == marker
 
 
 def test_a_database_of_a_newer_layout_is_refused(any_layout, any_location):
-    _put_marker(any_layout, json.dumps({**_marker(any_layout), "layout": 2}).encode())
+    _put_marker(any_layout, json.dumps({**_marker(any_layout), "layout": 3}).encode())
     reopened = DatabaseLayout(any_location)
-    with pytest.raises(FormatError, match=r"layout 2, newer than layout 1 .*upgrade structome"):
+    with pytest.raises(FormatError, match=r"layout 3, newer than layout 2 .*upgrade structome"):
         reopened.committed_shards()
     with pytest.raises(FormatError, match="upgrade structome"):
         reopened.migrate()
@@ -182,6 +182,7 @@ def test_a_corrupt_marker_is_refused_naming_the_file(any_layout, any_location, d
 
 
 def test_a_database_from_before_markers_is_read_as_layout_1_and_migrated_once(any_layout, any_location):
+    """Layout 1 (no compacted tables) reads as it is; migrating marks it layout 2, once."""
     layout = any_layout
     layout.fs.delete_file(layout.path(formats.MARKER_NAME))
     shard = layout.begin_shard("s1")
@@ -190,8 +191,8 @@ def test_a_database_from_before_markers_is_read_as_layout_1_and_migrated_once(an
     old = DatabaseLayout(any_location)
     assert old.layout_version == 1 and old.table_files("entries") == [f"{shard.relative}/entries.parquet"]
     assert not old.exists(formats.MARKER_NAME)  # reading never writes
-    assert old.migrate() == [f"wrote {old.location}/structome.json (layout 1)"]
-    assert _marker(old)["layout"] == 1
+    assert old.migrate() == [f"migrated {old.location} from layout 1 to layout 2"]
+    assert _marker(old)["layout"] == 2
     assert DatabaseLayout(any_location).migrate() == []  # idempotent
     assert DatabaseLayout(any_location).table_files("entries") == [f"{shard.relative}/entries.parquet"]
 
@@ -200,22 +201,24 @@ def test_an_empty_place_is_no_database_until_created(tmp_path):
     layout = DatabaseLayout(tmp_path / "db")
     assert layout.layout_version is None and not (tmp_path / "db").exists()
     layout.create()
-    assert DatabaseLayout(tmp_path / "db").layout_version == 1
+    assert DatabaseLayout(tmp_path / "db").layout_version == 2
 
 
 def test_the_next_layout_is_one_registered_migration(any_layout, any_location, monkeypatch):
-    """With layout 2 registered, a layout-1 database is refused for reading until migrated; migrating runs the
-    step once, under the same marker (its creation kept), and leaves it readable."""
+    """With layout 3 registered (and layout 2 no longer readable as it is), a layout-2 database is refused for
+    reading until migrated; migrating runs the step once, under the same marker (its creation kept), and leaves it
+    readable."""
     layout = any_layout
     created = _marker(layout)
     steps = []
-    monkeypatch.setattr(formats, "LAYOUT", 2)
-    monkeypatch.setitem(formats.MIGRATIONS, 2, lambda db: steps.append(db.list_files("")))
+    monkeypatch.setattr(formats, "LAYOUT", 3)
+    monkeypatch.setattr(formats, "OLDEST_READABLE", 3)
+    monkeypatch.setitem(formats.MIGRATIONS, 3, lambda db: steps.append(db.list_files("")))
     old = DatabaseLayout(any_location)
-    with pytest.raises(FormatError, match=r"layout 1; this structome reads layout 2: run `structome migrate --db "):
+    with pytest.raises(FormatError, match=r"layout 2; this structome reads layouts 3 to 3: run `structome migrate --db "):
         old.committed_shards()
     with old.lock():  # as `structome migrate` and every build do
-        assert old.migrate() == [f"migrated {old.location} from layout 1 to layout 2"]
+        assert old.migrate() == [f"migrated {old.location} from layout 2 to layout 3"]
     assert len(steps) == 1 and "structome.json" in steps[0]  # the step could read the database
-    assert _marker(old) == {**created, "layout": 2}
+    assert _marker(old) == {**created, "layout": 3}
     assert DatabaseLayout(any_location).committed_shards() == {} and old.migrate() == []
