@@ -215,7 +215,9 @@ def test_the_next_layout_is_one_registered_migration(any_layout, any_location, m
     monkeypatch.setattr(formats, "OLDEST_READABLE", 3)
     monkeypatch.setitem(formats.MIGRATIONS, 3, lambda db: steps.append(db.list_files("")))
     old = DatabaseLayout(any_location)
-    with pytest.raises(FormatError, match=r"layout 2; this structome reads layouts 3 to 3: run `structome migrate --db "):
+    with pytest.raises(
+        FormatError, match=r"layout 2; this structome reads layouts 3 to 3: run `structome migrate --db "
+    ):
         old.committed_shards()
     with old.lock():  # as `structome migrate` and every build do
         assert old.migrate() == [f"migrated {old.location} from layout 2 to layout 3"]
