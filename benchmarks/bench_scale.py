@@ -3,7 +3,9 @@
     PYTHONPATH=... .venv/bin/python benchmarks/bench_scale.py --entries 10000 100000 [1000000] [--runs 3]
 
 For each size it writes a synthetic database in the committed layout (benchmarks/synthetic_db.py: 64 sequences
-per shard, real-proteome lengths, real archives) into --scratch, measures, and deletes it. Figures:
+per shard, real-proteome lengths, real archives) into --scratch, measures it as committed (with --before; at 1M
+that takes minutes), compacts it with `structome compact` (timed, a whole process), measures again, and deletes
+it. Figures:
 
 - point lookups (`SELECT * FROM entries WHERE entryId = ?`, then by uniprotAccession) and `GROUP BY taxId` over
   entries, warm (one run first, then the median of --runs), in one connection opened as `structome sql` opens it
@@ -19,6 +21,7 @@ per shard, real-proteome lengths, real archives) into --scratch, measures, and d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -44,7 +47,7 @@ from structome.storage import catalog  # noqa: E402
 from structome.storage.layout import DatabaseLayout  # noqa: E402
 
 STRUCTOME = [sys.executable, "-m", "structome"]  # the structome on this interpreter's path (PYTHONPATH too)
-ROW_GROUP = 100_000  # rows per row group of the compacted reference
+ROW_GROUP = 100_000  # rows per row group of the reference
 QUERIES = {  # label -> SQL over `entries` (? = the probed entry's entryId or accession)
     "lookup by entryId": "SELECT * FROM entries WHERE entryId = ?",
     "lookup by accession": "SELECT * FROM entries WHERE uniprotAccession = ?",
@@ -57,7 +60,9 @@ class Figures:
     """One database size, measured; seconds unless named otherwise."""
 
     entries: int
+    stage: str  # "before compaction" or "compacted"
     generate: float  # writing the synthetic database
+    compact: float | None  # `structome compact` process wall (None before compaction)
     queries: dict[str, float]  # label -> warm median in structome's catalog connection
     reference: dict[str, float]  # label -> warm median on the compacted file
     get: float  # `structome get` process wall
@@ -148,48 +153,66 @@ def serve_ready(db: Path, accession: str, timeout: float) -> tuple[float | None,
         server.wait()
 
 
-def measure(entries: int, scratch: Path, runs: int, serve_timeout: float) -> Figures:
+def measure(entries: int, scratch: Path, runs: int, serve_timeout: float, before: bool) -> list[Figures]:
+    """The database as committed (if `before`), then compacted; the reference is made once, before compacting."""
     db = scratch / f"scale-{entries}"
     shutil.rmtree(db, ignore_errors=True)
     started = time.perf_counter()
     layout = make_database(db, entries)
     generate = time.perf_counter() - started
     print(f"# {entries:,} entries written in {generate:.0f} s", flush=True)
+    reference_file = scratch / f"reference-{entries}.parquet"
     try:
         connection = catalog.connect(layout)
         keys = probe(connection)
-        queries = time_queries(connection, keys, runs)
-        reference_connection = compacted_reference(connection, scratch / f"reference-{entries}.parquet")
+        reference_connection = compacted_reference(connection, reference_file)
         connection.close()
         reference = time_queries(reference_connection, keys, runs)
         reference_connection.close()
-        accession = keys["lookup by accession"]
-        ready, rss = serve_ready(db, accession, serve_timeout)
-        return Figures(
-            entries=entries,
-            generate=generate,
-            queries=queries,
-            reference=reference,
-            get=process_wall(["get", "--db", str(db), accession], runs),
-            sql_select_1=process_wall(["sql", "--db", str(db), "SELECT 1"], runs),
-            refresh=median_seconds(lambda: catalog.refresh_catalog(DatabaseLayout(db)), runs, warm_up=False),
-            files=count_files(db),
-            serve_ready=ready,
-            serve_rss_mib=rss,
-        )
+        measured = [measure_stage(db, "before compaction", keys, reference, runs, serve_timeout)] if before else []
+        started = time.perf_counter()
+        subprocess.run([*STRUCTOME, "compact", "--db", str(db), "--grace", "0"], check=True, capture_output=True)
+        compacted = measure_stage(db, "compacted", keys, reference, runs, serve_timeout)
+        measured.append(dataclasses.replace(compacted, compact=time.perf_counter() - started))
+        return [dataclasses.replace(f, generate=generate) for f in measured]
     finally:
         shutil.rmtree(db, ignore_errors=True)
-        (scratch / f"reference-{entries}.parquet").unlink(missing_ok=True)
+        reference_file.unlink(missing_ok=True)
+
+
+def measure_stage(
+    db: Path, stage: str, keys: dict[str, str], reference: dict[str, float], runs: int, serve_timeout: float
+) -> Figures:
+    connection = catalog.connect(DatabaseLayout(db))
+    queries = time_queries(connection, keys, runs)
+    (entries,) = connection.execute("SELECT count(*) FROM entries").fetchone()
+    connection.close()
+    accession = keys["lookup by accession"]
+    ready, rss = serve_ready(db, accession, serve_timeout)
+    return Figures(
+        entries=entries,
+        stage=stage,
+        generate=0.0,
+        compact=None,
+        queries=queries,
+        reference=reference,
+        get=process_wall(["get", "--db", str(db), accession], runs),
+        sql_select_1=process_wall(["sql", "--db", str(db), "SELECT 1"], runs),
+        refresh=median_seconds(lambda: catalog.refresh_catalog(DatabaseLayout(db)), runs, warm_up=False),
+        files=count_files(db),
+        serve_ready=ready,
+        serve_rss_mib=rss,
+    )
 
 
 def table(figures: list[Figures], serve_timeout: float) -> str:
     """A Markdown table: one row per size, structome's figure with the compacted reference in brackets."""
-    header = ["entries", *(f"{label}, warm (compacted)" for label in QUERIES)]
+    header = ["entries", "layout", *(f"{label}, warm (reference)" for label in QUERIES)]
     header += ["`structome get`", '`structome sql "SELECT 1"`', "catalog refresh", "files on disk"]
-    header += ["`structome serve` ready / RSS", "generated in"]
+    header += ["`structome serve` ready / RSS", "generated in", "`structome compact`"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for f in figures:
-        cells = [f"{f.entries:,}"]
+        cells = [f"{f.entries:,}", f.stage]
         cells += [f"{f.queries[label]:.3f} s ({f.reference[label]:.3f} s)" for label in QUERIES]
         cells += [f"{f.get:.2f} s", f"{f.sql_select_1:.2f} s", f"{f.refresh:.2f} s", f"{f.files:,}"]
         cells.append(
@@ -198,6 +221,7 @@ def table(figures: list[Figures], serve_timeout: float) -> str:
             else f"not ready after {serve_timeout:.0f} s (RSS {f.serve_rss_mib:.0f} MiB)"
         )
         cells.append(f"{f.generate:.0f} s")
+        cells.append(f"{f.compact:.0f} s" if f.compact is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -208,12 +232,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="repetitions per figure (median)")
     parser.add_argument("--serve-timeout", type=float, default=300.0)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp"), help="folder for the databases")
+    parser.add_argument("--before", action="store_true", help="also measure the database before compaction")
     args = parser.parse_args()
     print(f"# {dt.date.today()}, {os.cpu_count()} CPUs, duckdb {duckdb.__version__}, median of {args.runs}")
     figures = []
     for entries in args.entries:
-        figures.append(measure(entries, args.scratch, args.runs, args.serve_timeout))
-        print(table(figures[-1:], args.serve_timeout).splitlines()[-1], flush=True)
+        measured = measure(entries, args.scratch, args.runs, args.serve_timeout, args.before)
+        figures += measured
+        print("\n".join(table(measured, args.serve_timeout).splitlines()[2:]), flush=True)
     print(table(figures, args.serve_timeout))
 
 

@@ -54,11 +54,16 @@ class CompactionPolicy:
     base_entries: int = 16_384  # a segment up to this size is tier 0
     full: bool = False  # merge everything into one segment
     grace_s: float = 600.0  # how long superseded files stay for readers that listed them
+    max_merge_entries: int | None = None  # leave larger tier merges to a later run with a higher limit
     memory_limit: str = "2GB"  # DuckDB's, while sorting (it spills beyond)
 
     def __post_init__(self) -> None:
         if self.fanout < 2 or self.base_entries < 1 or self.grace_s < 0:
             raise ValueError("fanout must be >= 2, base entries >= 1 and the grace period >= 0")
+
+    def allows(self, merged: list) -> bool:
+        """Whether merging these (segments or pending merges) stays within max_merge_entries."""
+        return self.max_merge_entries is None or sum(item.entries for item in merged) <= self.max_merge_entries
 
     def tier(self, entries: int) -> int:
         """0 up to base_entries, then one more for each factor of `fanout`."""
@@ -130,7 +135,9 @@ def plan_compaction(
         tiers: dict[int, list] = {}
         for item in [*kept, *pending]:
             tiers.setdefault(policy.tier(item.entries), []).append(item)
-        full_tier = next((items for _, items in sorted(tiers.items()) if len(items) >= policy.fanout), None)
+        full_tier = next(
+            (items for _, items in sorted(tiers.items()) if len(items) >= policy.fanout and policy.allows(items)), None
+        )
         if full_tier is None:
             return CompactionPlan(tuple(pending), tuple(kept))
         merged = _Merge()

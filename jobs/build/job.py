@@ -24,6 +24,10 @@ from structome.storage.layout import DatabaseLayout, DatabaseLockedError
 
 logger = logging.getLogger(__name__)
 
+# A build compacts what it committed, and merges full tiers up to this size: a small build on a large database
+# never ends with an hour-long rewrite (`structome compact` merges beyond it).
+BUILD_COMPACTION = CompactionPolicy(max_merge_entries=2_000_000)
+
 
 @dataclass(frozen=True)
 class BuildRequest:
@@ -35,7 +39,7 @@ class BuildRequest:
     build_settings: BuildSettings = BuildSettings()
     runner: RunnerSettings = RunnerSettings()
     loader: str = DEFAULT_LOADER  # how workers load the model ("module:function"); tests inject faults here
-    compaction: CompactionPolicy | None = CompactionPolicy()  # None: leave the new shards uncompacted
+    compaction: CompactionPolicy | None = BUILD_COMPACTION  # None: leave the new shards uncompacted
 
 
 def run_build(request: BuildRequest) -> dict:

@@ -86,10 +86,9 @@ def build_command(
 ) -> None:
     """Predict every protein of the FASTA INPUTS (plain or gzip) into the database; re-runs resume."""
     # Imported here: torch, transformers and Ray take seconds to import, and only `build` needs them.
-    from structome.jobs.build.job import BuildRequest, run_build
+    from structome.jobs.build.job import BUILD_COMPACTION, BuildRequest, run_build
     from structome.jobs.build.runner import BuildError
     from structome.models.esmfold import default_device
-    from structome.storage.compaction import CompactionPolicy
 
     try:
         request = BuildRequest(
@@ -114,7 +113,7 @@ def build_command(
                 device=device,
                 progress=not no_progress,
             ),
-            compaction=None if no_compact else CompactionPolicy(),
+            compaction=None if no_compact else BUILD_COMPACTION,
         )
         report = run_build(request)
     except (ValueError, FileNotFoundError, DatabaseLockedError, BuildError) as error:

@@ -28,7 +28,8 @@ _POLICY = CompactionPolicy()
     "--fanout", type=int, default=_POLICY.fanout, show_default=True, help="Segments of a tier merged at once."
 )
 @click.option("--memory-limit", default=_POLICY.memory_limit, show_default=True, help="DuckDB's, while sorting.")
-def compact_command(db, full, grace, fanout, memory_limit) -> None:
+@click.option("--max-merge", type=int, help="Leave tier merges of more entries than this for later (default: none).")
+def compact_command(db, full, grace, fanout, memory_limit, max_merge) -> None:
     """Compact the database: incremental (only new shards and full tiers are rewritten), atomic, safe to kill.
 
     Builds compact at their end; run this for a database of an older structome, after a build with
@@ -37,7 +38,9 @@ def compact_command(db, full, grace, fanout, memory_limit) -> None:
     layout = DatabaseLayout(db)
     if layout.layout_version is None:
         raise click.ClickException(f"{layout.location} is not a structome database: nothing to compact")
-    policy = CompactionPolicy(fanout=fanout, full=full, grace_s=grace, memory_limit=memory_limit)
+    policy = CompactionPolicy(
+        fanout=fanout, full=full, grace_s=grace, memory_limit=memory_limit, max_merge_entries=max_merge
+    )
     try:
         if layout.layout_version < formats.LAYOUT:
             with layout.lock():  # an older database is migrated first (its marker says it may hold segments)

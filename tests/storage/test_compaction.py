@@ -118,6 +118,9 @@ def test_the_plan_merges_a_tier_once_it_holds_fanout_segments():
     big = TableManifest(1, (Segment("big", 10**6, 9), *three.segments[:2]), frozenset("abc"))
     plan = plan_compaction(big, {"d": "shards/d"}, 60, policy)
     assert [s.segment_id for s in plan.kept] == ["big", "s0", "s1"] and len(plan.merges) == 1  # 3 small: no merge
+    capped = CompactionPolicy(fanout=4, base_entries=100, max_merge_entries=150)
+    plan = plan_compaction(three, {"d": "shards/d"}, 60, capped)  # 210 entries would be rewritten: left for later
+    assert len(plan.kept) == 3 and len(plan.merges) == 1 and not plan.merges[0].segments
 
 
 def test_superseded_files_stay_for_the_grace_period_and_leftovers_go(tmp_path):
