@@ -61,7 +61,7 @@ class CompactionPolicy:
         if self.fanout < 2 or self.base_entries < 1 or self.grace_s < 0:
             raise ValueError("fanout must be >= 2, base entries >= 1 and the grace period >= 0")
 
-    def allows(self, merged: list) -> bool:
+    def allows(self, merged: list[Segment | _Merge]) -> bool:
         """Whether merging these (segments or pending merges) stays within max_merge_entries."""
         return self.max_merge_entries is None or sum(item.entries for item in merged) <= self.max_merge_entries
 
@@ -126,14 +126,15 @@ def plan_compaction(
     """What to merge: the uncovered shards (`level0`, holding `level0_entries` entries) into one new segment, then
     any tier that holds `fanout` segments."""
     if policy.full:
-        everything = _Merge(dict(level0), list(manifest.segments), sum(s.entries for s in manifest.segments))
+        everything = _Merge(dict(level0), list(manifest.segments), level0_entries + sum(s.entries for s in manifest.segments))
         needed = level0 or len(manifest.segments) > 1
         return CompactionPlan((everything,) if needed else (), ())
     pending = [_Merge(dict(level0), [], level0_entries)] if level0 else []
     kept = list(manifest.segments)
     while True:
-        tiers: dict[int, list] = {}
-        for item in [*kept, *pending]:
+        tiers: dict[int, list[Segment | _Merge]] = {}
+        candidates: list[Segment | _Merge] = [*kept, *pending]
+        for item in candidates:
             tiers.setdefault(policy.tier(item.entries), []).append(item)
         full_tier = next(
             (items for _, items in sorted(tiers.items()) if len(items) >= policy.fanout and policy.allows(items)), None
@@ -233,11 +234,12 @@ class _Scratch:
             f"'{catalog.quote(catalog.sql_path(self.layout, f))}'" for f in [self.layout.schema_file(table), *sources]
         )
         order = ", ".join(f'"{key}"' for key in SORT_KEYS[table])
-        (count,) = self.connection.execute(
+        written = self.connection.execute(
             f"COPY (SELECT {columns} FROM read_parquet([{listing}], union_by_name = true) ORDER BY {order}) "
             f"TO '{catalog.quote(target)}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS[table]})"
         ).fetchone()
-        return int(count)
+        assert written is not None  # COPY answers with the number of rows it wrote
+        return int(written[0])
 
     def _publish(self, staged: Path, relative: str) -> None:
         if self.layout.is_local:
