@@ -58,5 +58,5 @@ def test_every_command_refuses_a_database_of_a_newer_layout(db, command):
     name, *rest = command
     result = run(name, "--db", str(db), *rest)
     assert result.exit_code == 1, result.output
-    assert "layout 7, newer than layout 1" in result.stderr and "upgrade structome" in result.stderr
+    assert "layout 7, newer than layout 2" in result.stderr and "upgrade structome" in result.stderr
     assert isinstance(result.exception, SystemExit)  # a message, not a traceback
