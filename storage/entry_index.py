@@ -120,6 +120,8 @@ class EntryIndex:
 
     def __init__(self, connection: duckdb.DuckDBPyConnection, cache_bytes: int = _CACHE_BYTES):
         _share_views(connection)
+        # Parquet footers parsed once per snapshot, not per lookup (a new snapshot starts a new database).
+        connection.execute("SET GLOBAL parquet_metadata_cache = true")
         self._connection = connection
         self._settings = _session_settings(connection)
         self._local = threading.local()
