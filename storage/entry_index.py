@@ -269,6 +269,7 @@ class EntryIndex:
             return None
         finally:
             timer.cancel()
+            timer.join()  # an interrupt already under way lands before the cursor's next query
 
     def _search_records(self, accessions: list[str]) -> list[dict]:
         """The first fragment of each accession, in the API's names, with the whole sequence's length."""
