@@ -1,16 +1,24 @@
-"""The database's entry metadata and file locations, read once into memory for serving.
+"""The server's lookups: AFDB API records, file locations by name, and text search, as SQL point queries.
 
-`EntryIndex.load` runs two catalog queries (lean columns of `entries` and all of `files`); afterwards a
-request is a dictionary lookup: an accession's AlphaFold-DB-API records are kept as ready JSON bytes, and
-each file name maps to where its bytes sit (one ranged read).
+An `EntryIndex` is one snapshot of the catalog's views (`catalog.connect_detached`): every lookup is a query
+on `entries` or `files` filtered by a sorted key (entryId, uniprotAccession), which on compacted tables reads
+one row group. Each thread queries through its own cursor of the snapshot's in-memory DuckDB; ready answers
+are kept in a bounded LRU cache that lives and dies with the snapshot, so a new snapshot never serves an old
+answer. Nothing is held per entry.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
+import re
+import threading
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
+
+import duckdb
 
 from structome.models.types import FileKind
 from structome.storage import catalog
@@ -32,8 +40,20 @@ ENTRY_COLUMNS = (
     "organismScientificName", "uniprotStart", "uniprotEnd", "uniprotSequence", "modelCreatedDate", "latestVersion",
     "globalMetricValue", *FRACTION_COLUMNS, "ptm", "sequenceMd5", "model", "modelVersion", "untrained", "fragment",
 )  # fmt: skip
-_SEARCHED = ("uniprotAccession", "entryId", "uniprotId", "gene", "organismScientificName", "uniprotDescription")
-_EXACT = ("uniprotAccession", "gene", "uniprotId")  # an exact match on these ranks first
+SEARCHED = ("uniprotAccession", "entryId", "uniprotId", "gene", "organismScientificName", "uniprotDescription")
+EXACT = ("gene", "uniprotId")  # besides the accession, an exact match (any case) on these ranks first
+SEARCH_COUNT_CAP = 1000  # a search counts matching entries up to this many, then says "more than"
+SEARCH_BUDGET_S = 0.4  # the substring part of a search stops after this long
+# What a search result shows of an entry (API names); its length is the whole sequence's (max uniprotEnd).
+SEARCH_COLUMNS = (
+    "uniprotAccession", "entryId", "fragment", "uniprotDescription", "gene", "organismScientificName",
+    "globalMetricValue", "untrained", "uniprotEnd",
+)  # fmt: skip
+# The entryId of a stored file's name (storage.afdb_json.entry_file_names): <entryId>-<stem>_v<k>.<suffix>.
+_FILE_NAME = re.compile(r"(?P<entry>.+)-(?:model|predicted_aligned_error|confidence)_v\d+\.[a-z]+")
+_VIEWS = ("entries", "files")  # the views an index queries
+_CACHE_BYTES = 64 << 20  # ready answers kept per snapshot
+_MISS = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,77 +68,297 @@ class DerivedFile:
         return self.source.file_name.removesuffix(DERIVED_KINDS[self.source.kind][1]) + self.suffix
 
 
-class EntryIndex:
-    """Entries by accession and entryId, files by name, and a simple text search."""
+@dataclass(frozen=True)
+class SearchResults:
+    """What a text search found: the first records (one per accession) and how many accessions matched."""
 
-    def __init__(self, records: list[dict], files: list[FileLocation]):
-        self.files = {f.file_name: f for f in files}
-        derived = [DerivedFile(f, DERIVED_KINDS[f.kind][2]) for f in files if f.kind in DERIVED_KINDS]
-        self.derived = {d.file_name: d for d in derived}
-        urls = _file_urls(files)
-        by_accession: dict[str, list[dict]] = defaultdict(list)
-        for record in sorted(records, key=lambda r: (r["uniprotAccession"], r["fragment"], r["entryId"])):
-            by_accession[record["uniprotAccession"]].append(_api_record(record, urls.get(record["entryId"], {})))
-        self.accession_of = {r["entryId"]: r["uniprotAccession"] for r in records}
-        self._json = {accession: json.dumps(items).encode() for accession, items in by_accession.items()}
-        self._haystack = [
-            (
-                accession,
-                "\n".join(str(items[0].get(c) or "") for c in _SEARCHED).lower()
-                + "\n"
-                + "\n".join(i["entryId"].lower() for i in items),
-            )
-            for accession, items in by_accession.items()
-        ]
-        self._exact: dict[str, set[str]] = defaultdict(set)  # accession, gene or entry name (lower case) -> accessions
-        for accession, items in by_accession.items():
-            for column in _EXACT:
-                self._exact[str(items[0].get(column) or "").lower()].add(accession)
+    records: list[dict]  # per shown accession, its first fragment's SEARCH_COLUMNS (API names) + sequenceLength
+    total: int  # accessions matched; a lower bound unless `counted_all`
+    counted_all: bool  # False: counting stopped (at SEARCH_COUNT_CAP matching entries, or out of time)
+    scanned_all: bool  # False: the substring scan ran out of time; only key matches are in `total`
+
+
+class LruCache:
+    """A thread-safe least-recently-used map bounded by the summed `weigh` of its values."""
+
+    def __init__(self, max_weight: int, weigh: Callable[[Any], int]):
+        self.max_weight, self._weigh = max_weight, weigh
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._weight = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any:
+        """The value, or _MISS."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return _MISS
+            self._items.move_to_end(key)
+            return item[0]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        weight = self._weigh(value)
+        if weight > self.max_weight:
+            return
+        with self._lock:
+            if (old := self._items.pop(key, None)) is not None:
+                self._weight -= old[1]
+            self._items[key] = (value, weight)
+            self._weight += weight
+            while self._weight > self.max_weight:
+                self._weight -= self._items.popitem(last=False)[1][1]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class EntryIndex:
+    """Entries by accession and entryId, files by name, and text search over one snapshot of the views.
+
+    `connection`: a DuckDB connection with `entries` and `files` (views or tables); the index owns it.
+    """
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection, cache_bytes: int = _CACHE_BYTES):
+        _share_views(connection)
+        # Parquet footers parsed once per snapshot, not per lookup (a new snapshot starts a new database).
+        connection.execute("SET GLOBAL parquet_metadata_cache = true")
+        self._connection = connection
+        self._settings = _session_settings(connection)
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+        self._answers = LruCache(cache_bytes, lambda answer: 64 + (len(answer) if answer else 0))
+        self._files = LruCache(cache_bytes // 8, lambda _: 512)
+        self.search_budget_s = SEARCH_BUDGET_S
 
     @classmethod
     def load(cls, layout: DatabaseLayout) -> EntryIndex:
-        """Read what is committed now (without locking catalog.duckdb, which a running build may refresh)."""
-        columns = ", ".join(f'"{c}"' for c in ENTRY_COLUMNS)
-        connection = catalog.connect_detached(layout)
-        try:
-            records = connection.sql(f"SELECT {columns} FROM entries").to_arrow_table().to_pylist()
-            rows = connection.sql(f"SELECT {file_columns_sql()} FROM files").to_arrow_table().to_pylist()
-        finally:
-            connection.close()
-        files = [FileLocation.from_row(row) for row in rows]
-        logger.info("index of %s: %d entries, %d files", layout.location, len(records), len(files))
-        return cls(records, files)
+        """A snapshot of what is committed now (holding no lock on catalog.duckdb, which a build may refresh)."""
+        index = cls(catalog.connect_detached(layout))
+        logger.info("index of %s opened", layout.location)
+        return index
+
+    def close(self) -> None:
+        with self._lock:
+            for cursor in self._cursors:
+                cursor.close()
+            self._cursors.clear()
+        self._connection.close()
 
     def __len__(self) -> int:
-        return len(self.accession_of)
+        """Entries in the snapshot (a count query)."""
+        return self._query("SELECT count(*) FROM entries")[0][0]
+
+    # --- the AFDB API
 
     def prediction_json(self, identifier: str) -> bytes | None:
         """The AFDB API answer (a JSON list) for an accession or an entryId; None when unknown."""
-        return self._json.get(identifier) or self._json.get(self.accession_of.get(identifier, ""))
+        answer = self._answers.get(identifier)
+        if answer is _MISS:
+            records = self._records_of(identifier)
+            answer = json.dumps(records).encode() if records else None
+            self._answers.put(identifier, answer)
+        return answer
 
     def predictions(self, identifier: str) -> list[dict]:
         answer = self.prediction_json(identifier)
         return json.loads(answer) if answer else []
 
-    def search(self, text: str, limit: int = 50) -> tuple[list[dict], int]:
-        """Entries whose accession, entry id, name, gene, organism or description contains `text` (any case);
-        exact accession or gene matches first. Returns (the first `limit` records, total matches)."""
+    def _records_of(self, identifier: str) -> list[dict]:
+        """The API records of an accession, else of the accession of an entryId (fragment order)."""
+        rows = self._entry_rows("uniprotAccession = ?", [identifier])
+        if not rows:
+            owner = self._query("SELECT uniprotAccession FROM entries WHERE entryId = ? LIMIT 1", [identifier])
+            rows = self._entry_rows("uniprotAccession = ?", [owner[0][0]]) if owner else []
+        return self._api_records(rows)
+
+    def _entry_rows(self, condition: str, parameters: list) -> list[dict]:
+        columns = ", ".join(f'"{c}"' for c in ENTRY_COLUMNS)
+        return self._rows(f"SELECT {columns} FROM entries WHERE {condition}", parameters)
+
+    def _api_records(self, rows: list[dict]) -> list[dict]:
+        """Rows of entries as the API gives them, with their files' URLs, by (accession, fragment, entryId)."""
+        if not rows:
+            return []
+        entry_ids = sorted(r["entryId"] for r in rows)
+        urls = _file_urls(self._file_rows("entryId BETWEEN ? AND ?", [entry_ids[0], entry_ids[-1]]), set(entry_ids))
+        rows.sort(key=lambda r: (r["uniprotAccession"], r["fragment"], r["entryId"]))
+        return [_api_record(r, urls.get(r["entryId"], {})) for r in rows]
+
+    # --- files
+
+    def stored_file(self, name: str) -> FileLocation | None:
+        """Where the stored file of this name lies; None when there is none."""
+        location = self._files.get(name)
+        if location is _MISS:
+            location = self._find_file(name)
+            self._files.put(name, location)
+        return location
+
+    def derived_file(self, name: str) -> DerivedFile | None:
+        """The file rendered on request under this name (a .png or .pdb beside a stored file); None if none."""
+        for kind, (_, stored_suffix, suffix) in DERIVED_KINDS.items():
+            if name.endswith(suffix):
+                source = self.stored_file(name.removesuffix(suffix) + stored_suffix)
+                if source is not None and source.kind == kind:
+                    return DerivedFile(source, suffix)
+        return None
+
+    def _find_file(self, name: str) -> FileLocation | None:
+        match = _FILE_NAME.fullmatch(name)
+        if match is None:
+            return None
+        rows = self._file_rows('entryId = ? AND "fileName" = ?', [match["entry"], name])
+        return FileLocation.from_row(rows[0]) if rows else None
+
+    def _file_rows(self, condition: str, parameters: list) -> list[dict]:
+        return self._rows(f"SELECT {file_columns_sql()} FROM files WHERE {condition}", parameters)
+
+    # --- search
+
+    def search(self, text: str, limit: int = 50) -> SearchResults:
+        """Entries whose accession, entry id, name, gene, organism or description contains `text` (any case),
+        one record per accession, in this order: exact accession, gene or entry-name matches; accessions and
+        entry ids that start with the text; the other matches in entryId order.
+
+        The first two kinds are range queries on the sorted keys. The substring part scans the six columns;
+        it stops at SEARCH_COUNT_CAP matching entries or after `self.search_budget_s` seconds (a full scan of
+        10M entries takes longer), and `SearchResults` says so.
+        """
         needle = text.strip().lower()
         if not needle:
-            return [], 0
-        hits = [accession for accession, haystack in self._haystack if needle in haystack]
-        exact = self._exact.get(needle, set())
-        hits.sort(key=lambda accession: (accession not in exact, accession))
-        return [record for accession in hits[:limit] for record in self.predictions(accession)[:1]], len(hits)
+            return SearchResults([], 0, True, True)
+        key = needle.upper()
+        exact = self._key_matches("uniprotAccession", key)
+        prefixed = [*self._key_matches("uniprotAccession", key, _after_prefix(key))]
+        prefixed += self._key_matches("entryId", key, _after_prefix(key))
+        found = self._substring_matches(needle)
+        scanned_all = found is not None
+        found = found or []
+        exact += [accession for accession, is_exact in found if is_exact]
+        hits = list(dict.fromkeys([*exact, *prefixed, *(accession for accession, _ in found)]))
+        return SearchResults(
+            self._search_records(hits[:limit]), len(hits), scanned_all and len(found) <= SEARCH_COUNT_CAP, scanned_all
+        )
+
+    def _key_matches(self, column: str, low: str, high: str | None = None) -> list[str]:
+        """Accessions of the entries whose sorted key `column` lies in [low, high) (equals `low` without high)."""
+        condition = f'"{column}" = $low' if high is None else f'"{column}" >= $low AND "{column}" < $high'
+        rows = self._query(
+            f"SELECT DISTINCT uniprotAccession FROM entries WHERE {condition} ORDER BY 1 LIMIT {SEARCH_COUNT_CAP + 1}",
+            {"low": low} if high is None else {"low": low, "high": high},
+        )
+        return [row[0] for row in rows]
+
+    def _substring_matches(self, needle: str) -> list[tuple[str, bool]] | None:
+        """(accession, exact gene or name match) of the first entries (entryId order) whose searched columns
+        contain the needle, up to SEARCH_COUNT_CAP + 1; None when the scan ran out of time."""
+        contains = " OR ".join(f'contains(lower("{c}"), $needle)' for c in SEARCHED)
+        exact = " OR ".join(f'lower("{c}") = $needle' for c in EXACT)
+        sql = (
+            f"SELECT uniprotAccession, coalesce({exact}, false) FROM entries WHERE {contains} "
+            f"LIMIT {SEARCH_COUNT_CAP + 1}"
+        )
+        cursor = self._cursor()
+        timer = threading.Timer(self.search_budget_s, cursor.interrupt)
+        timer.start()
+        try:
+            return cursor.execute(sql, {"needle": needle}).fetchall()
+        except duckdb.InterruptException:
+            logger.info("search for %r stopped after %.1f s", needle, self.search_budget_s)
+            return None
+        finally:
+            timer.cancel()
+            timer.join()  # an interrupt already under way lands before the cursor's next query
+
+    def _search_records(self, accessions: list[str]) -> list[dict]:
+        """The first fragment of each accession, in the API's names, with the whole sequence's length."""
+        if not accessions:
+            return []
+        rows = self._rows(
+            f"SELECT {', '.join(SEARCH_COLUMNS)} FROM entries WHERE uniprotAccession IN ({', '.join('?' * len(accessions))})",
+            accessions,
+        )
+        rows.sort(key=lambda r: (r["fragment"], r["entryId"]))
+        first: dict[str, dict] = {}
+        for row in rows:
+            record = first.setdefault(row["uniprotAccession"], {**row, "sequenceLength": row["uniprotEnd"]})
+            record["sequenceLength"] = max(record["sequenceLength"], row["uniprotEnd"])
+        return [_search_record(first[a]) for a in accessions if a in first]
+
+    # --- queries
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the snapshot (its own DuckDB connection to the same in-memory database)."""
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._connection.cursor()
+            for name, value in self._settings.items():
+                cursor.execute(f"SET {name} = $value", {"value": value})
+            with self._lock:
+                self._cursors.append(cursor)
+            self._local.cursor = cursor
+        return cursor
+
+    def _query(self, sql: str, parameters: list | dict | None = None) -> list[tuple]:
+        return self._cursor().execute(sql, parameters).fetchall()
+
+    def _rows(self, sql: str, parameters: list) -> list[dict]:
+        return self._cursor().sql(sql, params=parameters).to_arrow_table().to_pylist()
 
 
-def _file_urls(files: list[FileLocation]) -> dict[str, dict[str, str]]:
+def visible_state(layout: DatabaseLayout) -> Hashable:
+    """What changes whenever what the database shows changes: for a local database the catalog file's mtime
+    and size (every change of what is visible rewrites catalog.duckdb); for an object store, the committed
+    shards and the files under tables/ (the compaction manifests)."""
+    if layout.is_local:
+        stat = layout.catalog.stat()
+        return stat.st_mtime_ns, stat.st_size
+    return tuple(sorted(layout.committed_shards().items())), tuple(layout.list_files("tables"))
+
+
+def _share_views(connection: duckdb.DuckDBPyConnection) -> None:
+    """Recreate the index's temporary views (visible to their own connection only) in the in-memory database
+    itself, so that the connection's cursors see them too."""
+    views = connection.execute(
+        "SELECT view_name, sql FROM duckdb_views() WHERE temporary AND list_contains($names, view_name)",
+        {"names": list(_VIEWS)},
+    ).fetchall()
+    for name, sql in views:
+        prefix = f"CREATE TEMP VIEW {name} AS "
+        if not sql.startswith(prefix):
+            raise ValueError(f"unexpected definition of view {name}: {sql[:80]!r}")
+        connection.execute(f"CREATE OR REPLACE VIEW main.{name} AS {sql.removeprefix(prefix)}")
+
+
+def _session_settings(connection: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """The connection's session settings that its cursors need too (a local catalog's relative file paths)."""
+    [(search_path,)] = connection.execute("SELECT current_setting('file_search_path')").fetchall()
+    return {"file_search_path": search_path} if search_path else {}
+
+
+def _after_prefix(prefix: str) -> str:
+    """The least string after every string that starts with `prefix`."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _search_record(row: dict) -> dict:
+    record = {c: row[c] for c in SEARCH_COLUMNS if c not in ("fragment", "uniprotEnd")}
+    record.update(globalMetricValue=_rounded(row["globalMetricValue"]), sequenceLength=row["sequenceLength"])
+    return record
+
+
+def _file_urls(rows: list[dict], entry_ids: set[str]) -> dict[str, dict[str, str]]:
+    """entryId -> the API's URL fields of its stored and derived files, in URL_FIELDS' kind order (the order a
+    shard's files are written in); rows of other entries are ignored."""
     urls: dict[str, dict[str, str]] = defaultdict(dict)
-    for f in files:
-        urls[f.entry_id][URL_FIELDS[f.kind]] = f"/files/{f.file_name}"
-        if f.kind in DERIVED_KINDS:
-            field, _, suffix = DERIVED_KINDS[f.kind]
-            urls[f.entry_id][field] = f"/files/{DerivedFile(f, suffix).file_name}"
+    kinds = list(URL_FIELDS)
+    locations = [FileLocation.from_row(row) for row in rows if row["entryId"] in entry_ids]
+    for location in sorted(locations, key=lambda f: (f.entry_id, kinds.index(f.kind))):
+        urls[location.entry_id][URL_FIELDS[location.kind]] = f"/files/{location.file_name}"
+        if location.kind in DERIVED_KINDS:
+            field, _, suffix = DERIVED_KINDS[location.kind]
+            urls[location.entry_id][field] = f"/files/{DerivedFile(location, suffix).file_name}"
     return urls
 
 

@@ -11,14 +11,16 @@ import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
+import duckdb
 import gemmi
 import numpy as np
+import pyarrow as pa
 
 from structome.models.types import STANDARD_RESIDUES, Entry, Failure, Prediction, PredictionRequest, Provenance
 from structome.pipelines.checksums import crc64_hex, md5_hex
 from structome.pipelines.sharding import cut_shards
 from structome.pipelines.write import WriteContext, write_shard
-from structome.storage import catalog
+from structome.storage import catalog, schema
 from structome.storage.layout import DatabaseLayout
 from structome.storage.mmcif import ATOM37_NAMES
 
@@ -143,3 +145,16 @@ def write_database(
         write_shard(context, shard, predictions, failures if number == 0 else ())
     catalog.refresh_catalog(layout)
     return layout
+
+
+def index_tables(records: Sequence[dict], files: Sequence) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with tables `entries` (rows keyed by column; missing columns null) and `files`
+    (FileLocations), in the storage schema, sorted by entryId: what an EntryIndex queries."""
+    connection = duckdb.connect()
+    for name, rows in (("entries", records), ("files", [f.row() for f in files])):
+        table = schema.TABLES[name]
+        arrow = pa.Table.from_pylist([{c: row.get(c) for c in table.names} for row in rows], schema=table)
+        connection.register("rows", arrow)
+        connection.execute(f"CREATE TABLE {name} AS SELECT * FROM rows ORDER BY entryId")
+        connection.unregister("rows")
+    return connection

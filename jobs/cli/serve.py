@@ -58,7 +58,7 @@ _LIMITS = SqlLimits()
     default=30.0,
     show_default=True,
     type=click.FloatRange(0),
-    help="Seconds between checks for shards that builds committed since (0: serve what is there at start).",
+    help="Seconds between checks for a change of what the database shows (0: serve what is there at start).",
 )
 @click.option(
     "--workers",

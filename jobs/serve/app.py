@@ -1,7 +1,7 @@
 """`structome serve`: AlphaFold-DB-compatible HTTP API, file downloads, read-only SQL, entry pages, bulk export.
 
-Starlette on uvicorn. Entry metadata and file locations are read once at start (storage.entry_index); a
-file download is one ranged read of its archive member. SQL runs in sandboxed worker processes
+Starlette on uvicorn. Entries and file locations are looked up by point queries on the catalog's views
+(storage.entry_index), off the event loop; a file download is one ranged read of its archive member. SQL runs in sandboxed worker processes
 (structome.jobs.serve.sql_sandbox). Every route answers a client error as JSON (API, files) or a small HTML page, never a
 stack trace; file names are looked up in the index and never joined to a path.
 """
@@ -48,7 +48,7 @@ from structome.jobs.serve.sql_sandbox import (
 from structome.jobs.serve.viewer_assets import ViewerAssets
 from structome.storage import export, pae_image
 from structome.storage.archive import FileLocation, decode
-from structome.storage.entry_index import DerivedFile, EntryIndex
+from structome.storage.entry_index import DerivedFile, EntryIndex, visible_state
 from structome.storage.layout import DatabaseLayout
 from structome.storage.mmcif import mmcif_to_pdb
 from structome.storage.reader import ArchiveReader
@@ -96,7 +96,7 @@ class StructomeServer:
             viewer = ViewerAssets.missing("this server was made without viewer files")
         self.viewer = viewer
         self.reload_interval_s = reload_interval_s
-        self._shards = set(layout.committed_shards()) if reload_interval_s > 0 else set()
+        self._state = visible_state(layout) if reload_interval_s > 0 else None
         self.archives = ArchiveReader(layout)
         self._rendered = functools.lru_cache(maxsize=64)(self._render)  # per server, bounded
         self.app = Starlette(
@@ -121,6 +121,7 @@ class StructomeServer:
         if reloading is not None:
             reloading.cancel()
         self.archives.close()
+        self.index.close()
         if self.sql is not None:
             self.sql.close()
 
@@ -133,18 +134,20 @@ class StructomeServer:
                 logger.warning("could not reload the index of %s: %s", self.layout.location, error)
 
     def reload_if_changed(self) -> bool:
-        """Swap in a new index when the committed shards changed (a build added some); True if it did."""
-        shards = set(self.layout.committed_shards())
-        if shards == self._shards:
+        """Swap in a new index when what the database shows changed (storage.entry_index.visible_state); True
+        if it did. The new snapshot is opened first, then swapped in by one assignment: a request uses the
+        index it started with (and its cache), never a mix; the old one closes when the last of them ends."""
+        state = visible_state(self.layout)  # before opening: a change while opening shows up next time
+        if state == self._state:
             return False
-        self.index, self._shards = EntryIndex.load(self.layout), shards
-        logger.info("index reloaded: %d entries in %d shards", len(self.index), len(shards))
+        self.index, self._state = EntryIndex.load(self.layout), state
+        logger.info("index reloaded: %d entries", len(self.index))
         return True
 
     # --- AlphaFold DB API and files
 
     async def prediction(self, request: Request) -> Response:
-        answer = self.index.prediction_json(request.path_params["accession"])
+        answer = await run_in_threadpool(self.index.prediction_json, request.path_params["accession"])
         if answer is None:
             return _json_error(404, f"no entry for {request.path_params['accession']!r}")
         # Absolute URLs, as AFDB gives them, so that scripts can fetch entry["cifUrl"] as it is. The pattern is a
@@ -185,9 +188,10 @@ class StructomeServer:
 
     async def _representation(self, name: str, send_gzip: bool) -> Representation | None:
         media_type = MEDIA_TYPES.get(name[name.rfind(".") :], "application/octet-stream")
-        if (location := self.index.files.get(name)) is not None:
+        index = self.index
+        if (location := await run_in_threadpool(index.stored_file, name)) is not None:
             return self._stored_representation(location, media_type, send_gzip)
-        if (derived := self.index.derived.get(name)) is not None:
+        if (derived := await run_in_threadpool(index.derived_file, name)) is not None:
             content = await self._blocking(self._rendered, derived)
             return Representation(
                 len(content),
@@ -291,12 +295,16 @@ class StructomeServer:
 
     async def search(self, request: Request) -> Response:
         query = request.query_params.get("q", "")
-        results, total = self.index.search(query)
-        return _html(pages.search_page(query, results, total))
+        found = await run_in_threadpool(self.index.search, query)
+        return _html(
+            pages.search_page(
+                query, found.records, found.total, counted_all=found.counted_all, scanned_all=found.scanned_all
+            )
+        )
 
     async def entry_page(self, request: Request) -> Response:
         accession = request.path_params["accession"]
-        entries = self.index.predictions(accession)
+        entries = await run_in_threadpool(self.index.predictions, accession)
         if not entries:
             return _html(pages.search_page(accession, [], 0), status_code=404)
         return _html(pages.entry_page(entries, accession, self.viewer))

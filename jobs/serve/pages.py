@@ -133,7 +133,10 @@ def model_length(entry: Mapping[str, Any]) -> int | None:
 
 
 def full_length(entry: Mapping[str, Any]) -> int | None:
-    """Length of the whole UniProt sequence (uniprotSequence; `sequence` is the modelled part)."""
+    """Length of the whole UniProt sequence: a search result's sequenceLength, else len(uniprotSequence)
+    (`sequence` is the modelled part)."""
+    if isinstance(entry.get("sequenceLength"), int):
+        return entry["sequenceLength"]
     sequence = entry.get("uniprotSequence") or entry.get("sequence")
     return len(sequence) if sequence else None
 
@@ -317,12 +320,21 @@ def result_row(entry: Mapping[str, Any]) -> str:
     )
 
 
-def search_page(query: str, results: list[dict], total: int) -> str:
-    """The home page (`query` empty) and search results; `total` counts all matches, `results` the ones shown."""
+def search_page(
+    query: str, results: list[dict], total: int, *, counted_all: bool = True, scanned_all: bool = True
+) -> str:
+    """The home page (`query` empty) and search results; `total` counts the matches (a lower bound unless
+    `counted_all`), `results` the ones shown; `scanned_all` False: the substring search stopped early."""
     if query:
-        count = f"{total} result{'' if total == 1 else 's'} for “{html.escape(query)}”"
+        more = "more than " if scanned_all and not counted_all else ""  # a stopped scan says so below
+        count = f"{more}{total} result{'' if total == 1 and not more else 's'} for “{html.escape(query)}”"
         if len(results) < total:
             count += f" (showing the first {len(results)})"
+        if not scanned_all:
+            count += (
+                ". The search of names, genes, organisms and descriptions stopped early on this large database:"
+                " accession and entry-id matches are complete; try an accession or a longer word"
+            )
     else:
         count = "Search by UniProt accession, entry name, gene, organism or protein description."
     table = ""

@@ -372,3 +372,17 @@ def test_viewer_assets_hold_their_files_or_a_problem_and_cannot_be_changed():
 def test_an_unreachable_registry_is_reported_quickly():
     problem = registry_problem("http://127.0.0.1:9/npm/")  # discard port: refused at once
     assert problem is not None and "127.0.0.1:9" in problem
+
+
+def test_search_page_labels_a_capped_count_and_a_stopped_scan():
+    lean = {k: TRAP[k] for k in ("uniprotAccession", "entryId", "gene", "globalMetricValue")}
+    text = pages.search_page("coli", [{**lean, "sequenceLength": 1234}], 1001, counted_all=False)
+    assert "more than 1001 results" in text and '<td class="num">1234</td>' in text and "stopped" not in text
+    stopped = pages.search_page("kinase", [], 0, counted_all=False, scanned_all=False)
+    assert (
+        "0 results" in stopped
+        and "more than" not in stopped
+        and "stopped early" in stopped
+        and "accession and entry-id" in stopped
+    )
+    assert "stopped" not in pages.search_page("kinase", [], 0)
