@@ -10,7 +10,8 @@ by entryId, into each option as its compacted base. Options:
   a. Parquet segments listed by a JSON manifest: each commit writes one segment per table and a new manifest
      generation (manifests/<gen>.json, then manifest.json replaced atomically); the minor compaction merges the
      small segments into one sorted segment, the full one rewrites every segment into one; superseded files are
-     deleted afterwards (a grace period). Read by DuckDB `read_parquet([the manifest's files])`.
+     deleted afterwards (a grace period). Read by DuckDB `read_parquet([the manifest's files])`. Variants: row
+     groups of 10k rows instead of 100k; merges written by DuckDB `COPY ... ORDER BY` instead of pyarrow.
   b. Delta Lake (`deltalake`, one Delta table per table): `write_deltalake(mode="append")` per commit,
      `optimize.compact()` as the minor compaction, `optimize.z_order(["entryId"])` as the full one, `vacuum` as the
      cleanup. Read by DuckDB over `DeltaTable(...).to_pyarrow_dataset()` (DuckDB's delta extension is a download
@@ -118,13 +119,21 @@ def read_manifest(folder: Path) -> dict:
     return json.loads((folder / "manifest.json").read_text())
 
 
+@dataclass(frozen=True)
+class SegmentSettings:
+    label: str = "a. segments"
+    row_group: int = ROW_GROUP  # rows per row group
+    merge_with: str = "pyarrow"  # what rewrites merged segments: pyarrow (in memory) or duckdb (COPY ... ORDER BY)
+    delete_superseded: bool = False  # True: at once, no grace period for readers
+
+
 class Segments:
     """Sorted Parquet segments per table; a JSON manifest per generation lists the current ones."""
 
     kind = "a"
 
-    def __init__(self, folder: Path, label: str = "a. segments", delete_superseded: bool = False):
-        self.folder, self.label, self.delete_superseded = folder, label, delete_superseded
+    def __init__(self, folder: Path, settings: SegmentSettings = SegmentSettings()):
+        self.folder, self.settings, self.label = folder, settings, settings.label
 
     def create(self, base: Tables) -> None:
         self.folder.mkdir(parents=True)
@@ -151,14 +160,16 @@ class Segments:
             kept = [f for f in files if not chosen(f)]
             tables[name] = [*kept, self._merge_files(name, merged, tier)] if merged else files
         self._publish(tables, manifest["generation"] + 1)
-        if self.delete_superseded:
+        if self.settings.delete_superseded:
             self.cleanup()
 
     def _merge_files(self, name: str, files: list[str], tier: int) -> str:
+        if self.settings.merge_with == "pyarrow":
+            return self._write(name, pa.concat_tables(pq.read_table(self.folder / f) for f in files), tier)
         relative = self._name(name, tier)
         listed = ", ".join(f"'{self.folder / f}'" for f in files)
         sql = f"COPY (SELECT * FROM read_parquet([{listed}]) ORDER BY {KEY}) TO '{{}}' " + (
-            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP})"
+            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {self.settings.row_group})"
         )
         with duckdb.connect() as connection:
             replace_atomically(self.folder / relative, lambda temporary: connection.execute(sql.format(temporary)))
@@ -169,7 +180,9 @@ class Segments:
         ordered = table.sort_by(KEY)
         replace_atomically(
             self.folder / relative,
-            lambda temporary: pq.write_table(ordered, temporary, row_group_size=ROW_GROUP, compression="zstd"),
+            lambda temporary: pq.write_table(
+                ordered, temporary, row_group_size=self.settings.row_group, compression="zstd"
+            ),
         )
         return relative
 
@@ -643,7 +656,11 @@ def concurrency_report(results: list[tuple[str, Concurrency]]) -> str:
 
 
 def options(scratch: Path) -> list[Option]:
-    found: list[Option] = [Segments(scratch / "a")]
+    found: list[Option] = [
+        Segments(scratch / "a"),
+        Segments(scratch / "a-10k", SegmentSettings("a, 10k-row groups", row_group=10_000)),
+        Segments(scratch / "a-duckdb", SegmentSettings("a, merged by DuckDB COPY", merge_with="duckdb")),
+    ]
     if deltalake is not None:
         found.append(Delta(scratch / "b"))
     found += [DuckTables(scratch / "c", "c. DuckDB table", index=False)]
@@ -653,7 +670,10 @@ def options(scratch: Path) -> list[Option]:
 
 def concurrent_options(scratch: Path) -> list[Option]:
     """Fresh options for the concurrency phase: c connects per commit, as readers of another process need."""
-    found: list[Option] = [Segments(scratch / "a"), Segments(scratch / "a-now", "a, no grace period", True)]
+    found: list[Option] = [
+        Segments(scratch / "a"),
+        Segments(scratch / "a-now", SegmentSettings("a, no grace period", delete_superseded=True)),
+    ]
     if deltalake is not None:
         found.append(Delta(scratch / "b"))
     return [*found, DuckTables(scratch / "c", "c. DuckDB table", index=False, hold=False)]
