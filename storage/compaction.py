@@ -126,7 +126,9 @@ def plan_compaction(
     """What to merge: the uncovered shards (`level0`, holding `level0_entries` entries) into one new segment, then
     any tier that holds `fanout` segments."""
     if policy.full:
-        everything = _Merge(dict(level0), list(manifest.segments), level0_entries + sum(s.entries for s in manifest.segments))
+        everything = _Merge(
+            dict(level0), list(manifest.segments), level0_entries + sum(s.entries for s in manifest.segments)
+        )
         needed = level0 or len(manifest.segments) > 1
         return CompactionPlan((everything,) if needed else (), ())
     pending = [_Merge(dict(level0), [], level0_entries)] if level0 else []

@@ -141,6 +141,8 @@ class StructomeServer:
         if state == self._state:
             return False
         self.index, self._state = EntryIndex.load(self.layout), state
+        if self.sql is not None:
+            self.sql.renew()  # its workers' views are snapshots too
         logger.info("index reloaded: %d entries", len(self.index))
         return True
 

@@ -213,7 +213,8 @@ def _serve(pipe, root: str, limits: SqlLimits) -> None:
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
-    def __init__(self, context, root: str, limits: SqlLimits):
+    def __init__(self, context, root: str, limits: SqlLimits, generation: int = 0):
+        self.generation = generation  # the sandbox's generation when it started (its views' snapshot)
         self.pipe, child = context.Pipe()
         self.process = context.Process(target=_serve, args=(child, root, limits), daemon=True, name="structome-sql")
         self.process.start()
@@ -253,6 +254,7 @@ class SqlSandbox:
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._lock = threading.Lock()
         self._closed = False
+        self._generation = 0  # bumped by renew(): workers of an older one are replaced
         started = time.perf_counter()
         for _ in range(workers):
             self._idle.put(_Worker(self._context, self._root, limits))
@@ -304,13 +306,26 @@ class SqlSandbox:
             raise _ERRORS[message["error"]](message["message"])
         return SqlResult(**message, elapsed_s=time.perf_counter() - started)
 
+    def renew(self) -> None:
+        """What the database shows has changed (a build committed, a compaction switched): each worker's views are
+        a snapshot, so every worker is replaced, idle ones now and busy ones when their query returns."""
+        with self._lock:
+            self._generation += 1
+            idle = []
+            while not self._idle.empty():
+                idle.append(self._idle.get_nowait())
+        for worker in idle:
+            self._release(worker)
+
     def _replace(self, worker: _Worker) -> _Worker:
         """Kill the worker and start another (its start-up is awaited on first use)."""
-        logger.warning("replacing SQL worker pid %s", worker.process.pid)
+        logger.info("replacing SQL worker pid %s", worker.process.pid)
         worker.stop()
-        return _Worker(self._context, self._root, self.limits)
+        return _Worker(self._context, self._root, self.limits, self._generation)
 
     def _release(self, worker: _Worker) -> None:
+        if worker.generation != self._generation:
+            worker = self._replace(worker)
         with self._lock:
             if not self._closed:
                 self._idle.put(worker)

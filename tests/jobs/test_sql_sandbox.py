@@ -265,8 +265,9 @@ def test_object_store_databases_are_not_supported():
 
 
 def test_a_build_can_refresh_the_catalog_while_the_sandbox_serves(tmp_path):
-    """The workers hold no lock on catalog.duckdb: a build writing the next shard and its catalog goes on, and
-    the workers' views see the new shard."""
+    """The workers hold no lock on catalog.duckdb: a build writing the next shard and its catalog goes on; the
+    workers' views are a snapshot (the catalog lists files, not globs) until the sandbox is renewed, as the
+    server does when it sees the change."""
     from fake_database import entry, random_prediction, write_database
 
     from structome.models.types import PredictionRequest
@@ -277,4 +278,6 @@ def test_a_build_can_refresh_the_catalog_while_the_sandbox_serves(tmp_path):
         assert sandbox.run("SELECT count(*) FROM entries").rows == [[1]]
         second = random_prediction(PredictionRequest("p-b", "MKKLLAW"), 1)
         write_database(tmp_path / "db", [entry("SM-P2-F1", "P2", "MKKLLAW", "p-b")], [second])  # refreshes the catalog
+        assert sandbox.run("SELECT entryId FROM entries ORDER BY 1").rows == [["SM-P1-F1"]]  # the snapshot
+        sandbox.renew()
         assert sandbox.run("SELECT entryId FROM entries ORDER BY 1").rows == [["SM-P1-F1"], ["SM-P2-F1"]]
