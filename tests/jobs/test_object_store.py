@@ -37,7 +37,7 @@ def test_build_query_download_and_resume_on_an_object_store(tmp_path, s3_databas
     assert "no build is running" in structome("status", "--db", s3_database).stdout
     assert layout.list_files(".staging") == [] and not layout.exists(".build.lock")
     marker = json.loads(layout.read_text("structome.json"))
-    assert (marker["format"], marker["layout"]) == ("structome-database", 1)
+    assert (marker["format"], marker["layout"]) == ("structome-database", 2)
     (report,) = [json.loads(layout.read_text(f)) for f in layout.list_files("builds") if f.endswith(".report.json")]
     assert report["format"] == "structome-report/1" and report["status"] == "completed"
 
