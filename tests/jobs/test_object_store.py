@@ -44,6 +44,6 @@ def test_build_query_download_and_resume_on_an_object_store(tmp_path, s3_databas
     layout.fs.delete_file(layout.path("structome.json"))  # as if made before markers: the next build marks it
     again = structome("build", str(fasta), "--db", s3_database, *BUILD_OPTIONS).stderr
     assert "4 already present" in again
-    assert json.loads(DatabaseLayout(s3_database).read_text("structome.json"))["layout"] == 1
+    assert json.loads(DatabaseLayout(s3_database).read_text("structome.json"))["layout"] == 2
     entries = sql_rows(s3_database, "SELECT count(*) AS n, count(DISTINCT entryId) AS ids FROM entries")
     assert entries == [{"n": 4, "ids": 4}]
