@@ -53,6 +53,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_scale import median_seconds  # noqa: E402
 from synthetic_db import SHARD_SIZE, make_database  # noqa: E402
 
 from structome.storage.atomic import replace_atomically, write_text_atomic  # noqa: E402
@@ -337,17 +338,6 @@ class DuckTables:
 
 
 # ---- the measurements -------------------------------------------------------------------------------------
-
-
-def median_seconds(action: Callable[[], object], runs: int, warm_up: bool = True) -> float:
-    if warm_up:
-        action()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def timed(action: Callable[[], object]) -> float:
