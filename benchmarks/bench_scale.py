@@ -1,11 +1,15 @@
 """How structome's reads scale with the database size, beside a compacted reference measured in the same run.
 
     PYTHONPATH=... .venv/bin/python benchmarks/bench_scale.py --entries 10000 100000 [1000000] [--runs 3]
+    PYTHONPATH=... .venv/bin/python benchmarks/bench_scale.py --entries 10000000 --direct
+    PYTHONPATH=... .venv/bin/python benchmarks/bench_scale.py --db DB [DB...]
 
 For each size it writes a synthetic database in the committed layout (benchmarks/synthetic_db.py: 64 sequences
 per shard, real-proteome lengths, real archives) into --scratch, measures it as committed (with --before; at 1M
 that takes minutes), compacts it with `structome compact` (timed, a whole process), measures again, and deletes
-it. Figures:
+it. With --direct each database is written compacted instead (synthetic_db.make_compacted_database: the segments
+that builds of 100k entries leave; 10M entries in minutes) and measured as it is; --db measures existing
+databases as they are and keeps them. Figures:
 
 - point lookups (`SELECT * FROM entries WHERE entryId = ?`, then by uniprotAccession) and `GROUP BY taxId` over
   entries, warm (one run first, then the median of --runs), in one connection opened as `structome sql` opens it
@@ -13,6 +17,8 @@ it. Figures:
   Parquet file sorted by entryId with row groups of 100k rows, read by a plain in-memory DuckDB;
 - `structome get <accession>` and `structome sql "SELECT 1"`: wall of whole processes (median of --runs);
 - the catalog refresh a build ends with (storage.catalog.refresh_catalog), median of --runs;
+- planning an update: pipelines.build.plan_build of the E. coli K-12 2024 proteome plus 20 entries sampled from
+  the database (which it must find), in a process of its own: median wall of the planning, and peak RSS;
 - files on disk (every file under the database folder; each shard's archive.tar counts, though hard-linked);
 - `structome serve --sql-workers 0`: seconds from start until /api/prediction/<accession> answers 200, and the
   server's VmRSS then (given up after --serve-timeout seconds).
@@ -41,7 +47,7 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from synthetic_db import make_database  # noqa: E402
+from synthetic_db import SHARED, make_compacted_database, make_database  # noqa: E402
 
 from structome.storage import catalog  # noqa: E402
 from structome.storage.layout import DatabaseLayout  # noqa: E402
@@ -68,6 +74,8 @@ class Figures:
     get: float  # `structome get` process wall
     sql_select_1: float  # `structome sql "SELECT 1"` process wall
     refresh: float
+    plan: float  # planning an update (storage.reader.committed_entries of a proteome and 20 stored entries)
+    plan_rss_mib: float  # that process's peak RSS
     files: int  # files under the database folder
     serve_ready: float | None  # None: not ready within the timeout
     serve_rss_mib: float | None
@@ -153,30 +161,85 @@ def serve_ready(db: Path, accession: str, timeout: float) -> tuple[float | None,
         server.wait()
 
 
-def measure(entries: int, scratch: Path, runs: int, serve_timeout: float, before: bool) -> list[Figures]:
-    """The database as committed (if `before`), then compacted; the reference is made once, before compacting."""
+UPDATE = SHARED / "uniprot" / "UP000000625_83333_ecoli_k12_2024.fasta"  # a proteome (E. coli K-12, 4,400 records)
+_PLAN = """
+import resource, sys, time
+sys.path[:0] = sys.argv[3:]
+from fake_database import PROVENANCE
+from structome.pipelines.build import plan_build
+from structome.pipelines.settings import BuildSettings
+from structome.storage.layout import DatabaseLayout
+started = time.perf_counter()
+plan = plan_build([sys.argv[2], str(sys.argv[1]) + ".stored.fasta"], DatabaseLayout(sys.argv[1]), BuildSettings(), PROVENANCE)
+found = plan.entries_skipped + sum(1 for f in plan.ingest_failures if f.reason == "conflicts_with_database")
+print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, found)
+"""
+
+
+def plan_update(db: Path, runs: int) -> dict[str, float]:
+    """Planning a build of a proteome plus 20 entries the database holds (whose lookup must find them), in its own
+    process: median wall of the planning, and the process's peak RSS."""
+    rows = catalog.query(DatabaseLayout(db), "SELECT * FROM entries USING SAMPLE 20 ROWS").to_pylist()
+    stored = "".join(
+        f">tr|{r['uniprotAccession']}|{r['uniprotId']} {r['uniprotDescription']} OS={r['organismScientificName']} "
+        f"OX={r['taxId']} GN={r['gene']} PE=1 SV=1\n{r['uniprotSequence']}\n"
+        for r in rows
+    )
+    Path(f"{db}.stored.fasta").write_text(stored)
+    here = Path(__file__).resolve()
+    command = [sys.executable, "-c", _PLAN, str(db), str(UPDATE), str(here.parents[1] / "tests")]
+    results = []
+    try:
+        for _ in range(runs):
+            seconds, rss, found = subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()
+            if int(found) < len(rows):  # more: synthetic accessions that happen to be E. coli's
+                raise AssertionError(f"planning found {found} entries in the database, fewer than the {len(rows)}")
+            results.append((float(seconds), float(rss)))
+    finally:
+        Path(f"{db}.stored.fasta").unlink()
+    return {"plan": statistics.median(s for s, _ in results), "plan_rss_mib": max(r for _, r in results)}
+
+
+def measure(entries: int, scratch: Path, runs: int, serve_timeout: float, before: bool, direct: bool) -> list[Figures]:
+    """A new database as committed (if `before`), then compacted, then deleted. `direct`: generated compacted
+    (synthetic_db.make_compacted_database) and measured as it is."""
     db = scratch / f"scale-{entries}"
     shutil.rmtree(db, ignore_errors=True)
     started = time.perf_counter()
-    layout = make_database(db, entries)
+    (make_compacted_database if direct else make_database)(db, entries)
     generate = time.perf_counter() - started
     print(f"# {entries:,} entries written in {generate:.0f} s", flush=True)
-    reference_file = scratch / f"reference-{entries}.parquet"
     try:
-        connection = catalog.connect(layout)
+        stages = ["compacted (generated so)"] if direct else ["before compaction"] * before + ["compact"]
+        return [dataclasses.replace(f, generate=generate) for f in measure_database(db, stages, runs, serve_timeout)]
+    finally:
+        shutil.rmtree(db, ignore_errors=True)
+
+
+def measure_database(db: Path, stages: list[str], runs: int, serve_timeout: float) -> list[Figures]:
+    """Each stage in turn: "compact" runs `structome compact` and measures the result, any other name measures
+    the database as it is. The reference is made once, first."""
+    reference_file = db.parent / f"{db.name}.reference.parquet"
+    try:
+        connection = catalog.connect(DatabaseLayout(db))
         keys = probe(connection)
         reference_connection = compacted_reference(connection, reference_file)
         connection.close()
         reference = time_queries(reference_connection, keys, runs)
         reference_connection.close()
-        measured = [measure_stage(db, "before compaction", keys, reference, runs, serve_timeout)] if before else []
-        started = time.perf_counter()
-        subprocess.run([*STRUCTOME, "compact", "--db", str(db), "--grace", "0"], check=True, capture_output=True)
-        compacted = measure_stage(db, "compacted", keys, reference, runs, serve_timeout)
-        measured.append(dataclasses.replace(compacted, compact=time.perf_counter() - started))
-        return [dataclasses.replace(f, generate=generate) for f in measured]
+        measured = []
+        for stage in stages:
+            started = time.perf_counter()
+            if stage == "compact":
+                subprocess.run(
+                    [*STRUCTOME, "compact", "--db", str(db), "--grace", "0"], check=True, capture_output=True
+                )
+                compacted = measure_stage(db, "compacted", keys, reference, runs, serve_timeout)
+                measured.append(dataclasses.replace(compacted, compact=time.perf_counter() - started))
+            else:
+                measured.append(measure_stage(db, stage, keys, reference, runs, serve_timeout))
+        return measured
     finally:
-        shutil.rmtree(db, ignore_errors=True)
         reference_file.unlink(missing_ok=True)
 
 
@@ -199,6 +262,7 @@ def measure_stage(
         get=process_wall(["get", "--db", str(db), accession], runs),
         sql_select_1=process_wall(["sql", "--db", str(db), "SELECT 1"], runs),
         refresh=median_seconds(lambda: catalog.refresh_catalog(DatabaseLayout(db)), runs, warm_up=False),
+        **plan_update(db, runs),
         files=count_files(db),
         serve_ready=ready,
         serve_rss_mib=rss,
@@ -208,13 +272,15 @@ def measure_stage(
 def table(figures: list[Figures], serve_timeout: float) -> str:
     """A Markdown table: one row per size, structome's figure with the compacted reference in brackets."""
     header = ["entries", "layout", *(f"{label}, warm (reference)" for label in QUERIES)]
-    header += ["`structome get`", '`structome sql "SELECT 1"`', "catalog refresh", "files on disk"]
+    header += ["`structome get`", '`structome sql "SELECT 1"`', "catalog refresh", "planning an update / peak RSS"]
+    header += ["files on disk"]
     header += ["`structome serve` ready / RSS", "generated in", "`structome compact`"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for f in figures:
         cells = [f"{f.entries:,}", f.stage]
         cells += [f"{f.queries[label]:.3f} s ({f.reference[label]:.3f} s)" for label in QUERIES]
-        cells += [f"{f.get:.2f} s", f"{f.sql_select_1:.2f} s", f"{f.refresh:.2f} s", f"{f.files:,}"]
+        cells += [f"{f.get:.2f} s", f"{f.sql_select_1:.2f} s", f"{f.refresh:.2f} s"]
+        cells += [f"{f.plan:.1f} s / {f.plan_rss_mib:.0f} MiB", f"{f.files:,}"]
         cells.append(
             f"{f.serve_ready:.1f} s / {f.serve_rss_mib:.0f} MiB"
             if f.serve_ready is not None
@@ -233,11 +299,21 @@ def main() -> None:
     parser.add_argument("--serve-timeout", type=float, default=300.0)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp"), help="folder for the databases")
     parser.add_argument("--before", action="store_true", help="also measure the database before compaction")
+    parser.add_argument(
+        "--direct", action="store_true", help="generate each database compacted (make_compacted_database; for 10M)"
+    )
+    parser.add_argument("--db", type=Path, nargs="+", default=[], help="measure these databases as they are, instead")
     args = parser.parse_args()
     print(f"# {dt.date.today()}, {os.cpu_count()} CPUs, duckdb {duckdb.__version__}, median of {args.runs}")
     figures = []
+    for db in args.db:
+        figures += measure_database(db, [f"as stored ({db.name})"], args.runs, args.serve_timeout)
+        print("\n".join(table(figures[-1:], args.serve_timeout).splitlines()[2:]), flush=True)
+    if args.db:
+        print(table(figures, args.serve_timeout))
+        return
     for entries in args.entries:
-        measured = measure(entries, args.scratch, args.runs, args.serve_timeout, args.before)
+        measured = measure(entries, args.scratch, args.runs, args.serve_timeout, args.before, args.direct)
         figures += measured
         print("\n".join(table(measured, args.serve_timeout).splitlines()[2:]), flush=True)
     print(table(figures, args.serve_timeout))
