@@ -96,9 +96,7 @@ def connect(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
     return connect_detached(layout)
 
 
-def connect_detached(
-    layout: DatabaseLayout, visible: dict[str, list[str]] | None = None
-) -> duckdb.DuckDBPyConnection:
+def connect_detached(layout: DatabaseLayout, visible: dict[str, list[str]] | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with the catalog's views, holding no lock on catalog.duckdb: for long-lived
     readers (the server's SQL workers), which must never stop a build from refreshing the catalog. `visible`:
     the files to list (DatabaseLayout.visible_files of every table), when the caller has just listed them."""

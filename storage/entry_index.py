@@ -146,7 +146,9 @@ class EntryIndex:
     def load(cls, layout: DatabaseLayout) -> EntryIndex:
         """A snapshot of what is committed now (holding no lock on catalog.duckdb, which a build may refresh)."""
         visible = layout.visible_files(schema.TABLES)  # one listing for the lookups and the search views
-        tables = {table: SortedTable(layout.fs, [layout.path(f) for f in visible[table]], KEYS[table]) for table in _VIEWS}
+        tables = {
+            table: SortedTable(layout.fs, [layout.path(f) for f in visible[table]], KEYS[table]) for table in _VIEWS
+        }
         index = cls(catalog.connect_detached(layout, visible), tables)
         logger.info("index of %s opened", layout.location)
         return index
@@ -182,7 +184,11 @@ class EntryIndex:
         rows = self._entries.rows("uniprotAccession", identifier, columns=ENTRY_COLUMNS)
         if not rows:
             owner = self._entries.rows("entryId", identifier, columns=("uniprotAccession",))
-            rows = self._entries.rows("uniprotAccession", owner[0]["uniprotAccession"], columns=ENTRY_COLUMNS) if owner else []
+            rows = (
+                self._entries.rows("uniprotAccession", owner[0]["uniprotAccession"], columns=ENTRY_COLUMNS)
+                if owner
+                else []
+            )
         return self._api_records(rows)
 
     def _api_records(self, rows: list[dict]) -> list[dict]:
@@ -217,7 +223,11 @@ class EntryIndex:
         match = _FILE_NAME.fullmatch(name)
         if match is None:
             return None
-        rows = [row for row in self._files_table.rows("entryId", match["entry"], columns=FILE_COLUMNS) if row["fileName"] == name]
+        rows = [
+            row
+            for row in self._files_table.rows("entryId", match["entry"], columns=FILE_COLUMNS)
+            if row["fileName"] == name
+        ]
         return FileLocation.from_row(rows[0]) if rows else None
 
     # --- search

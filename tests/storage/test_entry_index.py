@@ -12,7 +12,7 @@ import duckdb
 import pytest
 from fake_database import index_tables
 
-from structome.storage import catalog, schema
+from structome.storage import schema
 from structome.storage.afdb_json import entry_file_names
 from structome.storage.archive import FileLocation
 from structome.storage.entry_index import (
@@ -259,7 +259,9 @@ def test_lookups_read_only_the_row_groups_that_hold_the_key_and_run_no_sql(monke
     read: list[int] = []
     original = key_index.SortedTable._read
     monkeypatch.setattr(
-        key_index.SortedTable, "_read", lambda self, file, group, *a: read.append(group) or original(self, file, group, *a)
+        key_index.SortedTable,
+        "_read",
+        lambda self, file, group, *a: read.append(group) or original(self, file, group, *a),
     )
     answer = index.predictions("P0050")
     assert [r["entryId"] for r in answer] == ["SM-P0050-F1", "SM-P0050-F2"] and answer[1]["gene"] == "g50b"
@@ -276,9 +278,36 @@ def test_a_file_without_a_column_reads_it_as_null(tmp_path):
 
     from structome.storage.key_index import SortedTable
 
-    pq.write_table(pa.table({"entryId": ["a", "b", "c"], "gene": ["x", "y", "z"]}), tmp_path / "old.parquet", row_group_size=1)
+    pq.write_table(
+        pa.table({"entryId": ["a", "b", "c"], "gene": ["x", "y", "z"]}), tmp_path / "old.parquet", row_group_size=1
+    )
     pq.write_table(pa.table({"entryId": ["b"], "gene": ["w"], "ptm": [0.5]}), tmp_path / "new.parquet")
-    table = SortedTable(fs.LocalFileSystem(), [str(tmp_path / "old.parquet"), str(tmp_path / "new.parquet")], ["entryId"])
-    assert table.rows("entryId", "b", columns=["gene", "ptm"]) == [{"gene": "y", "ptm": None}, {"gene": "w", "ptm": 0.5}]
+    table = SortedTable(
+        fs.LocalFileSystem(), [str(tmp_path / "old.parquet"), str(tmp_path / "new.parquet")], ["entryId"]
+    )
+    assert table.rows("entryId", "b", columns=["gene", "ptm"]) == [
+        {"gene": "y", "ptm": None},
+        {"gene": "w", "ptm": 0.5},
+    ]
     assert table.rows("entryId", "a", "b", ["entryId"]) == [{"entryId": "a"}, {"entryId": "b"}, {"entryId": "b"}]
     assert table.rows("entryId", "d", columns=["gene"]) == [] and table.num_rows == 4 and table.row_groups == 4
+
+
+def test_lookups_import_no_pandas(tmp_path):
+    """A server's first lookup must not pay for pandas (pyarrow.compute imports it on first use)."""
+    import subprocess
+    import sys
+
+    from fake_database import entry, random_prediction, write_database
+
+    from structome.models.types import PredictionRequest
+
+    prediction = random_prediction(PredictionRequest("p-a", "MKVLAAGIVGLLW"), 0)
+    write_database(tmp_path / "db", [entry("SM-P1-F1", "P1", "MKVLAAGIVGLLW", "p-a")], [prediction])
+    code = (
+        "import sys; from structome.storage.entry_index import EntryIndex; from structome.storage.layout import "
+        f"DatabaseLayout; index = EntryIndex.load(DatabaseLayout({str(tmp_path / 'db')!r})); "
+        "assert index.predictions('P1') and index.stored_file('SM-P1-F1-model_v1.cif'); "
+        "print(sorted(m for m in ('pandas', 'torch', 'ray', 'transformers') if m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
