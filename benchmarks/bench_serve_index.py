@@ -1,20 +1,21 @@
-"""`structome serve` on large databases: ready time, memory, and lookup latency of the point-query index.
+"""`structome serve`, `get` and `sql` on large compacted databases: ready time, memory, lookup latency, search.
 
-    PYTHONPATH=... .venv/bin/python benchmarks/bench_serve_index.py --entries 100000 1000000 [--requests 400]
-    PYTHONPATH=... .venv/bin/python benchmarks/bench_serve_index.py --db /tmp/db-1m [--keep]
+    PYTHONPATH=... .venv/bin/python benchmarks/bench_serve_index.py --entries 100000 [--requests 400]
+    PYTHONPATH=... .venv/bin/python benchmarks/bench_serve_index.py --db /tmp/db-10m   # an existing database
 
-Each database comes from benchmarks/synthetic_db.py (or --db: existing ones). Compaction is not merged yet,
-so the server reads a STAND-IN for it: `entries` and `files` rewritten into one Parquet file each, sorted by
-entryId, row groups of --row-group rows (DB/compacted-stand-in/), and `catalog.connect_detached` replaced in
-the server process by views that list exactly those two files (what the compacted catalog will list).
+--entries N writes a database in the committed layout (benchmarks/synthetic_db.py make_database), compacts it
+with `structome compact --grace 0` (what a build does at its end) and measures it, then removes it (--keep keeps
+it). --db measures existing databases as they are (compact them first to measure the compacted layout).
 
-Figures, from one `structome serve --sql-workers 0` process:
+Figures, from one `structome serve --sql-workers 0` process (the code on PYTHONPATH; run it again with another
+checkout's path to compare):
 - ready: seconds from the start of the process until /api/prediction/<accession> answers 200; RSS then;
-- /api/prediction/<accession> and /files/<name> (stored gzip, and a derived .pdb is left out: it renders):
-  p50 / p90 / max over --requests random entries, one request at a time on a kept-alive connection (every
-  lookup a cache miss: each entry is asked for once), then the same entries again (cache hits);
+- /api/prediction/<accession> and /files/<name> (the stored gzip mmCIF): p50 / p90 / max over --requests random
+  entries, one request at a time on a kept-alive connection (every lookup a cache miss: each entry is asked for
+  once), then the same entries again (cache hits);
 - search (`/?q=`): wall of a few kinds of text (an accession, a prefix, a common word, a word found nowhere);
-- RSS after all of that.
+- RSS after all of that;
+- `structome get --db DB ACCESSION` and `structome sql --db DB "SELECT 1"`: process wall, median of 5.
 """
 
 from __future__ import annotations
@@ -37,42 +38,27 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-STAND_IN = "compacted-stand-in"
-TABLES = ("entries", "files")
+from structome.storage.layout import DatabaseLayout  # noqa: E402
 
 
-def compact_stand_in(db: Path, row_group: int) -> float:
-    """Write DB/compacted-stand-in/{entries,files}.parquet sorted by entryId; seconds taken."""
+def compact(db: Path) -> float:
+    """`structome compact --grace 0` on the database; seconds taken."""
     started = time.perf_counter()
-    folder = db / STAND_IN
-    folder.mkdir(exist_ok=True)
-    connection = duckdb.connect()
-    connection.execute(f"SET file_search_path = '{db}'")
-    for table in TABLES:
-        connection.execute(
-            f"COPY (SELECT * FROM read_parquet('shards/*/{table}.parquet') ORDER BY entryId) "
-            f"TO '{folder / table}.parquet' (FORMAT parquet, ROW_GROUP_SIZE {row_group})"
-        )
-    connection.close()
+    subprocess.run([sys.executable, "-m", "structome", "compact", "--db", str(db), "--grace", "0"], check=True)
     return time.perf_counter() - started
 
 
-def serve_stand_in(db: str, port: int) -> None:
-    """Run `structome serve` with the catalog's views over the stand-in files (this process only)."""
-    from structome.jobs.cli.main import main
-    from structome.storage import catalog
-
-    def connect_detached(layout):
-        connection = duckdb.connect()
-        connection.execute(f"SET file_search_path = '{layout.root}'")
-        for table in TABLES:
-            connection.execute(
-                f"CREATE TEMPORARY VIEW {table} AS SELECT * FROM read_parquet(['{STAND_IN}/{table}.parquet'])"
-            )
-        return connection
-
-    catalog.connect_detached = connect_detached
-    main(["serve", "--db", db, "--port", str(port), "--sql-workers", "0"])
+def sample_entries(db: Path, count: int) -> tuple[int, list[tuple[str, str]]]:
+    """The number of entries and `count` random (entryId, accession) pairs, read from the visible files."""
+    files = [str(db / f) for f in DatabaseLayout(db).table_files("entries")]
+    probe = duckdb.connect()
+    try:
+        relation = probe.read_parquet(files).select("entryId, uniprotAccession")
+        [(total,)] = relation.aggregate("count(*)").fetchall()
+        sample = probe.sql(f"SELECT * FROM relation USING SAMPLE {count} ROWS (reservoir, 7)").fetchall()
+        return total, sample
+    finally:
+        probe.close()
 
 
 def free_port() -> int:
@@ -106,18 +92,15 @@ def latencies(port: int, paths: list[str]) -> str:
     return f"p50 {statistics.median(times):.1f} / p90 {times[len(times) * 9 // 10]:.1f} / max {times[-1]:.1f} ms"
 
 
-def measure(db: Path, requests: int, row_group: int) -> None:
-    compacted = compact_stand_in(db, row_group)
-    probe = duckdb.connect()
-    sample = probe.execute(
-        f"SELECT entryId, uniprotAccession FROM read_parquet('{db / STAND_IN}/entries.parquet') "
-        f"USING SAMPLE {requests} ROWS (reservoir, 7)"
-    ).fetchall()
-    count = probe.execute(f"SELECT count(*) FROM read_parquet('{db / STAND_IN}/entries.parquet')").fetchone()[0]
-    probe.close()
-    print(f"## {db}: {count:,} entries; stand-in written in {compacted:.1f} s (row groups of {row_group:,})")
+def measure(db: Path, requests: int) -> None:
+    count, sample = sample_entries(db, requests)
+    layout = DatabaseLayout(db)
+    print(
+        f"## {db}: {count:,} entries; {len(layout.table_manifest().segments)} segments, "
+        f"{len(layout.table_files('entries'))} entries files"
+    )
     port = free_port()
-    command = [sys.executable, __file__, "--serve", str(db), str(port)]
+    command = [sys.executable, "-m", "structome", "serve", "--db", str(db), "--port", str(port), "--sql-workers", "0"]
     started = time.perf_counter()
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -154,33 +137,48 @@ def measure(db: Path, requests: int, row_group: int) -> None:
     finally:
         server.terminate()  # this server, by its pid
         server.wait(timeout=30)
+    cli_walls(db, sample[2][1])
+
+
+def cli_walls(db: Path, accession: str) -> None:
+    """Process walls of `structome get` and `structome sql "SELECT 1"`, median of 5 each."""
+    for label, arguments in (
+        (f"get {accession}", ["get", "--db", str(db), accession]),
+        ('sql "SELECT 1"', ["sql", "--db", str(db), "SELECT 1"]),
+    ):
+        walls = []
+        for _ in range(5):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "structome", *arguments], check=True, stdout=subprocess.DEVNULL)
+            walls.append(time.perf_counter() - started)
+        print(f"structome {label}: process wall, median of 5 {statistics.median(walls):.2f} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--entries", type=int, nargs="*", default=[])
-    parser.add_argument("--db", type=Path, nargs="*", default=[], help="existing databases (left in place)")
+    parser.add_argument("--entries", type=int, nargs="*", default=[], help="make, compact and measure these sizes")
+    parser.add_argument("--db", type=Path, nargs="*", default=[], help="existing databases (measured as they are)")
     parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--row-group", type=int, default=100_000)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp"))
-    parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)  # the server process itself
+    parser.add_argument("--keep", action="store_true", help="keep the databases --entries made")
     args = parser.parse_args()
-    if args.serve:
-        serve_stand_in(args.serve[0], int(args.serve[1]))
-        return
     print(f"# {os.cpu_count()} CPUs, duckdb {duckdb.__version__}, load {os.getloadavg()[0]:.1f}")
     for db in args.db:
-        measure(db.resolve(), args.requests, args.row_group)
+        measure(db.resolve(), args.requests)
     for entries in args.entries:
         from synthetic_db import make_database
 
         db = args.scratch / f"serve-index-{entries}"
         shutil.rmtree(db, ignore_errors=True)
+        started = time.perf_counter()
         make_database(db, entries)
+        made = time.perf_counter() - started
+        print(f"# made in {made:.0f} s, compacted in {compact(db):.0f} s")
         try:
-            measure(db, args.requests, args.row_group)
+            measure(db, args.requests)
         finally:
-            shutil.rmtree(db, ignore_errors=True)
+            if not args.keep:
+                shutil.rmtree(db, ignore_errors=True)
 
 
 if __name__ == "__main__":

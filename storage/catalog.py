@@ -63,8 +63,13 @@ def refresh_catalog(layout: DatabaseLayout) -> None:
                 connection.close()
 
 
-def _create_views(connection: duckdb.DuckDBPyConnection, layout: DatabaseLayout, temporary: str = "") -> None:
-    visible = layout.visible_files(schema.TABLES)
+def _create_views(
+    connection: duckdb.DuckDBPyConnection,
+    layout: DatabaseLayout,
+    temporary: str = "",
+    visible: dict[str, list[str]] | None = None,
+) -> None:
+    visible = visible or layout.visible_files(schema.TABLES)
     for table in schema.TABLES:
         sources = [layout.schema_file(table), *visible[table]]
         listing = ", ".join(f"'{quote(sql_path(layout, source))}'" for source in sources)
@@ -91,13 +96,14 @@ def connect(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
     return connect_detached(layout)
 
 
-def connect_detached(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
+def connect_detached(layout: DatabaseLayout, visible: dict[str, list[str]] | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with the catalog's views, holding no lock on catalog.duckdb: for long-lived
-    readers (the server's SQL workers), which must never stop a build from refreshing the catalog."""
+    readers (the server's SQL workers), which must never stop a build from refreshing the catalog. `visible`:
+    the files to list (DatabaseLayout.visible_files of every table), when the caller has just listed them."""
     if not layout.exists():
         raise FileNotFoundError(f"{layout.location} is not a structome database (no catalog)")
     connection = connect_files(layout)
-    _create_views(connection, layout, temporary="TEMPORARY")
+    _create_views(connection, layout, temporary="TEMPORARY", visible=visible)
     return connection
 
 

@@ -45,7 +45,10 @@ __all__ = ["CompactionPolicy", "CompactionReport", "collect_garbage", "compact",
 _COLLECTED = "tables/collected.json"  # {"generation": g}: the shard files generation g covers are removed
 # Rows per Parquet row group: a point lookup reads one group of each column it returns, so groups stay small
 # for the lean tables; residues (hundreds of rows per entry) take larger ones.
-ROW_GROUP_ROWS = {"entries": 16_384, "residues": 131_072, "files": 49_152, "failures": 16_384}
+# Entries and files: one group decodes in ~1-3 ms (the server's lookups read one; benchmarks/bench_serve_index.py).
+ROW_GROUP_ROWS = {"entries": 4_096, "residues": 131_072, "files": 8_192, "failures": 16_384}
+# Small data pages: DuckDB decodes only the pages that hold a point query's rows (SQL lookups on long columns).
+DATA_PAGE_BYTES = 16_384
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,8 @@ class _Scratch:
         order = ", ".join(f'"{key}"' for key in SORT_KEYS[table])
         written = self.connection.execute(
             f"COPY (SELECT {columns} FROM read_parquet([{listing}], union_by_name = true) ORDER BY {order}) "
-            f"TO '{catalog.quote(target)}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS[table]})"
+            f"TO '{catalog.quote(target)}' (FORMAT parquet, COMPRESSION zstd, "
+            f"ROW_GROUP_SIZE {ROW_GROUP_ROWS[table]}, DATA_PAGE_SIZE_LIMIT {DATA_PAGE_BYTES})"
         ).fetchone()
         assert written is not None  # COPY answers with the number of rows it wrote
         return int(written[0])

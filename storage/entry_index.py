@@ -1,10 +1,12 @@
 """The server's lookups: AFDB API records, file locations by name, and text search, as SQL point queries.
 
-An `EntryIndex` is one snapshot of the catalog's views (`catalog.connect_detached`): every lookup is a query
-on `entries` or `files` filtered by a sorted key (entryId, uniprotAccession), which on compacted tables reads
-one row group. Each thread queries through its own cursor of the snapshot's in-memory DuckDB; ready answers
-are kept in a bounded LRU cache that lives and dies with the snapshot, so a new snapshot never serves an old
-answer. Nothing is held per entry.
+An `EntryIndex` is one snapshot of the visible files (one reading of the manifest and the shards). Lookups by
+key (an accession or entryId, a file name) read the one row group of `entries` or `files` whose key range holds
+it, with pyarrow (storage.key_index: the row groups' key ranges from the footers, bisected): no SQL planning per
+lookup, no decode of any other row group. Text search runs SQL on an in-memory DuckDB with views over the same
+files (`catalog.connect_detached`), each thread through its own cursor. Ready answers are kept in a bounded LRU
+cache that lives and dies with the snapshot, so a new snapshot never serves an old answer. Nothing is held per
+entry.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from typing import Any
 import duckdb
 
 from structome.models.types import FileKind
-from structome.storage import catalog
-from structome.storage.archive import FileLocation, file_columns_sql
+from structome.storage import catalog, schema
+from structome.storage.archive import FILE_COLUMNS, FileLocation
+from structome.storage.key_index import SortedTable
 from structome.storage.layout import DatabaseLayout
 from structome.storage.plddt import FRACTION_COLUMNS
 
@@ -52,6 +55,7 @@ SEARCH_COLUMNS = (
 # The entryId of a stored file's name (storage.afdb_json.entry_file_names): <entryId>-<stem>_v<k>.<suffix>.
 _FILE_NAME = re.compile(r"(?P<entry>.+)-(?:model|predicted_aligned_error|confidence)_v\d+\.[a-z]+")
 _VIEWS = ("entries", "files")  # the views an index queries
+KEYS = {"entries": ("entryId", "uniprotAccession"), "files": ("entryId",)}  # what each table is looked up by
 _CACHE_BYTES = 64 << 20  # ready answers kept per snapshot
 _MISS = object()
 
@@ -115,11 +119,18 @@ class LruCache:
 class EntryIndex:
     """Entries by accession and entryId, files by name, and text search over one snapshot of the views.
 
-    `connection`: a DuckDB connection with `entries` and `files` (views or tables); the index owns it.
+    `connection`: a DuckDB connection with `entries` and `files` views (or tables) for search; `tables`: the same
+    tables' files for lookups by KEYS. The index owns the connection.
     """
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection, cache_bytes: int = _CACHE_BYTES):
+    def __init__(
+        self,
+        connection: duckdb.DuckDBPyConnection,
+        tables: dict[str, SortedTable],
+        cache_bytes: int = _CACHE_BYTES,
+    ):
         _share_views(connection)
+        self._entries, self._files_table = tables["entries"], tables["files"]
         # Parquet footers parsed once per snapshot, not per lookup (a new snapshot starts a new database).
         connection.execute("SET GLOBAL parquet_metadata_cache = true")
         self._connection = connection
@@ -134,7 +145,11 @@ class EntryIndex:
     @classmethod
     def load(cls, layout: DatabaseLayout) -> EntryIndex:
         """A snapshot of what is committed now (holding no lock on catalog.duckdb, which a build may refresh)."""
-        index = cls(catalog.connect_detached(layout))
+        visible = layout.visible_files(schema.TABLES)  # one listing for the lookups and the search views
+        tables = {
+            table: SortedTable(layout.fs, [layout.path(f) for f in visible[table]], KEYS[table]) for table in _VIEWS
+        }
+        index = cls(catalog.connect_detached(layout, visible), tables)
         logger.info("index of %s opened", layout.location)
         return index
 
@@ -146,8 +161,8 @@ class EntryIndex:
         self._connection.close()
 
     def __len__(self) -> int:
-        """Entries in the snapshot (a count query)."""
-        return self._query("SELECT count(*) FROM entries")[0][0]
+        """Entries in the snapshot (from the footers)."""
+        return self._entries.num_rows
 
     # --- the AFDB API
 
@@ -166,22 +181,22 @@ class EntryIndex:
 
     def _records_of(self, identifier: str) -> list[dict]:
         """The API records of an accession, else of the accession of an entryId (fragment order)."""
-        rows = self._entry_rows("uniprotAccession = ?", [identifier])
+        rows = self._entries.rows("uniprotAccession", identifier, columns=ENTRY_COLUMNS)
         if not rows:
-            owner = self._query("SELECT uniprotAccession FROM entries WHERE entryId = ? LIMIT 1", [identifier])
-            rows = self._entry_rows("uniprotAccession = ?", [owner[0][0]]) if owner else []
+            owner = self._entries.rows("entryId", identifier, columns=("uniprotAccession",))
+            rows = (
+                self._entries.rows("uniprotAccession", owner[0]["uniprotAccession"], columns=ENTRY_COLUMNS)
+                if owner
+                else []
+            )
         return self._api_records(rows)
-
-    def _entry_rows(self, condition: str, parameters: list) -> list[dict]:
-        columns = ", ".join(f'"{c}"' for c in ENTRY_COLUMNS)
-        return self._rows(f"SELECT {columns} FROM entries WHERE {condition}", parameters)
 
     def _api_records(self, rows: list[dict]) -> list[dict]:
         """Rows of entries as the API gives them, with their files' URLs, by (accession, fragment, entryId)."""
         if not rows:
             return []
         entry_ids = sorted(r["entryId"] for r in rows)
-        urls = _file_urls(self._file_rows("entryId BETWEEN ? AND ?", [entry_ids[0], entry_ids[-1]]), set(entry_ids))
+        urls = _file_urls(self._files_table.rows("entryId", entry_ids[0], entry_ids[-1], FILE_COLUMNS), set(entry_ids))
         rows.sort(key=lambda r: (r["uniprotAccession"], r["fragment"], r["entryId"]))
         return [_api_record(r, urls.get(r["entryId"], {})) for r in rows]
 
@@ -208,11 +223,12 @@ class EntryIndex:
         match = _FILE_NAME.fullmatch(name)
         if match is None:
             return None
-        rows = self._file_rows('entryId = ? AND "fileName" = ?', [match["entry"], name])
+        rows = [
+            row
+            for row in self._files_table.rows("entryId", match["entry"], columns=FILE_COLUMNS)
+            if row["fileName"] == name
+        ]
         return FileLocation.from_row(rows[0]) if rows else None
-
-    def _file_rows(self, condition: str, parameters: list) -> list[dict]:
-        return self._rows(f"SELECT {file_columns_sql()} FROM files WHERE {condition}", parameters)
 
     # --- search
 

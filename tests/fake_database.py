@@ -15,12 +15,16 @@ import duckdb
 import gemmi
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from structome.models.types import STANDARD_RESIDUES, Entry, Failure, Prediction, PredictionRequest, Provenance
 from structome.pipelines.checksums import crc64_hex, md5_hex
 from structome.pipelines.sharding import cut_shards
 from structome.pipelines.write import WriteContext, write_shard
 from structome.storage import catalog, schema
+from structome.storage.entry_index import KEYS
+from structome.storage.key_index import SortedTable
 from structome.storage.layout import DatabaseLayout
 from structome.storage.mmcif import ATOM37_NAMES
 
@@ -147,14 +151,21 @@ def write_database(
     return layout
 
 
-def index_tables(records: Sequence[dict], files: Sequence) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with tables `entries` (rows keyed by column; missing columns null) and `files`
-    (FileLocations), in the storage schema, sorted by entryId: what an EntryIndex queries."""
+def index_tables(
+    folder: Path, records: Sequence[dict], files: Sequence, row_group_size: int = 2
+) -> tuple[duckdb.DuckDBPyConnection, dict[str, SortedTable]]:
+    """What an EntryIndex reads: `folder`/entries.parquet (rows keyed by column; missing columns null) and
+    `folder`/files.parquet (FileLocations), in the storage schema, sorted by entryId, in row groups of
+    `row_group_size` rows (so that lookups cross groups); an in-memory DuckDB with views over them; their
+    SortedTables."""
+    folder.mkdir(parents=True, exist_ok=True)
     connection = duckdb.connect()
+    tables = {}
     for name, rows in (("entries", records), ("files", [f.row() for f in files])):
         table = schema.TABLES[name]
         arrow = pa.Table.from_pylist([{c: row.get(c) for c in table.names} for row in rows], schema=table)
-        connection.register("rows", arrow)
-        connection.execute(f"CREATE TABLE {name} AS SELECT * FROM rows ORDER BY entryId")
-        connection.unregister("rows")
-    return connection
+        path = str(folder / f"{name}.parquet")
+        pq.write_table(arrow.sort_by("entryId") if arrow.num_rows else arrow, path, row_group_size=row_group_size)
+        connection.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{catalog.quote(path)}')")
+        tables[name] = SortedTable(pafs.LocalFileSystem(), [path], KEYS[name])
+    return connection, tables

@@ -323,7 +323,7 @@ def test_identity_stored_members_are_served_by_ranged_reads(tmp_path):
         ArchiveWriter(stream, archive="archive.tar", mtime=0) as archive,
     ):
         location = archive.add("SM-X-F1", "cif", "SM-X-F1-model_v1.cif", text, compress=False)
-    server = StructomeServer(DatabaseLayout(tmp_path), EntryIndex(index_tables([], [location])))
+    server = StructomeServer(DatabaseLayout(tmp_path), EntryIndex(*index_tables(tmp_path / "index", [], [location])))
     with ThreadedServer(server.app) as url:
         status, headers, body = request(url, "/files/SM-X-F1-model_v1.cif", headers={"Accept-Encoding": "gzip"})
         assert status == 200 and body == text and "content-encoding" not in headers

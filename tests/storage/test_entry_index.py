@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
 import threading
+from pathlib import Path
 
 import duckdb
 import pytest
 from fake_database import index_tables
 
-from structome.storage import catalog, schema
+from structome.storage import schema
 from structome.storage.afdb_json import entry_file_names
 from structome.storage.archive import FileLocation
 from structome.storage.entry_index import (
@@ -56,9 +58,12 @@ def location(entry_id: str, kind: str, suffix: str) -> FileLocation:
     )
 
 
+_FOLDER = tempfile.TemporaryDirectory(prefix="entry-index-")  # the tables' files, until the tests end
+
+
 def index_of(records: list[dict], files: list[FileLocation], **options) -> EntryIndex:
-    """An index over tables `entries` and `files` (the storage schema) holding these rows."""
-    return EntryIndex(index_tables(records, files), **options)
+    """An index over files of tables `entries` and `files` (the storage schema) holding these rows."""
+    return EntryIndex(*index_tables(Path(tempfile.mkdtemp(dir=_FOLDER.name)), records, files), **options)
 
 
 def test_search_ranks_exact_accession_gene_or_name_first_and_counts_all():
@@ -105,8 +110,8 @@ def test_search_counts_up_to_the_cap_and_says_so():
     assert index.search("P001004").total == 1
 
 
-def test_a_search_that_runs_out_of_time_keeps_its_key_matches_and_says_so():
-    connection = index_tables([], [])
+def test_a_search_that_runs_out_of_time_keeps_its_key_matches_and_says_so(tmp_path):
+    connection, tables = index_tables(tmp_path, [], [])
     columns = {c: "NULL" for c in schema.ENTRIES.names}
     columns.update(
         entryId="'SM-P' || lpad(i::VARCHAR, 7, '0') || '-F1'",
@@ -117,8 +122,9 @@ def test_a_search_that_runs_out_of_time_keeps_its_key_matches_and_says_so():
         uniprotEnd="4",
     )
     select = ", ".join(f"{value} AS {name}" for name, value in columns.items())
-    connection.execute(f"CREATE OR REPLACE TABLE entries AS SELECT {select} FROM range(1000000) r(i)")
-    index = EntryIndex(connection)
+    connection.execute("DROP VIEW entries")  # search reads this table; lookups read the (empty) files
+    connection.execute(f"CREATE TABLE entries AS SELECT {select} FROM range(1000000) r(i)")
+    index = EntryIndex(connection, tables)
     index.search_budget_s = 0.005  # the scan of 1M rows takes longer
     found = index.search("p000001")
     assert not found.scanned_all and not found.counted_all
@@ -181,13 +187,15 @@ def test_concurrent_lookups_from_many_threads_each_get_their_own_answer():
                 answer = json.loads(index.prediction_json(f"P{i:04d}"))
                 if answer[0]["gene"] != f"g{i}" or index.stored_file(f"SM-P{i:04d}-F1-model_v1.cif") != files[i]:
                     failures.append(f"P{i:04d} round {round_}")
+        if index.search(f"P{offset:04d}").records[0]["gene"] != f"g{offset}":
+            failures.append(f"search P{offset:04d}")
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert failures == [] and len(index._cursors) == 8  # one cursor per thread
+    assert failures == [] and len(index._cursors) == 8  # one cursor per thread, for its search only
     index.close()
 
 
@@ -231,7 +239,7 @@ def test_an_index_over_the_catalog_views_reads_relative_paths_from_every_thread(
 
     prediction = random_prediction(PredictionRequest("p-a", "MKVLAAGIVGLLW"), 0)
     layout = write_database(tmp_path / "db", [entry("SM-P1-F1", "P1", "MKVLAAGIVGLLW", "p-a")], [prediction])
-    index = EntryIndex(catalog.connect_detached(layout))
+    index = EntryIndex.load(layout)
     answers: list = []
     thread = threading.Thread(target=lambda: answers.append(index.stored_file("SM-P1-F1-model_v1.cif")))
     thread.start()
@@ -239,3 +247,67 @@ def test_an_index_over_the_catalog_views_reads_relative_paths_from_every_thread(
     assert answers[0] is not None and answers[0].entry_id == "SM-P1-F1"
     with pytest.raises(duckdb.CatalogException):
         duckdb.connect().execute("SELECT * FROM entries")  # the views live in the index's own database only
+
+
+def test_lookups_read_only_the_row_groups_that_hold_the_key_and_run_no_sql(monkeypatch):
+    from structome.storage import key_index
+
+    records = [record(f"P{i:04d}", gene=f"g{i}") for i in range(100)]
+    records += [record("P0050", fragment=2, gene="g50b")]  # a second fragment: the same accession, the next group
+    files = [location(f"SM-P{i:04d}-F1", kind, suffix) for i in range(100) for kind, suffix in (("cif", ".cif"),)]
+    index = index_of(records, files, cache_bytes=0)
+    read: list[int] = []
+    original = key_index.SortedTable._read
+    monkeypatch.setattr(
+        key_index.SortedTable,
+        "_read",
+        lambda self, file, group, *a: read.append(group) or original(self, file, group, *a),
+    )
+    answer = index.predictions("P0050")
+    assert [r["entryId"] for r in answer] == ["SM-P0050-F1", "SM-P0050-F2"] and answer[1]["gene"] == "g50b"
+    assert len(read) <= 4  # the entries group(s) of P0050 and the files group(s) of its entry range, of 51 + 50
+    assert index.stored_file("SM-P0099-F1.cif") is None  # not a stored file name: no read at all
+    assert index.prediction_json("P9999") is None and index._cursors == []  # no SQL for lookups
+    index.close()
+
+
+def test_a_file_without_a_column_reads_it_as_null(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    from structome.storage.key_index import SortedTable
+
+    pq.write_table(
+        pa.table({"entryId": ["a", "b", "c"], "gene": ["x", "y", "z"]}), tmp_path / "old.parquet", row_group_size=1
+    )
+    pq.write_table(pa.table({"entryId": ["b"], "gene": ["w"], "ptm": [0.5]}), tmp_path / "new.parquet")
+    table = SortedTable(
+        fs.LocalFileSystem(), [str(tmp_path / "old.parquet"), str(tmp_path / "new.parquet")], ["entryId"]
+    )
+    assert table.rows("entryId", "b", columns=["gene", "ptm"]) == [
+        {"gene": "y", "ptm": None},
+        {"gene": "w", "ptm": 0.5},
+    ]
+    assert table.rows("entryId", "a", "b", ["entryId"]) == [{"entryId": "a"}, {"entryId": "b"}, {"entryId": "b"}]
+    assert table.rows("entryId", "d", columns=["gene"]) == [] and table.num_rows == 4 and table.row_groups == 4
+
+
+def test_lookups_import_no_pandas(tmp_path):
+    """A server's first lookup must not pay for pandas (pyarrow.compute imports it on first use)."""
+    import subprocess
+    import sys
+
+    from fake_database import entry, random_prediction, write_database
+
+    from structome.models.types import PredictionRequest
+
+    prediction = random_prediction(PredictionRequest("p-a", "MKVLAAGIVGLLW"), 0)
+    write_database(tmp_path / "db", [entry("SM-P1-F1", "P1", "MKVLAAGIVGLLW", "p-a")], [prediction])
+    code = (
+        "import sys; from structome.storage.entry_index import EntryIndex; from structome.storage.layout import "
+        f"DatabaseLayout; index = EntryIndex.load(DatabaseLayout({str(tmp_path / 'db')!r})); "
+        "assert index.predictions('P1') and index.stored_file('SM-P1-F1-model_v1.cif'); "
+        "print(sorted(m for m in ('pandas', 'torch', 'ray', 'transformers') if m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
