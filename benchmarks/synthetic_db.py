@@ -51,7 +51,7 @@ from structome.pipelines.write import ARCHIVE_NAME, WriteContext, render_entry  
 from structome.storage import catalog, rows, schema  # noqa: E402
 from structome.storage.afdb_json import entry_file_names  # noqa: E402
 from structome.storage.archive import ArchiveWriter  # noqa: E402
-from structome.storage.compaction import ROW_GROUP_ROWS, plan_compaction  # noqa: E402
+from structome.storage.compaction import DATA_PAGE_BYTES, ROW_GROUP_ROWS, plan_compaction  # noqa: E402
 from structome.storage.layout import DatabaseLayout  # noqa: E402
 from structome.storage.plddt import FRACTION_COLUMNS, band_indices  # noqa: E402
 from structome.storage.schema import ENTRIES, FILES, RESIDUES  # noqa: E402
@@ -236,7 +236,7 @@ def _chunk_tables(rng, proteome: Proteome, numbers: np.ndarray, shards: np.ndarr
 
 
 class SegmentWriter:
-    """One segment's four files, written in sorted order chunk after chunk with compaction's row groups."""
+    """One segment's four files, written in sorted order chunk after chunk with compaction's row groups and pages."""
 
     def __init__(self, layout: DatabaseLayout, segment_id: str):
         self.layout, self.segment = layout, Segment(segment_id, 0, 0)
@@ -245,7 +245,9 @@ class SegmentWriter:
         for table in SEGMENT_TABLES:
             path = Path(layout.path(self.segment.file(table)))
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.writers[table] = pq.ParquetWriter(path, schema.TABLES[table], compression="zstd")
+            self.writers[table] = pq.ParquetWriter(
+                path, schema.TABLES[table], compression="zstd", data_page_size=DATA_PAGE_BYTES
+            )
 
     def add(self, tables: dict, mine: np.ndarray, template: Template) -> None:
         """The rows of the chunk's entries selected by `mine` (a mask over the chunk's entries)."""
