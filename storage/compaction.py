@@ -163,9 +163,7 @@ def compact(layout: DatabaseLayout, policy: CompactionPolicy = CompactionPolicy(
     if layout.layout_version != formats.LAYOUT:  # the marker must say layout 2 before a segment exists
         raise FormatError(f"{layout.location} is at layout {layout.layout_version}: run `structome migrate` first")
     manifest = layout.table_manifest()
-    level0 = {
-        shard: folder for shard, folder in layout.committed_shards().items() if shard not in manifest.compacted_shards
-    }
+    level0 = layout.uncompacted_shards(manifest)
     plan = plan_compaction(manifest, level0, _entries_of(layout, level0.values()), policy)
     written = []
     if not plan.empty:
