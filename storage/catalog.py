@@ -110,11 +110,18 @@ def connect_detached(layout: DatabaseLayout, visible: dict[str, list[str]] | Non
 def connect_files(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
     """An in-memory connection that reads the database's files by their `sql_path` (no views)."""
     connection = duckdb.connect()
+    _configure(connection, layout)
+    return connection
+
+
+def _configure(connection: duckdb.DuckDBPyConnection, layout: DatabaseLayout) -> None:
+    """Where relative paths start (or the store's file system), and Parquet footers parsed once per process
+    (files are never changed once written: compaction and builds write new names)."""
+    connection.execute("SET parquet_metadata_cache = true")
     if layout.is_local:
         connection.execute(f"SET file_search_path = '{quote(layout.root)}'")
     else:
         connection.register_filesystem(_duckdb_file_system(layout.fs))
-    return connection
 
 
 def _open(layout: DatabaseLayout, *, read_only: bool, attempts: int = 50) -> duckdb.DuckDBPyConnection:
@@ -127,7 +134,7 @@ def _open(layout: DatabaseLayout, *, read_only: bool, attempts: int = 50) -> duc
             if attempt == attempts - 1:
                 raise
             time.sleep(0.1)
-    connection.execute(f"SET file_search_path = '{quote(layout.root)}'")
+    _configure(connection, layout)
     return connection
 
 
