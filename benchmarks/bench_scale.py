@@ -163,7 +163,7 @@ def serve_ready(db: Path, accession: str, timeout: float) -> tuple[float | None,
 
 UPDATE = SHARED / "uniprot" / "UP000000625_83333_ecoli_k12_2024.fasta"  # a proteome (E. coli K-12, 4,400 records)
 _PLAN = """
-import resource, sys, time
+import re, sys, time
 sys.path[:0] = sys.argv[3:]
 from fake_database import PROVENANCE
 from structome.pipelines.build import plan_build
@@ -172,7 +172,8 @@ from structome.storage.layout import DatabaseLayout
 started = time.perf_counter()
 plan = plan_build([sys.argv[2], str(sys.argv[1]) + ".stored.fasta"], DatabaseLayout(sys.argv[1]), BuildSettings(), PROVENANCE)
 found = plan.entries_skipped + sum(1 for f in plan.ingest_failures if f.reason == "conflicts_with_database")
-print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, found)
+peak = int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024  # not ru_maxrss: fork
+print(time.perf_counter() - started, peak, found)
 """
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import duckdb
 import pyarrow as pa
 
 from structome.models.types import FileKind
@@ -63,14 +64,21 @@ class StoredFile:
 
 def resolve_entry(layout: DatabaseLayout, identifier: str) -> str:
     """An entryId as is; an accession with exactly one entry gives that entry; several raise."""
-    table = catalog.query(
-        layout,
-        "SELECT entryId FROM entries WHERE entryId = ? OR uniprotAccession = ? ORDER BY fragment, entryId",
-        [identifier, identifier],
-    )
-    entry_ids = table.column("entryId").to_pylist()
-    if identifier in entry_ids:
+    connection = catalog.connect(layout)
+    try:
+        return _resolve_entry(connection, layout, identifier)
+    finally:
+        connection.close()
+
+
+def _resolve_entry(connection: duckdb.DuckDBPyConnection, layout: DatabaseLayout, identifier: str) -> str:
+    # Two equality lookups, not one `OR`: each skips every row group whose key range excludes it.
+    if connection.execute("SELECT 1 FROM entries WHERE entryId = ? LIMIT 1", [identifier]).fetchall():
         return identifier
+    found = connection.execute(
+        "SELECT entryId FROM entries WHERE uniprotAccession = ? ORDER BY fragment, entryId", [identifier]
+    ).fetchall()
+    entry_ids = [entry_id for (entry_id,) in found]
     if not entry_ids:
         raise EntryNotFoundError(f"no entry or accession {identifier!r} in {layout.location}")
     if len(entry_ids) > 1:
@@ -79,7 +87,8 @@ def resolve_entry(layout: DatabaseLayout, identifier: str) -> str:
 
 
 def read_entry_file(layout: DatabaseLayout, identifier: str, kind: str = FileKind.CIF) -> StoredFile:
-    """One file of one entry: a catalog lookup, then one ranged read of its archive member."""
+    """One file of one entry: two point lookups in one catalog connection, then one ranged read of its archive
+    member."""
     if kind == "pdb":
         from structome.storage.mmcif import mmcif_to_pdb  # gemmi: only for this conversion
 
@@ -89,13 +98,19 @@ def read_entry_file(layout: DatabaseLayout, identifier: str, kind: str = FileKin
         )
     if kind not in FILE_KINDS:
         raise ValueError(f"file kind must be one of {DOWNLOAD_KINDS}, got {kind!r}")
-    entry_id = resolve_entry(layout, identifier)
-    table = catalog.query(
-        layout, f"SELECT {file_columns_sql()} FROM files WHERE entryId = ? AND kind = ?", [entry_id, kind]
-    )
-    if table.num_rows == 0:
+    connection = catalog.connect(layout)
+    try:
+        entry_id = _resolve_entry(connection, layout, identifier)
+        cursor = connection.execute(
+            f"SELECT {file_columns_sql()} FROM files WHERE entryId = ? AND kind = ?", [entry_id, kind]
+        )
+        names = [column[0] for column in cursor.description]
+        rows = cursor.fetchall()
+    finally:
+        connection.close()
+    if not rows:
         raise EntryNotFoundError(f"{entry_id} has no {kind} file")
-    location = FileLocation.from_row(table.to_pylist()[0])
+    location = FileLocation.from_row(dict(zip(names, rows[0], strict=True)))
     data = layout.read_range(location.archive, location.offset, location.length)
     stored = verify_stored(
         data, f"{layout.location}/{location.archive}", location.offset, location.length, location.sha256
