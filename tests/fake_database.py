@@ -2,12 +2,14 @@
 
 `entry()` and `random_prediction()` make small synthetic records; `afdb_prediction()` turns a real AlphaFold DB
 model (coordinates, pLDDT from B-factors) into a Prediction, so pages and viewers get a real fold with every
-pLDDT band. `write_database()` stores them through `pipelines.write.write_shard` and refreshes the catalog.
+pLDDT band. `write_database()` stores them through `pipelines.write.write_shard` and refreshes the catalog;
+`add_entries()` commits numbered synthetic entries (accessions Q00000...) in small shards.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +18,16 @@ import gemmi
 import numpy as np
 import pyarrow as pa
 
-from structome.models.types import STANDARD_RESIDUES, Entry, Failure, Prediction, PredictionRequest, Provenance
+from structome.models.types import (
+    STANDARD_RESIDUES,
+    Entry,
+    Failure,
+    FailureReason,
+    Prediction,
+    PredictionRequest,
+    Provenance,
+    Stage,
+)
 from structome.pipelines.checksums import crc64_hex, md5_hex
 from structome.pipelines.sharding import cut_shards
 from structome.pipelines.write import WriteContext, write_shard
@@ -158,3 +169,24 @@ def index_tables(records: Sequence[dict], files: Sequence) -> duckdb.DuckDBPyCon
         connection.execute(f"CREATE TABLE {name} AS SELECT * FROM rows ORDER BY entryId")
         connection.unregister("rows")
     return connection
+
+
+def add_entries(location, first: int, count: int, shard_size: int = 2) -> list[str]:
+    """Commit `count` new entries (and a failure row) in shards of `shard_size`; their accessions."""
+    rng = random.Random(first)
+    accessions = [f"Q{i:05d}" for i in range(first, first + count)]
+    entries = [
+        entry(
+            f"SM-{acc}-F1",
+            acc,
+            "".join(rng.choice("ACDEFGHIKLMNPQRSTVWY") for _ in range(rng.randint(8, 24))),
+            f"p{acc}",
+        )
+        for acc in accessions
+    ]
+    predictions = [random_prediction(PredictionRequest(e.prediction_id, e.sequence), i) for i, e in enumerate(entries)]
+    failure = Failure(
+        f"bad{first}", "in.fasta", FailureReason.INVALID_CHARACTER, "not a protein", Stage.INGEST, record_number=first
+    )
+    write_database(location, entries, predictions, [failure], shard_size=shard_size)
+    return accessions
