@@ -1,8 +1,9 @@
-"""Synthetic structome databases of any size, in exactly the local layout a build commits, written in minutes.
+"""Synthetic structome databases of any size, in exactly the layout a build commits, written in minutes.
 
     from synthetic_db import make_database
-    make_database("/tmp/db", 100_000)             # or: python benchmarks/synthetic_db.py DB N
-    make_compacted_database("/tmp/db", 10**7)     # or: python benchmarks/synthetic_db.py DB N --compacted
+    make_database("/tmp/db", 100_000)                      # or: python benchmarks/synthetic_db.py DB N
+    make_database("s3://bucket/db?endpoint_override=...", 10_000)   # an object store, committed as a build does
+    make_compacted_database("/tmp/db", 10**7)              # or: python benchmarks/synthetic_db.py DB N --compacted
 
 What is real: the folder layout (shards committed through `DatabaseLayout.begin_shard`/`commit_shard`), the
 four Parquet tables per shard with the schemas of `storage.schema`, 64 unique sequences per shard, shards cut
@@ -16,7 +17,8 @@ pLDDT columns agree with the residues table). Archives are real but shared: ONE 
 rendered with the real writers (mmCIF, PAE and confidence JSON of random predictions, gzip members in a tar),
 and every shard's archive.tar is a hard link to it; each files row points at a real member (offset, length,
 SHA-256), so `structome get` does its real ranged read and checksum check, but the bytes it returns name a
-template entry, not the one asked for. Good for timing; not for reading structures.
+template entry, not the one asked for. Good for timing; not for reading structures. An object store has no hard
+links: there each shard's archive is a server-side copy of the template object (one CopyObject, no upload).
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ def make_database(folder: str | os.PathLike, entries: int, *, seed: int = 0) -> 
         _write_shard(layout, part, plddt[offsets[start] : offsets[start + len(part)]], template)
         if number % 1000 == 999:
             logger.info("%d of %d entries written", start + len(part), entries)
-    template.unlink()  # every shard holds a hard link to it
+    template.remove(layout)  # every shard holds a hard link to it (or a copy)
     residues = int(pc.sum(table["uniprotEnd"]).as_py())
     _write_build(layout, entries, residues, len(range(0, entries, SHARD_SIZE)), time.perf_counter() - started)
     catalog.refresh_catalog(layout)
@@ -156,6 +158,8 @@ def make_compacted_database(
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     layout = DatabaseLayout(folder)
+    if not layout.is_local:
+        raise ValueError("make_compacted_database writes local databases only (hard links, folders)")
     layout.create()
     proteome = read_proteome()
     template = _render_template(layout, rng, proteome)
@@ -175,7 +179,7 @@ def make_compacted_database(
             writer.add(tables, shard_segment[shards] == number, template)
         logger.info("%d of %d entries written", stop, entries)
     finished = [writer.close(int(np.sum(shard_segment == n))) for n, writer in enumerate(segments)]
-    template.unlink()
+    template.remove(layout)
     manifest = TableManifest().successor(finished, set(shard_ids.tolist()))
     layout.write_table_manifest(manifest)
     layout.write_text_atomic(json.dumps({"generation": manifest.generation}) + "\n", "tables/collected.json")
@@ -206,10 +210,10 @@ def _shards_per_segment(rng: np.random.Generator, shards: int, sizes: list[int])
 def _make_shard_folders(layout: DatabaseLayout, count: int, template: Template) -> np.ndarray:
     """`count` committed shard folders, each holding a hard link to the template archive; their ids."""
     ids = np.array([hashlib.sha256(b"shard %d" % n).hexdigest()[:20] for n in range(count)], object)
-    source, copies = template.path, []
+    source, copies = Path(template.path), []
     for number, shard_id in enumerate(ids):
         if number and number % MAX_LINKS == 0:  # file systems cap a file's links (ext4: 65,000): a fresh copy
-            source = template.path.with_suffix(f".{number}.tar")
+            source = Path(template.path).with_suffix(f".{number}.tar")
             shutil.copyfile(template.path, source)
             copies.append(source)
         folder = layout.path(layout.shard(shard_id))
@@ -406,19 +410,29 @@ def _with_plddt_columns(rng: np.random.Generator, table: pa.Table, mean: np.ndar
 class Template:
     """One rendered shard archive and its files rows (3 per entry, in write order)."""
 
-    path: Path  # the tar that every shard hard-links
+    path: str  # the tar every shard hard-links (or copies, on object stores), as a path of the layout's file system
     files: pa.Table  # FILES rows of its members
 
-    def unlink(self) -> None:
-        self.path.unlink()
+    def place(self, layout: DatabaseLayout, folder: str) -> None:
+        """Put the archive into a shard's folder: a hard link locally, the store's own copy on object stores."""
+        if layout.is_local:
+            os.link(self.path, f"{folder}/{ARCHIVE_NAME}")
+        else:
+            layout.fs.copy_file(self.path, f"{folder}/{ARCHIVE_NAME}")
+
+    def remove(self, layout: DatabaseLayout) -> None:
+        layout.fs.delete_file(self.path)
 
 
 def _render_template(layout: DatabaseLayout, rng: np.random.Generator, proteome: Proteome) -> Template:
     """SHARD_SIZE random predictions of proteome lengths rendered by the real writers into one archive."""
     context = WriteContext(layout, PROVENANCE, BUILD_ID, CREATED)
-    path = layout.staging / "synthetic-template.tar"
+    path = f"{layout.staging}/synthetic-template.tar" if layout.is_local else layout.path("synthetic-template.tar")
     locations = []
-    with open(path, "wb") as stream, ArchiveWriter(stream, archive=ARCHIVE_NAME, mtime=time.time()) as archive:
+    with (
+        layout.fs.open_output_stream(path) as stream,
+        ArchiveWriter(stream, archive=ARCHIVE_NAME, mtime=time.time()) as archive,
+    ):
         for number, length in enumerate(rng.choice(proteome.lengths, SHARD_SIZE).tolist()):
             sequence = "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), length))
             record = entry(f"SM-T{number:05d}-F1", f"T{number:05d}", sequence, f"t{number}")
@@ -429,21 +443,20 @@ def _render_template(layout: DatabaseLayout, rng: np.random.Generator, proteome:
 
 
 def _write_shard(layout: DatabaseLayout, part: pa.Table, plddt: np.ndarray, template: Template) -> None:
-    """One shard's four tables and its hard-linked archive, committed like write_shard commits."""
+    """One shard's four tables and its archive, committed like write_shard commits."""
     shard_id = hashlib.sha256("\n".join(sorted(part["entryId"].to_pylist())).encode()).hexdigest()[:20]
     target = layout.begin_shard(shard_id)
-    archive = f"{layout.shard(shard_id)}/{ARCHIVE_NAME}"
-    os.link(template.path, f"{target.folder}/{ARCHIVE_NAME}")
+    template.place(layout, target.folder)
     tables = {
         "entries": part.append_column(ENTRIES.field("shard"), pa.array([shard_id] * len(part))).select(ENTRIES.names),
         "residues": _residues(part, plddt),
-        "files": _files(part, template, archive),
+        "files": _files(part, template, f"{target.relative}/{ARCHIVE_NAME}"),
         "failures": rows.failures_table([], BUILD_ID),
     }
     for name, table in tables.items():
         if not table.schema.equals(schema.TABLES[name]):
             raise AssertionError(f"{name}: not the schema of storage.schema")
-        pq.write_table(table, f"{target.folder}/{name}.parquet", compression="zstd")
+        pq.write_table(table, f"{target.folder}/{name}.parquet", compression="zstd", filesystem=layout.fs)
     if not layout.commit_shard(target):
         raise RuntimeError(f"shard {shard_id} was already committed")
 

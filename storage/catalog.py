@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 _RAW_SUFFIX = "_all"  # raw views that the public views filter
 _PROTOCOL = "structome"
+_WRITTEN_ONCE = ("shards", "tables", "schema")  # folders whose files are never rewritten under the same name
 _REFRESHING = threading.Lock()  # DuckDB reads object-store databases as structome://<path in the store>
 
 # Failures: the newest row per (record, entry, reason), and none for entries that now exist
@@ -121,7 +122,7 @@ def _configure(connection: duckdb.DuckDBPyConnection, layout: DatabaseLayout) ->
     if layout.is_local:
         connection.execute(f"SET file_search_path = '{quote(layout.root)}'")
     else:
-        connection.register_filesystem(_duckdb_file_system(layout.fs))
+        connection.register_filesystem(_duckdb_file_system(layout))
 
 
 def _open(layout: DatabaseLayout, *, read_only: bool, attempts: int = 50) -> duckdb.DuckDBPyConnection:
@@ -138,12 +139,22 @@ def _open(layout: DatabaseLayout, *, read_only: bool, attempts: int = 50) -> duc
     return connection
 
 
-def _duckdb_file_system(fs):
-    """A pyarrow file system as an fsspec one, which DuckDB can read through (no httpfs extension needed)."""
-    from fsspec.implementations.arrow import ArrowFSWrapper  # object stores only: fsspec is slow to import
+def _duckdb_file_system(layout: DatabaseLayout):
+    """The layout's pyarrow file system as an fsspec one, which DuckDB can read through (no httpfs extension
+    needed). DuckDB asks for a file's existence, size and modification time three times per query besides
+    opening it, each a request to the store: a file's facts are kept for the connection's life where its name
+    is never reused (shard attempts, segments and schema files are written once, under new names; build rows
+    are not), and so are the Parquet footers (DuckDB's metadata cache, checked by modification time)."""
+    from fsspec.implementations.arrow import ArrowFSWrapper  # object stores only: fsspec is slow
+
+    immutable = tuple(f"{layout.base}/{folder}/" for folder in _WRITTEN_ONCE)
 
     class DuckDBFileSystem(ArrowFSWrapper):
         protocol = _PROTOCOL
+
+        def __init__(self, fs, **kwargs):
+            super().__init__(fs, **kwargs)
+            self.known: dict[str, dict] = {}  # path -> fsspec info of a file written once
 
         @classmethod
         def _strip_protocol(cls, path):
@@ -151,7 +162,16 @@ def _duckdb_file_system(fs):
                 return [cls._strip_protocol(p) for p in path]
             return path.removeprefix(f"{_PROTOCOL}://").rstrip("/")
 
-    return DuckDBFileSystem(fs)
+        def info(self, path, **kwargs):
+            path = self._strip_protocol(path)
+            if (known := self.known.get(path)) is not None:
+                return known
+            found = super().info(path, **kwargs)
+            if found["type"] == "file" and path.startswith(immutable):
+                self.known[path] = found
+            return found
+
+    return DuckDBFileSystem(layout.fs)
 
 
 def query(layout: DatabaseLayout, sql: str, parameters: list | None = None) -> pa.Table:

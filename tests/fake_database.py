@@ -2,12 +2,14 @@
 
 `entry()` and `random_prediction()` make small synthetic records; `afdb_prediction()` turns a real AlphaFold DB
 model (coordinates, pLDDT from B-factors) into a Prediction, so pages and viewers get a real fold with every
-pLDDT band. `write_database()` stores them through `pipelines.write.write_shard` and refreshes the catalog.
+pLDDT band. `write_database()` stores them through `pipelines.write.write_shard` and refreshes the catalog;
+`add_entries()` commits numbered synthetic entries (accessions Q00000...) in small shards.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +20,16 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from structome.models.types import STANDARD_RESIDUES, Entry, Failure, Prediction, PredictionRequest, Provenance
+from structome.models.types import (
+    STANDARD_RESIDUES,
+    Entry,
+    Failure,
+    FailureReason,
+    Prediction,
+    PredictionRequest,
+    Provenance,
+    Stage,
+)
 from structome.pipelines.checksums import crc64_hex, md5_hex
 from structome.pipelines.sharding import cut_shards
 from structome.pipelines.write import WriteContext, write_shard
@@ -169,3 +180,24 @@ def index_tables(
         connection.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{catalog.quote(path)}')")
         tables[name] = SortedTable(pafs.LocalFileSystem(), [path], KEYS[name])
     return connection, tables
+
+
+def add_entries(location, first: int, count: int, shard_size: int = 2) -> list[str]:
+    """Commit `count` new entries (and a failure row) in shards of `shard_size`; their accessions."""
+    rng = random.Random(first)
+    accessions = [f"Q{i:05d}" for i in range(first, first + count)]
+    entries = [
+        entry(
+            f"SM-{acc}-F1",
+            acc,
+            "".join(rng.choice("ACDEFGHIKLMNPQRSTVWY") for _ in range(rng.randint(8, 24))),
+            f"p{acc}",
+        )
+        for acc in accessions
+    ]
+    predictions = [random_prediction(PredictionRequest(e.prediction_id, e.sequence), i) for i, e in enumerate(entries)]
+    failure = Failure(
+        f"bad{first}", "in.fasta", FailureReason.INVALID_CHARACTER, "not a protein", Stage.INGEST, record_number=first
+    )
+    write_database(location, entries, predictions, [failure], shard_size=shard_size)
+    return accessions

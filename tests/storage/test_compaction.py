@@ -15,10 +15,9 @@ import uuid
 
 import pyarrow.parquet as pq
 import pytest
-from fake_database import entry, random_prediction, write_database
+from fake_database import add_entries
 from processes import kill_all
 
-from structome.models.types import Failure, FailureReason, PredictionRequest, Stage
 from structome.storage import catalog
 from structome.storage.compaction import CompactionPolicy, collect_garbage, compact, plan_compaction
 from structome.storage.layout import DatabaseLayout
@@ -42,27 +41,6 @@ def fingerprints(location) -> dict:
         return {table: connection.sql(sql).fetchall() for table, sql in FINGERPRINTS.items()}
     finally:
         connection.close()
-
-
-def add_entries(location, first: int, count: int, shard_size: int = 2) -> list[str]:
-    """Commit `count` new entries (and a failure row) in shards of `shard_size`; their accessions."""
-    rng = random.Random(first)
-    accessions = [f"Q{i:05d}" for i in range(first, first + count)]
-    entries = [
-        entry(
-            f"SM-{acc}-F1",
-            acc,
-            "".join(rng.choice("ACDEFGHIKLMNPQRSTVWY") for _ in range(rng.randint(8, 24))),
-            f"p{acc}",
-        )
-        for acc in accessions
-    ]
-    predictions = [random_prediction(PredictionRequest(e.prediction_id, e.sequence), i) for i, e in enumerate(entries)]
-    failure = Failure(
-        f"bad{first}", "in.fasta", FailureReason.INVALID_CHARACTER, "not a protein", Stage.INGEST, record_number=first
-    )
-    write_database(location, entries, predictions, [failure], shard_size=shard_size)
-    return accessions
 
 
 def run_compaction(location, policy: CompactionPolicy = SMALL):
