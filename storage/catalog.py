@@ -27,10 +27,12 @@ import pyarrow as pa
 
 from structome.storage import schema
 from structome.storage.layout import DatabaseLayout
+from structome.storage.segments import SegmentFile
 
 logger = logging.getLogger(__name__)
 
 _RAW_SUFFIX = "_all"  # raw views that the public views filter
+TABLE_FILES = "table_files"  # the catalog's table of visible files and their parts' key ranges (key_files)
 _PROTOCOL = "structome"
 _WRITTEN_ONCE = ("shards", "tables", "schema")  # folders whose files are never rewritten under the same name
 _REFRESHING = threading.Lock()  # DuckDB reads object-store databases as structome://<path in the store>
@@ -68,11 +70,11 @@ def _create_views(
     connection: duckdb.DuckDBPyConnection,
     layout: DatabaseLayout,
     temporary: str = "",
-    visible: dict[str, list[str]] | None = None,
+    visible: dict[str, list[SegmentFile]] | None = None,
 ) -> None:
-    visible = visible or layout.visible_files(schema.TABLES)
+    visible = visible or layout.visible_parts(schema.TABLES)
     for table in schema.TABLES:
-        sources = [layout.schema_file(table), *visible[table]]
+        sources = [layout.schema_file(table), *(part.path for part in visible[table])]
         listing = ", ".join(f"'{quote(sql_path(layout, source))}'" for source in sources)
         name = table + _RAW_SUFFIX if table == "failures" else table
         connection.execute(
@@ -80,6 +82,37 @@ def _create_views(
             f"SELECT * FROM read_parquet([{listing}], union_by_name = true)"
         )
     connection.execute(_FAILURES_VIEW.format(temporary=temporary))
+    connection.execute(
+        f"CREATE OR REPLACE {temporary} TABLE {TABLE_FILES} "
+        "(tableName VARCHAR, file VARCHAR, keyColumn VARCHAR, low VARCHAR, high VARCHAR)"
+    )
+    rows = _file_listing(layout, visible)
+    for start in range(0, len(rows), 500):  # parameters, not executemany (its first call imports pandas)
+        chunk = rows[start : start + 500]
+        values = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+        connection.execute(f"INSERT INTO {TABLE_FILES} VALUES {values}", [v for row in chunk for v in row])
+
+
+def _file_listing(layout: DatabaseLayout, visible: dict[str, list[SegmentFile]]) -> list[tuple]:
+    """One row per (visible file, key column with a known range); a file without ranges: one row of nulls."""
+    rows = []
+    for table, parts in visible.items():
+        for part in parts:
+            file = sql_path(layout, part.path)
+            rows += [(table, file, column, low, high) for column, (low, high) in part.ranges.items()]
+            rows += [] if part.ranges else [(table, file, None, None, None)]
+    return rows
+
+
+def key_files(connection: duckdb.DuckDBPyConnection, table: str, column: str, value: str) -> list[str]:
+    """The visible files of `table` that may hold rows whose `column` equals `value` (by their parts' key ranges):
+    what a point lookup must read, as SQL paths, in listing order."""
+    found = connection.execute(
+        f"SELECT DISTINCT file FROM {TABLE_FILES} WHERE tableName = ? AND file NOT IN "
+        f"(SELECT file FROM {TABLE_FILES} WHERE tableName = ? AND keyColumn = ? AND NOT (? BETWEEN low AND high))",
+        [table, table, column, value],
+    ).fetchall()
+    return [file for (file,) in found]
 
 
 def sql_path(layout: DatabaseLayout, relative: str) -> str:
@@ -97,10 +130,12 @@ def connect(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
     return connect_detached(layout)
 
 
-def connect_detached(layout: DatabaseLayout, visible: dict[str, list[str]] | None = None) -> duckdb.DuckDBPyConnection:
+def connect_detached(
+    layout: DatabaseLayout, visible: dict[str, list[SegmentFile]] | None = None
+) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with the catalog's views, holding no lock on catalog.duckdb: for long-lived
     readers (the server's SQL workers), which must never stop a build from refreshing the catalog. `visible`:
-    the files to list (DatabaseLayout.visible_files of every table), when the caller has just listed them."""
+    the files to list (DatabaseLayout.visible_parts of every table), when the caller has just listed them."""
     if not layout.exists():
         raise FileNotFoundError(f"{layout.location} is not a structome database (no catalog)")
     connection = connect_files(layout)

@@ -35,8 +35,18 @@ import pyarrow.parquet as pq
 from structome.storage import catalog, formats, schema
 from structome.storage.atomic import publish_file
 from structome.storage.formats import FormatError
+from structome.storage.key_index import key_ranges
 from structome.storage.layout import DatabaseLayout
-from structome.storage.segments import SEGMENT_TABLES, SORT_KEYS, Segment, TableManifest, manifest_path
+from structome.storage.segments import (
+    PART_KEYS,
+    SEGMENT_TABLES,
+    SORT_KEYS,
+    Segment,
+    SegmentFile,
+    TableManifest,
+    manifest_path,
+    part_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +59,9 @@ _COLLECTED = "tables/collected.json"  # {"generation": g}: the shard files gener
 ROW_GROUP_ROWS = {"entries": 4_096, "residues": 131_072, "files": 8_192, "failures": 16_384}
 # Small data pages: DuckDB decodes only the pages that hold a point query's rows (SQL lookups on long columns).
 DATA_PAGE_BYTES = 16_384
+# Row groups per part file of a segment (storage.segments): a cold point lookup parses one part's footer per
+# segment (entries: 262k entries, ~1 MB of footer), whatever the segment's size.
+ROW_GROUPS_PER_PART = 64
 
 
 @dataclass(frozen=True)
@@ -219,19 +232,26 @@ class _Scratch:
 
     def write_segment(self, merge: _Merge, generation: int) -> Segment:
         segment_id = f"g{generation:010d}-{secrets.token_hex(4)}"
-        rows, size = {}, 0
+        rows, size, parts = {}, 0, {}
         for table in SEGMENT_TABLES:
             sources = [f"{folder}/{table}.parquet" for folder in merge.shards.values()]
-            sources += [segment.file(table) for segment in merge.segments]
-            staged = self.folder / f"{table}.parquet"
-            rows[table] = self._sort_into(table, sources, staged)
-            size += staged.stat().st_size
-            self._publish(staged, Segment(segment_id, 0, 0).file(table))
+            sources += [path for segment in merge.segments for path in segment.paths(table)]
+            staged = self.folder / table
+            rows[table], files = self._sort_into(table, sources, staged)
+            written = []
+            for number, file in enumerate(files):
+                ranges = key_ranges(str(file), pq.ParquetFile(file).metadata, PART_KEYS[table])
+                size += file.stat().st_size
+                written.append(SegmentFile(part_path(table, segment_id, number), ranges))
+                self._publish(file, written[-1].path)
+            parts[table] = tuple(written)
         shards = len(merge.shards) + sum(s.shards for s in merge.segments)
         logger.info("segment %s: %d entries from %d shards", segment_id, rows["entries"], shards)
-        return Segment(segment_id, rows["entries"], shards, rows, size)
+        return Segment(segment_id, rows["entries"], shards, rows, size, parts)
 
-    def _sort_into(self, table: str, sources: list[str], target: Path) -> int:
+    def _sort_into(self, table: str, sources: list[str], target: Path) -> tuple[int, list[Path]]:
+        """Sort the sources' rows into part files in the folder `target`: the row count, and the parts in key
+        order (at least one, empty when there are no rows)."""
         columns = ", ".join(f'"{name}"' for name in schema.TABLES[table].names)
         listing = ", ".join(
             f"'{catalog.quote(catalog.sql_path(self.layout, f))}'" for f in [self.layout.schema_file(table), *sources]
@@ -239,11 +259,12 @@ class _Scratch:
         order = ", ".join(f'"{key}"' for key in SORT_KEYS[table])
         written = self.connection.execute(
             f"COPY (SELECT {columns} FROM read_parquet([{listing}], union_by_name = true) ORDER BY {order}) "
-            f"TO '{catalog.quote(target)}' (FORMAT parquet, COMPRESSION zstd, "
-            f"ROW_GROUP_SIZE {ROW_GROUP_ROWS[table]}, DATA_PAGE_SIZE_LIMIT {DATA_PAGE_BYTES})"
+            f"TO '{catalog.quote(target)}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS[table]}, "
+            f"DATA_PAGE_SIZE_LIMIT {DATA_PAGE_BYTES}, ROW_GROUPS_PER_FILE {ROW_GROUPS_PER_PART}, RETURN_FILES true)"
         ).fetchone()
-        assert written is not None  # COPY answers with the number of rows it wrote
-        return int(written[0])
+        assert written is not None  # COPY answers with the number of rows and the files it wrote
+        files = sorted((Path(f) for f in written[1]), key=_part_number)
+        return int(written[0]), files
 
     def _publish(self, staged: Path, relative: str) -> None:
         if self.layout.is_local:
@@ -298,6 +319,11 @@ def _shard_files_to_remove(layout: DatabaseLayout, settled: TableManifest) -> li
         if shard in folders
         for table in SEGMENT_TABLES
     ]
+
+
+def _part_number(path: Path) -> int:
+    """DuckDB names the files of one COPY data_0.parquet, data_1.parquet, ... in the order it writes them."""
+    return int(path.stem.rsplit("_", 1)[-1])
 
 
 def _is_segment_file(relative: str) -> bool:

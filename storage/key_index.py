@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["SortedTable"]
+__all__ = ["SortedTable", "key_ranges"]
 
 # A string maximum this long may be a truncated one (a writer's statistics limit): no upper bound then.
 _TRUNCATED = 64
@@ -133,3 +133,16 @@ def _bounds(file: _File, key: str) -> list[tuple[str, str] | tuple[()] | None]:
         else:
             bounds.append((statistics.min, statistics.max))
     return bounds
+
+
+def key_ranges(path: str, metadata: pq.FileMetaData, keys: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """The [min, max] of each key column over a file's rows, from its footer's statistics. A key is left out
+    where some row group's values are unknown (no usable statistics) or the file holds none."""
+    file = _File(path, metadata, frozenset(metadata.schema.names))
+    ranges = {}
+    for key in keys:
+        bounds = _bounds(file, key)
+        known = [b for b in bounds if b != ()]
+        if known and None not in known:
+            ranges[key] = (min(b[0] for b in known), max(b[1] for b in known))  # type: ignore[index]
+    return ranges

@@ -45,7 +45,14 @@ from structome.storage import formats
 from structome.storage.atomic import publish_folder, write_bytes_atomic, write_parquet_atomic
 from structome.storage.formats import MARKER_NAME, FormatError, new_marker, parse_marker
 from structome.storage.locks import BuildLock, DatabaseLockedError, LeaseLock, lease_is_fresh
-from structome.storage.segments import MANIFESTS, SEGMENT_TABLES, TableManifest, generation_of, manifest_path
+from structome.storage.segments import (
+    MANIFESTS,
+    SEGMENT_TABLES,
+    SegmentFile,
+    TableManifest,
+    generation_of,
+    manifest_path,
+)
 
 __all__ = [
     "DatabaseLayout",
@@ -365,18 +372,21 @@ class DatabaseLayout:
 
     def visible_files(self, tables) -> dict[str, list[str]]:
         """table_files of several tables, from one reading of the manifest and the shard listing."""
+        return {table: [part.path for part in parts] for table, parts in self.visible_parts(tables).items()}
+
+    def visible_parts(self, tables) -> dict[str, list[SegmentFile]]:
+        """visible_files with what is known of each file's key ranges (a segment's parts; none for shards)."""
         manifest = self.table_manifest()
         shards = list(self.uncompacted_shards(manifest).values())
         visible = {}
         for table in tables:
             files = []
             if table in SHARD_TABLES:
-                files = [segment.file(table) for segment in manifest.segments]
-                files += [f"{folder}/{table}.parquet" for folder in shards]
+                files = [part for segment in manifest.segments for part in segment.table_files(table)]
+                files += [SegmentFile(f"{folder}/{table}.parquet") for folder in shards]
             if table in _LOOSE_TABLES:
-                files += [
-                    f for f in self.list_files(_LOOSE_TABLES[table]) if f.count("/") == 1 and f.endswith(".parquet")
-                ]
+                listing = self.list_files(_LOOSE_TABLES[table])
+                files += [SegmentFile(f) for f in listing if f.count("/") == 1 and f.endswith(".parquet")]
             visible[table] = files
         return visible
 

@@ -14,7 +14,14 @@ import pyarrow as pa
 
 from structome.models.types import FileKind
 from structome.storage import catalog
-from structome.storage.archive import ArchiveChecksumError, FileLocation, decode, file_columns_sql, verify_stored
+from structome.storage.archive import (
+    FILE_COLUMNS,
+    ArchiveChecksumError,
+    FileLocation,
+    decode,
+    file_columns_sql,
+    verify_stored,
+)
 from structome.storage.layout import DatabaseLayout
 
 FILE_KINDS = tuple(kind.value for kind in FileKind)  # stored: cif, pae, confidence
@@ -72,18 +79,32 @@ def resolve_entry(layout: DatabaseLayout, identifier: str) -> str:
 
 
 def _resolve_entry(connection: duckdb.DuckDBPyConnection, layout: DatabaseLayout, identifier: str) -> str:
-    # Two equality lookups, not one `OR`: each skips every row group whose key range excludes it.
-    if connection.execute("SELECT 1 FROM entries WHERE entryId = ? LIMIT 1", [identifier]).fetchall():
+    # Two equality lookups, not one `OR`: each reads only the parts whose key range holds the identifier.
+    if _point_rows(connection, "entries", "entryId", identifier, "1"):
         return identifier
-    found = connection.execute(
-        "SELECT entryId FROM entries WHERE uniprotAccession = ? ORDER BY fragment, entryId", [identifier]
-    ).fetchall()
+    found = _point_rows(connection, "entries", "uniprotAccession", identifier, "entryId", "ORDER BY fragment, entryId")
     entry_ids = [entry_id for (entry_id,) in found]
     if not entry_ids:
         raise EntryNotFoundError(f"no entry or accession {identifier!r} in {layout.location}")
     if len(entry_ids) > 1:
         raise AmbiguousEntryError(identifier, entry_ids)
     return entry_ids[0]
+
+
+def _point_rows(
+    connection: duckdb.DuckDBPyConnection, table: str, column: str, value: str, select: str, rest: str = "", *more
+) -> list[tuple]:
+    """`SELECT select FROM table WHERE column = value [rest]` over only the files that may hold the value
+    (catalog.key_files): a cold process parses those footers, not every segment's. `rest` may add conditions
+    (`AND ...`, its parameters in `more`) and an ORDER BY."""
+    files = catalog.key_files(connection, table, column, value)
+    if not files:
+        return []
+    listing = ", ".join(f"'{catalog.quote(f)}'" for f in files)
+    return connection.execute(
+        f'SELECT {select} FROM read_parquet([{listing}], union_by_name = true) WHERE "{column}" = ? {rest}',
+        [value, *more],
+    ).fetchall()
 
 
 def read_entry_file(layout: DatabaseLayout, identifier: str, kind: str = FileKind.CIF) -> StoredFile:
@@ -101,16 +122,12 @@ def read_entry_file(layout: DatabaseLayout, identifier: str, kind: str = FileKin
     connection = catalog.connect(layout)
     try:
         entry_id = _resolve_entry(connection, layout, identifier)
-        cursor = connection.execute(
-            f"SELECT {file_columns_sql()} FROM files WHERE entryId = ? AND kind = ?", [entry_id, kind]
-        )
-        names = [column[0] for column in cursor.description]
-        rows = cursor.fetchall()
+        rows = _point_rows(connection, "files", "entryId", entry_id, file_columns_sql(), "AND kind = ?", kind)
     finally:
         connection.close()
     if not rows:
         raise EntryNotFoundError(f"{entry_id} has no {kind} file")
-    location = FileLocation.from_row(dict(zip(names, rows[0], strict=True)))
+    location = FileLocation.from_row(dict(zip(FILE_COLUMNS, rows[0], strict=True)))
     data = layout.read_range(location.archive, location.offset, location.length)
     stored = verify_stored(
         data, f"{layout.location}/{location.archive}", location.offset, location.length, location.sha256

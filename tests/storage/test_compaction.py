@@ -12,17 +12,21 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from fake_database import add_entries
 from processes import kill_all
 
-from structome.storage import catalog
+from structome.storage import catalog, compaction
 from structome.storage.compaction import CompactionPolicy, collect_garbage, compact, plan_compaction
 from structome.storage.layout import DatabaseLayout
 from structome.storage.reader import read_entry_file
 from structome.storage.segments import Segment, TableManifest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from synthetic_db import make_database  # noqa: E402  (thousands of entries in seconds: one template archive)
 
 # One fingerprint per table: row count, distinct keys (duplicates would show) and a hash of every stored value.
 FINGERPRINTS = {
@@ -59,14 +63,42 @@ def test_compaction_keeps_every_answer_and_sorts_by_entry(tmp_path):
     assert (report.shards_merged, report.segments_written, report.entries_rewritten) == (10, 1, 30)
     assert fingerprints(db) == before
     (segment,) = layout.table_manifest().segments
-    assert layout.table_files("entries") == [segment.file("entries")]
-    ids = pq.read_table(layout.path(segment.file("entries")), columns=["entryId"]).column("entryId").to_pylist()
-    assert ids == sorted(ids) and len(ids) == 30
+    assert layout.table_files("entries") == segment.paths("entries")
+    (part,) = segment.table_files("entries")  # 30 entries: one part
+    ids = pq.read_table(layout.path(part.path), columns=["entryId"]).column("entryId").to_pylist()
+    assert ids == sorted(ids) and len(ids) == 30 and part.ranges["entryId"] == (ids[0], ids[-1])
     assert read_entry_file(layout, accessions[7]).data.startswith(b"data_")  # archives stay where they were
     assert not list((db / "shards").glob("*/*.parquet"))  # grace 0: the shards' own tables are gone
     assert len(list((db / "shards").glob("*/archive.tar"))) == 10
     again = run_compaction(db, CompactionPolicy(grace_s=0))
     assert (again.segments_written, again.generation) == (0, 1)  # nothing new: no new generation
+
+
+def test_a_segment_in_parts_holds_disjoint_sorted_ranges_and_a_lookup_reads_one_part(tmp_path, monkeypatch):
+    monkeypatch.setitem(compaction.ROW_GROUP_ROWS, "entries", 2048)  # DuckDB's smallest row group: a vector
+    monkeypatch.setattr(compaction, "ROW_GROUPS_PER_PART", 1)
+    db = tmp_path / "db"
+    make_database(db, 5000)  # synthetic: 79 shards of 64 random accessions, one template archive
+    before = fingerprints(db)
+    run_compaction(db, CompactionPolicy(grace_s=0))
+    assert fingerprints(db) == before
+    layout = DatabaseLayout(db)
+    (segment,) = layout.table_manifest().segments
+    parts = segment.table_files("entries")
+    assert len(parts) == 3
+    ids = [i for p in parts for i in pq.read_table(layout.path(p.path)).column("entryId").to_pylist()]
+    assert ids == sorted(ids) and len(ids) == 5000
+    bounds = [p.ranges["entryId"] for p in parts]
+    assert all(high < next_low for (_, high), (next_low, _) in zip(bounds, bounds[1:], strict=False))
+    probe = parts[1].ranges["uniprotAccession"][0]
+    connection = catalog.connect(layout)
+    try:
+        assert catalog.key_files(connection, "entries", "uniprotAccession", probe) == [parts[1].path]
+        assert catalog.key_files(connection, "entries", "uniprotAccession", "A00000") == []  # below every range
+    finally:
+        connection.close()
+    for accession in (ids[0][3:-3], probe, ids[-1][3:-3]):
+        assert read_entry_file(layout, accession).entry_id == f"SM-{accession}-F1"
 
 
 def test_incremental_runs_rewrite_only_new_shards_and_full_tiers(tmp_path):
@@ -182,7 +214,7 @@ def test_kill_9_at_random_points_leaves_exactly_the_uncompacted_answers(tmp_path
 
 READER = """
 import json, pathlib, sys
-from structome.storage import catalog
+from structome.storage import catalog, compaction
 from structome.storage.layout import DatabaseLayout
 queries, stop = json.loads(sys.argv[3]), pathlib.Path(sys.argv[2])
 while not stop.exists():
