@@ -14,6 +14,7 @@ import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -98,8 +99,7 @@ class SortedTable:
             reader = pq.ParquetFile(handle, metadata=file.metadata)
             # The key column first: overlapping segments put the key in the range of one group of each, and
             # mostly only one holds it; the other columns (the sequence is 90% of a group) only for that one.
-            keys = reader.read_row_group(group, columns=[key]).column(key).to_pylist()  # no pyarrow.compute: pandas
-            hits = [i for i, value in enumerate(keys) if value is not None and low <= value <= high]
+            hits = _matching_rows(reader.read_row_group(group, columns=[key]).column(key), low, high)
             if not hits:
                 return []
             table = reader.read_row_group(group, columns=present)
@@ -110,6 +110,17 @@ class SortedTable:
             for row in rows:
                 row.update(dict.fromkeys(missing))
         return rows
+
+
+def _matching_rows(keys: pa.ChunkedArray, low: str, high: str) -> list[int]:
+    """The rows whose key lies in [low, high]. An equality lookup first looks for the key's bytes in the column's
+    string data (C speed; no false negatives) and decodes the column only where they occur: most groups a lookup
+    reads (one per overlapping segment) do not hold the key. No pyarrow.compute: its first call imports pandas."""
+    if low == high and keys.type == pa.string():
+        data = b"".join(chunk.buffers()[2].to_pybytes() for chunk in keys.chunks if chunk.buffers()[2] is not None)
+        if low.encode() not in data:
+            return []
+    return [i for i, value in enumerate(keys.to_pylist()) if value is not None and low <= value <= high]
 
 
 def _open(fs: pafs.FileSystem, path: str) -> _File:
