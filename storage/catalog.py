@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from structome.storage import schema
 from structome.storage.layout import DatabaseLayout
-from structome.storage.segments import SegmentFile
+from structome.storage.segments import SEGMENTS_FOLDER, SegmentFile
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +74,8 @@ def _create_views(
 ) -> None:
     visible = visible or layout.visible_parts(schema.TABLES)
     for table in schema.TABLES:
-        sources = [layout.schema_file(table), *(part.path for part in visible[table])]
-        listing = ", ".join(f"'{quote(sql_path(layout, source))}'" for source in sources)
         name = table + _RAW_SUFFIX if table == "failures" else table
-        connection.execute(
-            f"CREATE OR REPLACE {temporary} VIEW {name} AS "
-            f"SELECT * FROM read_parquet([{listing}], union_by_name = true)"
-        )
+        connection.execute(f"CREATE OR REPLACE {temporary} VIEW {name} AS {_table_sql(layout, table, visible[table])}")
     connection.execute(_FAILURES_VIEW.format(temporary=temporary))
     connection.execute(
         f"CREATE OR REPLACE {temporary} TABLE {TABLE_FILES} "
@@ -91,6 +86,23 @@ def _create_views(
         chunk = rows[start : start + 500]
         values = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
         connection.execute(f"INSERT INTO {TABLE_FILES} VALUES {values}", [v for row in chunk for v in row])
+
+
+def _table_sql(layout: DatabaseLayout, table: str, parts: list[SegmentFile]) -> str:
+    """The SELECT of one view. Segment parts (under tables/) are written by compaction with exactly the schema's
+    columns, like the schema file, and are read as one schema; shards' and loose files (an older build's may
+    lack a newer column) are matched by name. union_by_name over every file cost 3.7x on a point lookup at 10M
+    entries (each file's schema bound per query)."""
+    same = [layout.schema_file(table), *(p.path for p in parts if p.path.startswith(f"{SEGMENTS_FOLDER}/"))]
+    by_name = [p.path for p in parts if not p.path.startswith(f"{SEGMENTS_FOLDER}/")]
+    select = f"SELECT * FROM read_parquet([{_listing(layout, same)}])"
+    if by_name:
+        select += f" UNION ALL BY NAME SELECT * FROM read_parquet([{_listing(layout, by_name)}], union_by_name = true)"
+    return select
+
+
+def _listing(layout: DatabaseLayout, files: list[str]) -> str:
+    return ", ".join(f"'{quote(sql_path(layout, f))}'" for f in files)
 
 
 def _file_listing(layout: DatabaseLayout, visible: dict[str, list[SegmentFile]]) -> list[tuple]:

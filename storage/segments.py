@@ -32,6 +32,7 @@ from structome.storage.formats import FormatError, check_format, format_tag
 __all__ = [
     "MANIFESTS",
     "PART_KEYS",
+    "SEGMENTS_FOLDER",
     "SEGMENT_TABLES",
     "SORT_KEYS",
     "Segment",
@@ -43,7 +44,8 @@ __all__ = [
 ]
 
 MANIFEST_VERSION = 1
-MANIFESTS = "tables/manifests"
+SEGMENTS_FOLDER = "tables"  # segments' files and the manifests
+MANIFESTS = f"{SEGMENTS_FOLDER}/manifests"
 SEGMENT_TABLES = ("entries", "residues", "files", "failures")  # the tables a shard holds
 # How each table is sorted inside a segment: point lookups by entryId (and by accession, since an entryId is
 # <prefix>-<accession>-F<n>) skip every row group whose statistics exclude the key.
@@ -95,7 +97,7 @@ class Segment:
 
     def table_files(self, table: str) -> tuple[SegmentFile, ...]:
         """The segment's files of `table` (a segment written before parts: its one file, no ranges)."""
-        return self.parts.get(table) or (SegmentFile(f"tables/{table}/{self.segment_id}.parquet"),)
+        return self.parts.get(table) or (SegmentFile(f"{SEGMENTS_FOLDER}/{table}/{self.segment_id}.parquet"),)
 
     def paths(self, table: str) -> list[str]:
         return [part.path for part in self.table_files(table)]
@@ -122,7 +124,7 @@ class Segment:
 
 def part_path(table: str, segment_id: str, number: int) -> str:
     """Where part `number` of a segment's table lives, relative to the database."""
-    return f"tables/{table}/{segment_id}-{number:04d}.parquet"
+    return f"{SEGMENTS_FOLDER}/{table}/{segment_id}-{number:04d}.parquet"
 
 
 @dataclass(frozen=True)
