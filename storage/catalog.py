@@ -107,7 +107,7 @@ def _listing(layout: DatabaseLayout, files: list[str]) -> str:
 
 def _file_listing(layout: DatabaseLayout, visible: dict[str, list[SegmentFile]]) -> list[tuple]:
     """One row per (visible file, key column with a known range); a file without ranges: one row of nulls."""
-    rows = []
+    rows: list[tuple[str, str, str | None, str | None, str | None]] = []
     for table, parts in visible.items():
         for part in parts:
             file = sql_path(layout, part.path)

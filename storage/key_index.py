@@ -158,8 +158,8 @@ def key_ranges(path: str, metadata: pq.FileMetaData, keys: Iterable[str]) -> dic
     file = _File(path, metadata, frozenset(metadata.schema.names))
     ranges = {}
     for key in keys:
-        bounds = _bounds(file, key)
-        known = [b for b in bounds if b != ()]
-        if known and None not in known:
-            ranges[key] = (min(b[0] for b in known), max(b[1] for b in known))  # type: ignore[index]
+        bounds = [b for b in _bounds(file, key) if b != ()]
+        known = [b for b in bounds if b is not None and len(b) == 2]
+        if known and len(known) == len(bounds):
+            ranges[key] = (min(low for low, _ in known), max(high for _, high in known))
     return ranges
