@@ -256,7 +256,8 @@ def plan_update(db: str, runs: int) -> dict[str, float]:
         tests = Path(__file__).resolve().parents[1] / "tests"
         command = [sys.executable, "-c", _PLAN, db, str(UPDATE), fasta.name, str(tests)]
         for _ in range(runs):
-            seconds, rss, found = subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            seconds, rss, found = output.splitlines()[-1].split()
             if int(found) < len(rows):  # more: synthetic accessions that happen to be E. coli's
                 raise AssertionError(f"planning found {found} entries in the database, fewer than the {len(rows)}")
             results.append((float(seconds), float(rss)))

@@ -163,9 +163,10 @@ def connect_files(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
 
 
 def _configure(connection: duckdb.DuckDBPyConnection, layout: DatabaseLayout) -> None:
-    """Where relative paths start (or the store's file system), and Parquet footers parsed once per process
-    (files are never changed once written: compaction and builds write new names)."""
+    """Where relative paths start (or the store's file system), Parquet footers parsed once per process (files
+    are never changed once written: compaction and builds write new names), and no progress bar."""
     connection.execute("SET parquet_metadata_cache = true")
+    connection.execute("SET enable_progress_bar = false")  # it writes to stdout, into a command's output
     if layout.is_local:
         connection.execute(f"SET file_search_path = '{quote(layout.root)}'")
     else:
