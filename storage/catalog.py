@@ -81,7 +81,7 @@ def _create_views(
         f"CREATE OR REPLACE {temporary} TABLE {TABLE_FILES} "
         "(tableName VARCHAR, file VARCHAR, keyColumn VARCHAR, low VARCHAR, high VARCHAR)"
     )
-    rows = _file_listing(layout, visible)
+    rows = _table_files_rows(layout, visible)
     for start in range(0, len(rows), 500):  # parameters, not executemany (its first call imports pandas)
         chunk = rows[start : start + 500]
         values = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
@@ -95,24 +95,28 @@ def _table_sql(layout: DatabaseLayout, table: str, parts: list[SegmentFile]) -> 
     entries (each file's schema bound per query)."""
     same = [layout.schema_file(table), *(p.path for p in parts if p.path.startswith(f"{SEGMENTS_FOLDER}/"))]
     by_name = [p.path for p in parts if not p.path.startswith(f"{SEGMENTS_FOLDER}/")]
-    select = f"SELECT * FROM read_parquet([{_listing(layout, same)}])"
+    select = f"SELECT * FROM read_parquet([{sql_listing(layout, same)}])"
     if by_name:
-        select += f" UNION ALL BY NAME SELECT * FROM read_parquet([{_listing(layout, by_name)}], union_by_name = true)"
+        select += (
+            f" UNION ALL BY NAME SELECT * FROM read_parquet([{sql_listing(layout, by_name)}], union_by_name = true)"
+        )
     return select
 
 
-def _listing(layout: DatabaseLayout, files: list[str]) -> str:
+def sql_listing(layout: DatabaseLayout, files: list[str]) -> str:
+    """Database files (relative paths) as the items of a read_parquet([...]) list."""
     return ", ".join(f"'{quote(sql_path(layout, f))}'" for f in files)
 
 
-def _file_listing(layout: DatabaseLayout, visible: dict[str, list[SegmentFile]]) -> list[tuple]:
+def _table_files_rows(layout: DatabaseLayout, visible: dict[str, list[SegmentFile]]) -> list[tuple]:
     """One row per (visible file, key column with a known range); a file without ranges: one row of nulls."""
     rows: list[tuple[str, str, str | None, str | None, str | None]] = []
     for table, parts in visible.items():
         for part in parts:
             file = sql_path(layout, part.path)
             rows += [(table, file, column, low, high) for column, (low, high) in part.ranges.items()]
-            rows += [] if part.ranges else [(table, file, None, None, None)]
+            if not part.ranges:
+                rows.append((table, file, None, None, None))
     return rows
 
 

@@ -253,9 +253,7 @@ class _Scratch:
         """Sort the sources' rows into part files in the folder `target`: the row count, and the parts in key
         order (at least one, empty when there are no rows)."""
         columns = ", ".join(f'"{name}"' for name in schema.TABLES[table].names)
-        listing = ", ".join(
-            f"'{catalog.quote(catalog.sql_path(self.layout, f))}'" for f in [self.layout.schema_file(table), *sources]
-        )
+        listing = catalog.sql_listing(self.layout, [self.layout.schema_file(table), *sources])
         order = ", ".join(f'"{key}"' for key in SORT_KEYS[table])
         written = self.connection.execute(
             f"COPY (SELECT {columns} FROM read_parquet([{listing}], union_by_name = true) ORDER BY {order}) "

@@ -36,7 +36,7 @@ def committed_entries(layout: DatabaseLayout, entry_ids: Iterable[str]) -> dict[
     wanted = pa.table({"entryId": pa.array(sorted(set(entry_ids)), pa.string())})
     if not files or not len(wanted):
         return {}
-    listing = ", ".join(f"'{catalog.quote(catalog.sql_path(layout, f))}'" for f in files)
+    listing = catalog.sql_listing(layout, files)
     connection = catalog.connect_files(layout)
     try:
         connection.register("wanted", wanted)
