@@ -35,7 +35,10 @@ class Stage(StrEnum):
 class FailureReason(StrEnum):
     """Why a record or entry did not become a stored prediction (the failures table's `reason` column)."""
 
-    INVALID_HEADER = "invalid_header"  # ingest: no id or accession
+    INVALID_HEADER = "invalid_header"  # ingest: no id or accession, or one too long for a file name
+    INVALID_HEADER_FIELD = "invalid_header_field"  # ingest: a number (OX=, SV=, version) its column cannot hold
+    COMMENT_IN_SEQUENCE = "comment_in_sequence"  # ingest: a ";" line after the record's first sequence line
+    NUCLEOTIDE_SEQUENCE = "nucleotide_sequence"  # ingest: only A, C, G, T, U, N: DNA or RNA, not protein
     EMPTY_SEQUENCE = "empty_sequence"  # ingest: no residues
     INVALID_CHARACTER = "invalid_character"  # ingest: a letter outside ACCEPTED_RESIDUES
     INTERNAL_STOP = "internal_stop"  # ingest: "*" before the end
@@ -93,7 +96,7 @@ class Entry:
 
     entry_id: str  # e.g. "SM-P12345-F1"; unique in a database
     record_id: str  # the FASTA record's id (first header token)
-    source_file: str  # the FASTA file it came from (name, not path)
+    source_file: str  # the FASTA file it came from: its path as given, made absolute
     accession: str  # UniProt accession, or the record id for non-UniProt headers
     sequence: str  # the whole input sequence, uppercase, stop removed; as written (U, O, B, Z, J, X kept)
     fragment: int  # 1-based fragment number
@@ -140,6 +143,7 @@ class Failure:
     stage: Stage
     entry_id: str = ""  # set once the record had become an entry
     record_number: int = 0  # 1-based position of the record in its file (record ids may repeat)
+    accession: str = ""  # parsed from the header (UniProt accession, else the record id); "" when it has none
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reason", FailureReason(self.reason))

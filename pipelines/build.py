@@ -114,6 +114,7 @@ def _conflict(entry: Entry, existing: str) -> Failure:
         stage=Stage.INGEST,
         entry_id=entry.entry_id,
         record_number=entry.record_number,
+        accession=entry.accession,
     )
 
 

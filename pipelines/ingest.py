@@ -1,11 +1,18 @@
 """Ingest: FASTA files -> validated, deduplicated, fragmented entries plus a failure ledger.
 
 Every input record ends as exactly one of: one or more entries (F1, F2 ... for fragments of a long
-sequence), or exactly one `Failure` (stage "ingest"). Checks, in this order, with their reason codes:
-`invalid_header` (no id/accession), `empty_sequence` (nothing, or only "*"), `invalid_character` (first
-bad character and its 1-based position), `internal_stop` ("*" anywhere but the very end, or "**" at the
-end), then `duplicate_record` (same entry id, accession and sequence as an earlier record) or
-`duplicate_id` (same entry id, different sequence or a different accession that sanitises the same).
+sequence), or exactly one `Failure` (stage "ingest"); no record, however malformed, fails more than itself.
+Checks, in this order, with their reason codes: `invalid_header` (no id/accession, or one too long for a file
+name), `invalid_header_field` (a number its schema column cannot hold, e.g. SV=2147483648 or OX=²),
+`empty_sequence` (nothing, or only "*"), `comment_in_sequence` (a ";" line after a sequence line),
+`invalid_character` (first bad character and its 1-based position), `internal_stop` ("*" anywhere but the very
+end, or "**" at the end), `nucleotide_sequence` (only A, C, G, T, U and N), then `duplicate_record` (same entry
+id, accession and sequence as an earlier record) or `duplicate_id` (same entry id, different sequence or a
+different accession that sanitises the same).
+
+A whole input is refused (InputError, naming it) when it cannot be read as FASTA, when it holds no record (unless
+`IngestSettings.allow_empty`), or when every one of its records looks like nucleotide sequence. The same file given
+twice is read once.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from structome.models.types import (
     to_model_alphabet,
 )
 from structome.pipelines.checksums import crc64_many, md5_hex
-from structome.pipelines.fasta import FastaRecord, iter_fasta
+from structome.pipelines.fasta import FastaRecord, InputError, iter_fasta, source_path
 from structome.pipelines.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
@@ -37,6 +44,19 @@ _BATCH = 65536  # accepted records per crc64_many call
 _BAD_CHARACTER = re.compile(f"[^{ACCEPTED_RESIDUES}*]")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+MAX_ACCESSION = 120  # characters: "<prefix>-<accession>-F<n>-predicted_aligned_error_v<k>.json" fits 255 bytes
+MAX_RECORD_ID = 1000  # characters of the first header token
+NUCLEOTIDE_LETTERS = frozenset("ACGTUN")
+MIN_NUCLEOTIDE_LENGTH = 20  # shorter sequences of those letters may be peptides
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input as read: its absolute path, the SHA-256 of its bytes as stored (compressed or not), its records."""
+
+    path: str
+    sha256: str
+    records: int
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,7 @@ class IngestResult:
     entries: tuple[Entry, ...]
     failures: tuple[Failure, ...]
     record_count: int
+    inputs: tuple[InputFile, ...] = ()
 
     def __post_init__(self) -> None:
         if self.record_count != self.records_with_entries + len(self.failures):
@@ -99,11 +120,39 @@ def fragment_windows(length: int, settings: IngestSettings) -> list[tuple[int, i
     return windows
 
 
+def header_rejection(record: FastaRecord, number: int) -> Rejection | None:
+    """Why the record's header cannot be stored, or None: no id, an id too long for file names, a bad number."""
+    where = f"record {number} of {record.source_file}"
+    if not record.record_id or not record.accession:
+        return Rejection(FailureReason.INVALID_HEADER, f"{where} has no id in its header {record.header[:200]!r}")
+    if len(record.accession) > MAX_ACCESSION or len(record.record_id) > MAX_RECORD_ID:
+        return Rejection(
+            FailureReason.INVALID_HEADER,
+            f"{where}: accession of {len(record.accession)} characters or id of {len(record.record_id)} "
+            f"(at most {MAX_ACCESSION} and {MAX_RECORD_ID}: entry ids become file names)",
+        )
+    if record.header_problem:
+        return Rejection(FailureReason.INVALID_HEADER_FIELD, f"{where}: {record.header_problem}")
+    return None
+
+
+def looks_like_nucleotides(sequence: str) -> bool:
+    """A cleaned sequence long enough to tell, made only of A, C, G, T, U and N."""
+    return len(sequence) >= MIN_NUCLEOTIDE_LENGTH and NUCLEOTIDE_LETTERS.issuperset(sequence)
+
+
 def clean_sequence(raw: str) -> str | Rejection:
     """Uppercase, drop one trailing stop "*"; or say why the sequence is rejected."""
     sequence = raw.translate(_ASCII_UPPER)
     if sequence in ("", "*"):
         return Rejection(FailureReason.EMPTY_SEQUENCE, "the record has no residues")
+    comment = sequence.find(";")
+    if comment != -1:
+        return Rejection(
+            FailureReason.COMMENT_IN_SEQUENCE,
+            f"a line starting with ';' after residue {comment}: ';' comments are read only before a record's "
+            "first sequence line, and the record is not stored shorter than written",
+        )
     bad = _BAD_CHARACTER.search(sequence)
     if bad:
         return Rejection(
@@ -116,16 +165,13 @@ def clean_sequence(raw: str) -> str | Rejection:
 
 
 def ingest(paths: Sequence[str | os.PathLike], settings: IngestSettings, model_key: str) -> IngestResult:
-    """Read FASTA files (plain or gzip) into entries and ingest failures; ids are unique across all files."""
+    """Read FASTA files or streams into entries and ingest failures; ids are unique across all files."""
     if not model_key:
         raise ValueError("model_key must not be empty: it is part of every prediction_id")
     builder = _Builder(settings, model_key)
-    for path in paths:
-        before = builder.record_count
-        builder.add_all(iter_fasta(path))
-        logger.info("%s: %d records", os.fspath(path), builder.record_count - before)
+    inputs = [_read_input(builder, path, settings) for path in _distinct_inputs(paths)]
     builder.flush()
-    result = IngestResult(tuple(builder.entries), tuple(builder.failures), builder.record_count)
+    result = IngestResult(tuple(builder.entries), tuple(builder.failures), builder.record_count, tuple(inputs))
     reasons = Counter(failure.reason for failure in result.failures)
     logger.info(
         "ingest: %d records -> %d entries from %d records, %d failures %s",
@@ -136,6 +182,50 @@ def ingest(paths: Sequence[str | os.PathLike], settings: IngestSettings, model_k
         dict(reasons),
     )
     return result
+
+
+def _distinct_inputs(paths: Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
+    """The inputs without repeats of one file (the same path, or another path to it): each is read once."""
+    distinct: list[str | os.PathLike] = []
+    for path in paths:
+        again = next((seen for seen in distinct if _same_file(seen, path)), None)
+        if again is None:
+            distinct.append(path)
+        else:
+            logger.warning("%s is given more than once (as %s): read once", source_path(again), os.fspath(path))
+    return distinct
+
+
+def _same_file(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist: reading it says so
+        return False
+
+
+def _read_input(builder: _Builder, path: str | os.PathLike, settings: IngestSettings) -> InputFile:
+    """Add one input's records; refuse an input without records (unless allowed) or with only nucleotide ones."""
+    name, digest = source_path(path), hashlib.sha256()
+    records_before, failures_before = builder.record_count, len(builder.failures)
+    try:
+        builder.add_all(iter_fasta(path, digest))
+    except FileNotFoundError as error:
+        raise InputError(f"input {name} does not exist") from error
+    except IsADirectoryError as error:
+        raise InputError(f"input {name} is a folder, not a FASTA file") from error
+    records = builder.record_count - records_before
+    logger.info("%s: %d records", name, records)
+    if records == 0 and not settings.allow_empty:
+        raise InputError(
+            f"{name} holds no FASTA record (no line starts with '>'): is it FASTA? (--allow-empty accepts it)"
+        )
+    nucleotide = sum(f.reason == FailureReason.NUCLEOTIDE_SEQUENCE for f in builder.failures[failures_before:])
+    if records and nucleotide == records:
+        raise InputError(
+            f"{name}: all {records} record(s) look like nucleotide sequences (only {''.join(sorted(NUCLEOTIDE_LETTERS))}): "
+            "structome folds proteins; translate them first"
+        )
+    return InputFile(name, digest.hexdigest(), records)
 
 
 @dataclass(frozen=True)
@@ -175,6 +265,7 @@ class _Builder:
                 accepted.message,
                 Stage.INGEST,
                 record_number=number,
+                accession=record.accession[:MAX_ACCESSION],
             )
             self.failures.append(failure)
             logger.debug("%s %s: %s", record.source_file, record.record_id, accepted.message)
@@ -184,12 +275,18 @@ class _Builder:
             self.flush()
 
     def _accept(self, record: FastaRecord, number: int) -> _Accepted | Rejection:
-        if not record.record_id or not record.accession:
-            where = f"record {number} of {record.source_file}"
-            return Rejection(FailureReason.INVALID_HEADER, f"{where} has no id in its header {record.header!r}")
+        header = header_rejection(record, number)
+        if header is not None:
+            return header
         sequence = clean_sequence(record.sequence_raw)
         if isinstance(sequence, Rejection):
             return sequence
+        if looks_like_nucleotides(sequence):
+            return Rejection(
+                FailureReason.NUCLEOTIDE_SEQUENCE,
+                f"only the letters {''.join(sorted(NUCLEOTIDE_LETTERS))} in {len(sequence)} residues: "
+                "a DNA or RNA sequence, not a protein",
+            )
         base_id = f"{self.settings.entry_prefix}-{sanitize_accession(record.accession)}"
         accepted = _Accepted(record, sequence, md5_hex(sequence), base_id, number)
         return self._check_duplicate(accepted)

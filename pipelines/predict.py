@@ -123,6 +123,7 @@ def _entry_failures(shard: Shard, failed: Sequence[_Failed]) -> tuple[Failure, .
             stage=Stage.PREDICT,
             entry_id=entry.entry_id,
             record_number=entry.record_number,
+            accession=entry.accession,
         )
         for entry in shard.entries
         if entry.prediction_id in by_prediction

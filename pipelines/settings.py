@@ -16,6 +16,7 @@ class IngestSettings:
     fragment_window: int = 1400
     fragment_step: int = 200
     entry_prefix: str = "SM"
+    allow_empty: bool = False  # an input without records is accepted (else refused, naming it)
 
     def __post_init__(self) -> None:
         if not 1 <= self.fragment_window <= self.max_length:

@@ -150,4 +150,5 @@ def _write_failure(entry: Entry, error: Exception) -> Failure:
         stage=Stage.WRITE,
         entry_id=entry.entry_id,
         record_number=entry.record_number,
+        accession=entry.accession,
     )

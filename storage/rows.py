@@ -78,6 +78,7 @@ def residues_table(pairs: list[tuple[Entry, Prediction]]) -> pa.Table:
 def failure_row(failure: Failure, build: str) -> dict:
     return {
         "recordId": failure.record_id,
+        "uniprotAccession": failure.accession,
         "recordNumber": failure.record_number,
         "sourceFile": failure.source_file,
         "entryId": failure.entry_id,

@@ -75,12 +75,13 @@ FAILURES = pa.schema(
     [
         ("recordId", pa.string()),
         ("recordNumber", pa.int32()),  # 1-based position of the record in its file (ids may repeat)
-        ("sourceFile", pa.string()),
+        ("sourceFile", pa.string()),  # the input's absolute path (two inputs of one name never merge)
         ("entryId", pa.string()),  # empty when the record never became an entry
         ("reason", pa.string()),  # short code
         ("message", pa.string()),
         ("stage", pa.string()),  # ingest, predict or write
         ("build", pa.string()),
+        ("uniprotAccession", pa.string()),  # parsed from the header, as in entries; "" when it has none (last: added later)
     ]
 )
 
@@ -115,3 +116,13 @@ BUILDS = pa.schema(
 )
 
 TABLES = {"entries": ENTRIES, "residues": RESIDUES, "files": FILES, "failures": FAILURES, "builds": BUILDS}
+
+
+def integer_bounds(table: pa.Schema, column: str) -> tuple[int, int]:
+    """The smallest and largest value an integer column of `table` can hold (what ingest checks header numbers
+    against, so no record reaches a shard writer with a number its column cannot store)."""
+    kind = table.field(column).type
+    if not pa.types.is_integer(kind):
+        raise TypeError(f"{column} is {kind}, not an integer column")
+    bits = kind.bit_width
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if pa.types.is_signed_integer(kind) else (0, 2**bits - 1)

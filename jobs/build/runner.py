@@ -366,7 +366,14 @@ def _shard_failures(shard: Shard, error: Exception, attempts: int) -> list[Failu
     message = f"worker failed {attempts} time(s) on this shard: {_first_line(error)}"
     return [
         Failure(
-            e.record_id, e.source_file, FailureReason.WORKER_FAILED, message, Stage.PREDICT, e.entry_id, e.record_number
+            e.record_id,
+            e.source_file,
+            FailureReason.WORKER_FAILED,
+            message,
+            Stage.PREDICT,
+            e.entry_id,
+            e.record_number,
+            accession=e.accession,
         )
         for e in shard.entries
     ]

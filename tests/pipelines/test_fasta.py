@@ -38,7 +38,7 @@ def test_ecoli_slice_uniprot_headers() -> None:
     first = slice_[0]
     assert first == FastaRecord(
         record_id="sp|A0A385XJ53|INSA9_ECOLI",
-        source_file="ecoli_k12_2020_slice.fasta",
+        source_file=str(DATA / "ecoli_k12_2020_slice.fasta"),  # inputs are identified by full path
         header="sp|A0A385XJ53|INSA9_ECOLI Insertion element IS1 9 protein InsA OS=Escherichia coli (strain K12) "
         "OX=83333 GN=insA9 PE=3 SV=1",
         sequence_raw="MASVSISCPSCSATDGVVRNGKSTAGHQRYLCSHCRKTWQLQFTYTASQPGTHQKIIDMAMNGVGCRATARIMGVGLNTILRHLKNSGRSR",
@@ -64,7 +64,7 @@ def test_gzip_is_detected_by_magic_bytes_not_extension(tmp_path: Path) -> None:
     assert is_gzip(gz_named_plain) and not is_gzip(plain_named_gz)
     from_gz = list(iter_fasta(gz_named_plain))
     assert [r.sequence_raw for r in from_gz] == [r.sequence_raw for r in records("ecoli_k12_2020_slice.fasta")[:5]]
-    assert from_gz[0].source_file == "looks_plain.fasta"
+    assert from_gz[0].source_file == str(tmp_path / "looks_plain.fasta")
     assert [r.sequence_raw for r in iter_fasta(plain_named_gz)] == ["YAHUGFRTGS"]
 
 
@@ -198,7 +198,7 @@ def test_crlf_blank_lines_and_whitespace_inside_lines() -> None:
 
 
 def test_text_before_first_header_is_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = write(tmp_path, "preamble.fasta", b"some notes\n\n;comment\n>a\nMK\n;inner comment\nVL\n")
+    path = write(tmp_path, "preamble.fasta", b"some notes\n\n;comment\n>a\n;comment before the sequence\nMK\nVL\n")
     with caplog.at_level(logging.WARNING, logger="structome.pipelines.fasta"):
         (record,) = iter_fasta(path)
     assert (record.record_id, record.sequence_raw) == ("a", "MKVL")
