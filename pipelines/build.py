@@ -16,6 +16,7 @@ from pathlib import Path
 
 import structome
 from structome.models.types import Entry, Failure, FailureReason, Provenance, Stage
+from structome.pipelines.fasta import source_path
 from structome.pipelines.ingest import ingest
 from structome.pipelines.settings import BuildSettings
 from structome.pipelines.sharding import Shard, cut_shards
@@ -80,7 +81,7 @@ def plan_build(
     )
     return BuildPlan(
         build_id=build_id or new_build_id(),
-        inputs=tuple(str(Path(p).resolve()) for p in inputs),
+        inputs=tuple(source_path(p) for p in inputs),
         settings=settings,
         provenance=provenance,
         record_count=result.record_count,

@@ -9,8 +9,9 @@ Biopython 1.88's record parsers do not fit, as tested on the installed version:
 - "fasta-pearson" drops both, but builds `Seq` objects, which raise UnicodeEncodeError on any non-ASCII byte.
 So `Bio.SeqIO.FastaIO.SimpleFastaParser` (plain strings; skips text before the first `>`) reads the lines,
 with `;` comment lines filtered out first (only before a record's first sequence line: one inside a sequence stays
-in it, so ingest ledgers the record instead of silently storing it shorter). Bytes are decoded as UTF-8 with `surrogateescape`, so nothing
-fails while reading; each header is then decoded as UTF-8, or as Latin-1 when that fails.
+in it, so ingest ledgers the record instead of silently storing it shorter). Bytes are decoded as UTF-8 with
+`surrogateescape`, so nothing fails while reading; each header is then decoded as UTF-8, or as Latin-1 when that
+fails.
 """
 
 from __future__ import annotations
@@ -172,6 +173,14 @@ def open_text(path: str | os.PathLike, digest: Any = None) -> Iterator[Iterable[
             text.detach()
 
 
+def check_input(path: str | os.PathLike) -> None:
+    """Refuse at once an input that cannot be FASTA text (an archive, an image, binary data), reading only its first
+    bytes; a stream (a pipe, `<(...)`) is left alone: it can be read only once, by the build itself."""
+    if os.path.isfile(path):
+        with open_text(path):
+            pass
+
+
 def _magic(head: bytes) -> _Magic | None:
     return next((magic for magic in _MAGICS if head.startswith(magic.prefix)), None)
 
@@ -216,7 +225,9 @@ def iter_fasta(path: str | os.PathLike, digest: Any = None) -> Iterator[FastaRec
     source_file, truncated = source_path(path), 0
     with open_text(path, digest) as text:
         for title, sequence in SimpleFastaParser(_record_lines(text, source_file)):
-            record = parse_header(_decode_header(title), source_file=source_file, sequence_raw="".join(sequence.split()))
+            record = parse_header(
+                _decode_header(title), source_file=source_file, sequence_raw="".join(sequence.split())
+            )
             truncated += record.truncated
             yield record
     if truncated:
@@ -246,6 +257,7 @@ def _record_lines(text: Iterable[str], source_file: str) -> Iterator[str]:
         elif line.strip():
             in_sequence = True
         yield line
+
 
 def _decode_header(title: str) -> str:
     """Re-decode a header read with surrogateescape: UTF-8 if valid, else Latin-1."""

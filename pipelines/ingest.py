@@ -46,7 +46,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 MAX_ACCESSION = 120  # characters: "<prefix>-<accession>-F<n>-predicted_aligned_error_v<k>.json" fits 255 bytes
 MAX_RECORD_ID = 1000  # characters of the first header token
-NUCLEOTIDE_LETTERS = frozenset("ACGTUN")
+NUCLEOTIDE_LETTERS = "ACGTUN"
 MIN_NUCLEOTIDE_LENGTH = 20  # shorter sequences of those letters may be peptides
 
 
@@ -138,7 +138,7 @@ def header_rejection(record: FastaRecord, number: int) -> Rejection | None:
 
 def looks_like_nucleotides(sequence: str) -> bool:
     """A cleaned sequence long enough to tell, made only of A, C, G, T, U and N."""
-    return len(sequence) >= MIN_NUCLEOTIDE_LENGTH and NUCLEOTIDE_LETTERS.issuperset(sequence)
+    return len(sequence) >= MIN_NUCLEOTIDE_LENGTH and set(NUCLEOTIDE_LETTERS).issuperset(sequence)
 
 
 def clean_sequence(raw: str) -> str | Rejection:
@@ -222,8 +222,8 @@ def _read_input(builder: _Builder, path: str | os.PathLike, settings: IngestSett
     nucleotide = sum(f.reason == FailureReason.NUCLEOTIDE_SEQUENCE for f in builder.failures[failures_before:])
     if records and nucleotide == records:
         raise InputError(
-            f"{name}: all {records} record(s) look like nucleotide sequences (only {''.join(sorted(NUCLEOTIDE_LETTERS))}): "
-            "structome folds proteins; translate them first"
+            f"{name}: all {records} record(s) look like nucleotide sequences (only the letters "
+            f"{NUCLEOTIDE_LETTERS}): structome folds proteins; translate them first"
         )
     return InputFile(name, digest.hexdigest(), records)
 
@@ -284,7 +284,7 @@ class _Builder:
         if looks_like_nucleotides(sequence):
             return Rejection(
                 FailureReason.NUCLEOTIDE_SEQUENCE,
-                f"only the letters {''.join(sorted(NUCLEOTIDE_LETTERS))} in {len(sequence)} residues: "
+                f"only the letters {NUCLEOTIDE_LETTERS} in {len(sequence)} residues: "
                 "a DNA or RNA sequence, not a protein",
             )
         base_id = f"{self.settings.entry_prefix}-{sanitize_accession(record.accession)}"

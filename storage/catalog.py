@@ -24,6 +24,7 @@ import time
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from structome.storage import schema
 from structome.storage.layout import DatabaseLayout
@@ -37,23 +38,27 @@ _PROTOCOL = "structome"
 _WRITTEN_ONCE = ("shards", "tables", "schema")  # folders whose files are never rewritten under the same name
 _REFRESHING = threading.Lock()  # DuckDB reads object-store databases as structome://<path in the store>
 
-# Failures: the newest row per (record, entry, reason), and none for entries that now exist
-# (a protein that failed once and succeeded on a re-run is not a failure any more).
+# Failures: the newest row per (input, record, entry, reason), and none for an entry written by the same or a later
+# build (a protein that failed once and succeeded on a re-run is not a failure any more). An entry written before
+# the failure does not hide it: a record refused because the database holds its entry id with another prediction
+# (conflicts_with_database) carries exactly that id, and the ledger shows every refused record.
 _FAILURES_VIEW = f"""
 CREATE OR REPLACE {{temporary}} VIEW failures AS
 SELECT * EXCLUDE (newest) FROM (
     SELECT *, row_number() OVER (
         PARTITION BY sourceFile, recordNumber, recordId, entryId, reason ORDER BY build DESC) AS newest
     FROM failures{_RAW_SUFFIX}
-) WHERE newest = 1 AND (entryId = '' OR entryId NOT IN (SELECT entryId FROM entries))
+) AS failure WHERE newest = 1 AND (entryId = '' OR NOT EXISTS (
+    SELECT 1 FROM entries WHERE entries.entryId = failure.entryId AND entries.build >= failure.build))
 """
+_BY_NAME_ONLY = ("failures",)  # tables whose every file is matched by column name: their schema grew (a small table)
 
 
 def refresh_catalog(layout: DatabaseLayout) -> None:
     """Write the typed empty table files; for a local database, (re)create the views in catalog.duckdb."""
     layout.create()
     for table, table_schema in schema.TABLES.items():
-        if not layout.exists(layout.schema_file(table)):
+        if not _has_schema(layout, layout.schema_file(table), table_schema):  # new, or of an older structome
             layout.write_parquet_atomic(table_schema.empty_table(), layout.schema_file(table))
     if layout.is_local:
         with _REFRESHING:  # other processes wait on the file lock; threads of this one (which share it) here
@@ -64,6 +69,13 @@ def refresh_catalog(layout: DatabaseLayout) -> None:
                 connection.execute("COMMIT")
             finally:
                 connection.close()
+
+
+def _has_schema(layout: DatabaseLayout, relative: str, table_schema: pa.Schema) -> bool:
+    """Whether the file exists with exactly this schema (names and types)."""
+    if not layout.exists(relative):
+        return False
+    return pq.read_schema(layout.path(relative), filesystem=layout.fs).equals(table_schema, check_metadata=False)
 
 
 def _create_views(
@@ -93,8 +105,9 @@ def _table_sql(layout: DatabaseLayout, table: str, parts: list[SegmentFile]) -> 
     columns, like the schema file, and are read as one schema; shards' and loose files (an older build's may
     lack a newer column) are matched by name. union_by_name over every file cost 3.7x on a point lookup at 10M
     entries (each file's schema bound per query)."""
-    same = [layout.schema_file(table), *(p.path for p in parts if p.path.startswith(f"{SEGMENTS_FOLDER}/"))]
-    by_name = [p.path for p in parts if not p.path.startswith(f"{SEGMENTS_FOLDER}/")]
+    in_segment = [p.path.startswith(f"{SEGMENTS_FOLDER}/") and table not in _BY_NAME_ONLY for p in parts]
+    same = [layout.schema_file(table), *(p.path for p, segment in zip(parts, in_segment, strict=True) if segment)]
+    by_name = [p.path for p, segment in zip(parts, in_segment, strict=True) if not segment]
     select = f"SELECT * FROM read_parquet([{sql_listing(layout, same)}])"
     if by_name:
         select += (

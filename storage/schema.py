@@ -81,7 +81,10 @@ FAILURES = pa.schema(
         ("message", pa.string()),
         ("stage", pa.string()),  # ingest, predict or write
         ("build", pa.string()),
-        ("uniprotAccession", pa.string()),  # parsed from the header, as in entries; "" when it has none (last: added later)
+        (
+            "uniprotAccession",
+            pa.string(),
+        ),  # parsed from the header, as in entries; "" when it has none (last: added later)
     ]
 )
 

@@ -15,6 +15,7 @@ from structome.jobs.build.settings import RunnerSettings
 from structome.models.registry import describe_model
 from structome.models.types import EsmFoldSettings
 from structome.pipelines.build import BuildCounters, BuildPlan, build_record, build_report, plan_build
+from structome.pipelines.fasta import check_input
 from structome.pipelines.settings import BuildSettings
 from structome.pipelines.write import WriteContext
 from structome.storage import rows
@@ -44,9 +45,12 @@ class BuildRequest:
 
 def run_build(request: BuildRequest) -> dict:
     """Build (or resume) the database; returns the build report."""
-    for path in request.inputs:
-        if not Path(path).is_file():
+    for path in request.inputs:  # a FIFO or <(...) is no regular file, and is read once, by the plan
+        if not Path(path).exists():
             raise FileNotFoundError(f"input {path} does not exist")
+        if Path(path).is_dir():
+            raise FileNotFoundError(f"input {path} is a folder, not a FASTA file")
+        check_input(path)  # before the model is described and Ray started
     layout = DatabaseLayout(request.db)
     with layout.lock():
         layout.create()  # a new database, or an older one brought to this layout (its marker written)

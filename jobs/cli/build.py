@@ -6,7 +6,13 @@ import click
 
 from structome.jobs.build.settings import WORKER_DEVICES, RunnerSettings
 from structome.jobs.cli import output
-from structome.jobs.cli.options import DB_OPTION, NUM_RECYCLES_OPTION, build_settings, sharding_options
+from structome.jobs.cli.options import (
+    ALLOW_EMPTY_OPTION,
+    DB_OPTION,
+    NUM_RECYCLES_OPTION,
+    build_settings,
+    sharding_options,
+)
 from structome.models.registry import PRESETS
 from structome.models.types import STEM_PRECISIONS, TRUNK_PRECISIONS, EsmFoldSettings
 from structome.storage.layout import DatabaseLockedError
@@ -17,6 +23,7 @@ _RUNNER = RunnerSettings()
 
 @click.command("build")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@ALLOW_EMPTY_OPTION
 @DB_OPTION
 @click.option("--model", type=click.Choice(sorted(PRESETS)), default="esmfold-tiny", show_default=True)
 @click.option("--weights", help="Local weights folder or Hugging Face id (default: the model's own).")
@@ -65,6 +72,7 @@ _RUNNER = RunnerSettings()
 )
 def build_command(
     inputs,
+    allow_empty,
     db,
     model,
     weights,
@@ -84,7 +92,8 @@ def build_command(
     no_progress,
     no_compact,
 ) -> None:
-    """Predict every protein of the FASTA INPUTS (plain or gzip) into the database; re-runs resume."""
+    """Predict every protein of the FASTA INPUTS (files or streams; plain, gzip, bzip2, xz or zstd) into the
+    database; re-runs resume."""
     # Imported here: torch, transformers and Ray take seconds to import, and only `build` needs them.
     from structome.jobs.build.job import BUILD_COMPACTION, BuildRequest, run_build
     from structome.jobs.build.runner import BuildError
@@ -104,7 +113,7 @@ def build_command(
                 device=default_device(),
             ),
             build_settings=build_settings(
-                max_length, fragment_window, fragment_step, shard_size, batch_tokens=batch_tokens
+                max_length, fragment_window, fragment_step, shard_size, allow_empty, batch_tokens=batch_tokens
             ),
             runner=RunnerSettings(
                 address=address,

@@ -23,6 +23,11 @@ DB_OPTION = click.option(
 NUM_RECYCLES_OPTION = click.option("--num-recycles", type=int, default=_MODEL.num_recycles, show_default=True)
 
 
+ALLOW_EMPTY_OPTION = click.option(
+    "--allow-empty", is_flag=True, help="Accept an input without FASTA records (else it is refused, naming it)."
+)
+
+
 def sharding_options(command: Callable) -> Callable:
     """--max-length, --fragment-window, --fragment-step and --shard-size, as `build` and `plan` take them."""
     for option in reversed(
@@ -50,8 +55,11 @@ def sharding_options(command: Callable) -> Callable:
 
 
 def build_settings(
-    max_length: int, fragment_window: int, fragment_step: int, shard_size: int, **extra
+    max_length: int, fragment_window: int, fragment_step: int, shard_size: int, allow_empty: bool = False, **extra
 ) -> BuildSettings:
-    """The BuildSettings that the sharding options (and any other BuildSettings field in EXTRA) describe."""
-    ingest = IngestSettings(max_length=max_length, fragment_window=fragment_window, fragment_step=fragment_step)
+    """The BuildSettings that the sharding options, --allow-empty (and any other BuildSettings field in EXTRA)
+    describe."""
+    ingest = IngestSettings(
+        max_length=max_length, fragment_window=fragment_window, fragment_step=fragment_step, allow_empty=allow_empty
+    )
     return BuildSettings(ingest=ingest, shard_size=shard_size, **extra)

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from structome.jobs.cli.options import NUM_RECYCLES_OPTION, build_settings, sharding_options
+from structome.jobs.cli.options import ALLOW_EMPTY_OPTION, NUM_RECYCLES_OPTION, build_settings, sharding_options
 from structome.models.registry import PRESETS
 from structome.pipelines.calibration import DEVICES
 from structome.pipelines.estimate import estimate_build, format_estimate_table
@@ -16,6 +16,7 @@ FORMATS = ("table", "json")
 
 @click.command("plan")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@ALLOW_EMPTY_OPTION
 @click.option("--model", type=click.Choice(sorted(PRESETS)), default="esmfold", show_default=True)
 @click.option("--gpus", type=int, default=1, show_default=True, help="Devices the build would run on.")
 @click.option("--gpu-type", type=click.Choice(list(DEVICES)), default="h100", show_default=True)
@@ -25,6 +26,7 @@ FORMATS = ("table", "json")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 def plan_command(
     inputs,
+    allow_empty,
     model,
     gpus,
     gpu_type,
@@ -38,7 +40,7 @@ def plan_command(
 ) -> None:
     """Print what `build` would do with the FASTA INPUTS and what it would cost, without running anything."""
     try:
-        settings = build_settings(max_length, fragment_window, fragment_step, shard_size)
+        settings = build_settings(max_length, fragment_window, fragment_step, shard_size, allow_empty)
         report = estimate_build(
             inputs,
             model=model,

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import bz2
+import codecs
+import gzip
+import hashlib
 import inspect
 import logging
+import lzma
+import os
+import re
 import shutil
+import threading
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
-from structome.pipelines.fasta import FastaRecord, is_gzip, iter_fasta, parse_header
+from structome.pipelines.fasta import (
+    MAX_TEXT,
+    FastaRecord,
+    InputError,
+    check_input,
+    is_gzip,
+    iter_fasta,
+    parse_header,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fasta"
 
@@ -211,3 +228,153 @@ def test_bom_empty_file_and_non_ascii_sequence(tmp_path: Path) -> None:
     assert list(iter_fasta(write(tmp_path, "empty.fasta", b""))) == []
     (odd,) = iter_fasta(write(tmp_path, "odd.fasta", b">odd\nMK\xe9V\n"))
     assert odd.sequence_raw.startswith("MK") and len(odd.sequence_raw) == 4  # kept for ingest to reject
+
+
+# --- hostile inputs: compressions, encodings, binary data, streams, header fields ----------------------
+
+
+def _zstd(data: bytes) -> bytes:
+    return pa.compress(data, codec="zstd", asbytes=True)
+
+
+SLICE = (DATA / "ecoli_k12_2020_slice.fasta").read_bytes()  # 62 records, 13 KB: more than one 8 KiB buffer
+
+
+@pytest.mark.parametrize(
+    "compress",
+    [
+        gzip.compress,
+        bz2.compress,
+        lzma.compress,
+        _zstd,
+        lambda data: gzip.compress(gzip.compress(data)),  # gzip inside gzip
+        lambda data: bz2.compress(_zstd(data)),  # zstd inside bzip2
+    ],
+    ids=["gzip", "bzip2", "xz", "zstd", "gzip-in-gzip", "zstd-in-bzip2"],
+)
+def test_compressions_are_sniffed_by_magic_bytes(tmp_path: Path, compress) -> None:
+    path = write(tmp_path, "proteins.fasta", compress(SLICE))  # the name says nothing
+    assert [r.sequence_raw for r in iter_fasta(path)] == [r.sequence_raw for r in records("ecoli_k12_2020_slice.fasta")]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-16-be", "utf-32-le", "utf-16-le-nobom"])
+def test_utf16_and_utf32_are_decoded_by_byte_order_mark(tmp_path: Path, encoding: str) -> None:
+    text = ">sp|P1|A_B caf\u00e9 OX=9606 SV=1\nMKV\nLA\n>bare\nMKT\n"
+    if encoding == "utf-16-le-nobom":
+        content = text.encode("utf-16-le")
+    else:
+        bom = {"utf-16-be": codecs.BOM_UTF16_BE, "utf-32-le": codecs.BOM_UTF32_LE}.get(encoding, b"")
+        content = bom + text.encode(encoding)
+    first, second = iter_fasta(write(tmp_path, "wide.fasta", content))
+    assert (first.accession, first.description, first.tax_id, first.sequence_raw) == ("P1", "caf\u00e9", 9606, "MKVLA")
+    assert (second.record_id, second.sequence_raw) == ("bare", "MKT")
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), "is a PNG image"),
+        (b"PK\x03\x04\x14\x00" + bytes(40), "is a ZIP archive"),
+        (gzip.compress(b"PK\x03\x04" + bytes(40)), "is a ZIP archive"),  # a zip inside gzip
+        (b">a\nMKV\x00\x01\x02" + bytes(100), "is binary data"),
+        (b"\x7fELF\x02\x01\x01" + bytes(100), "is binary data"),
+    ],
+)
+def test_binary_and_archive_inputs_are_refused_naming_the_file(tmp_path: Path, content: bytes, said: str) -> None:
+    path = write(tmp_path, "proteins.fasta", content)
+    with pytest.raises(InputError, match=f"{re.escape(str(path))} {said}"):
+        list(iter_fasta(path))
+    with pytest.raises(InputError, match=said):
+        check_input(path)  # what `build` runs before anything else, reading only the first bytes
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        (gzip.compress(SLICE)[:3000], "gzip"),  # truncated
+        (gzip.compress(SLICE) + b"trailing garbage", "gzip"),
+        (lzma.compress(SLICE)[:-40], "xz"),
+        (_zstd(SLICE)[:2000], "zstd"),
+    ],
+    ids=["truncated-gzip", "gzip-trailing-garbage", "truncated-xz", "truncated-zstd"],
+)
+def test_damaged_compressed_input_names_file_and_byte_offset(tmp_path: Path, content: bytes, what: str) -> None:
+    path = write(tmp_path, "broken.fasta.gz", content)
+    with pytest.raises(InputError, match=rf"{re.escape(str(path))}: damaged or truncated {what} data near byte \d+"):
+        list(iter_fasta(path))
+
+
+@pytest.mark.parametrize("compress", [lambda data: data, gzip.compress], ids=["plain", "gzip"])
+def test_a_pipe_is_read_once_from_its_first_byte(compress) -> None:
+    """As `<(zcat x.gz)` gives it: /dev/fd/N of a pipe. Opening it again (to sniff) would lose what was read."""
+    content = compress(SLICE)
+    read_end, write_end = os.pipe()
+    try:
+        writer = threading.Thread(target=lambda: (os.write(write_end, content), os.close(write_end)))
+        writer.start()
+        streamed = list(iter_fasta(f"/dev/fd/{read_end}"))
+        writer.join()
+    finally:
+        os.close(read_end)
+    assert len(streamed) == 62 and streamed[0].accession == "A0A385XJ53"
+    assert streamed[0].source_file == f"/dev/fd/{read_end}"
+
+
+def test_a_fifo_is_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "proteins.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(SLICE))
+    writer.start()
+    streamed = list(iter_fasta(fifo))
+    writer.join()
+    assert len(streamed) == 62
+    check_input(fifo)  # a stream is not opened before the build reads it (that would consume it)
+
+
+def test_digest_sees_the_bytes_as_stored(tmp_path: Path) -> None:
+    compressed = gzip.compress(SLICE)
+    digest = hashlib.sha256()
+    assert len(list(iter_fasta(write(tmp_path, "x.gz", compressed), digest))) == 62
+    assert digest.hexdigest() == hashlib.sha256(compressed).hexdigest()
+
+
+def test_semicolon_line_inside_a_sequence_is_kept_for_ingest_to_refuse(tmp_path: Path) -> None:
+    """A 90-residue record with a ';' line after 60 residues was stored with 60, silently."""
+    sixty, thirty = "MKVLAAGIKQ" * 6, "ACDEFGHIKL" * 3
+    path = write(tmp_path, "semi.fasta", f">a\n;old comment\n{sixty}\n;inside\n{thirty}\n>b\nMK\n".encode())
+    inside, after = iter_fasta(path)
+    assert inside.sequence_raw == f"{sixty};inside{thirty}"  # never shorter than written
+    assert after.sequence_raw == "MK"
+
+
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        ("sp|P12345|A_B d OX=9606 SV=2147483648", "SV='2147483648' is not a whole number from 1 to 2147483647"),
+        ("sp|P12345|A_B d OX=1234567890123456789012345 SV=1", "OX='1234567890123456789012345' is not a whole"),
+        ("sp|P12345|A_B d OX=\u00b2 SV=1", "OX='\u00b2' is not a whole number"),
+        ("sp|P12345|A_B d OX=\u0663 SV=1", "OX='\u0663' is not"),  # an Arabic-Indic digit: int() would take it
+        ("sp|P12345|A_B d OX=0", "OX='0' is not"),
+        ("sp|P12345.99999999999|A_B d", "accession version='99999999999' is not a whole number"),
+        ("sp|P12345|A_B d SV=two", "SV='two' is not"),
+    ],
+)
+def test_header_numbers_the_schema_cannot_hold_are_named(header: str, problem: str) -> None:
+    record = parse_header(header)
+    assert problem in record.header_problem
+    assert record.accession == "P12345"
+
+
+def test_largest_header_numbers_the_schema_holds_are_kept() -> None:
+    record = parse_header(f"sp|P1|A_B d OX={2**63 - 1} SV={2**31 - 1}")
+    assert (record.tax_id, record.sequence_version, record.header_problem) == (2**63 - 1, 2**31 - 1, "")
+    assert parse_header("sp|P1.7|A_B d OX= SV=").sequence_version is None  # empty fields: absent, as before
+
+
+def test_long_header_text_is_cut_and_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path, "long.fasta", f">sp|P1|A_B {'x' * 100_000} OS={'y' * 5000} OX=1\nMKV\n>ok\nMK\n".encode())
+    with caplog.at_level(logging.WARNING, logger="structome.pipelines.fasta"):
+        long, short = iter_fasta(path)
+    assert len(long.description) == len(long.organism) == MAX_TEXT and long.description.endswith("...")
+    assert long.truncated and not short.truncated and long.tax_id == 1
+    assert f"1 header(s) had text over {MAX_TEXT} characters" in caplog.text

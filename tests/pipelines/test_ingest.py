@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
+import re
 from pathlib import Path
 
 import pytest
 from Bio.SeqUtils.CheckSum import crc64 as bio_crc64
+from fake_database import CREATED, PROVENANCE, random_prediction
 
 from structome.models.types import STANDARD_RESIDUES, Entry, Failure, to_model_alphabet
-from structome.pipelines.fasta import iter_fasta
+from structome.pipelines.fasta import MAX_TEXT, InputError, iter_fasta
 from structome.pipelines.ingest import (
     IngestResult,
     IngestSettings,
@@ -20,6 +23,7 @@ from structome.pipelines.ingest import (
     prediction_id,
     sanitize_accession,
 )
+from structome.storage import rows
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fasta"
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -302,3 +306,118 @@ def test_whole_yeast_proteome() -> None:
     mdn1 = [e for e in result.entries if e.entry_name == "MDN1_YEAST"]
     assert len(mdn1) == 19 and mdn1[-1].end == 4910  # the longest yeast protein is cut into windows
     assert {e.organism for e in result.entries} == {"Saccharomyces cerevisiae (strain ATCC 204508 / S288c)"}
+
+
+# --- hostile input: one record never fails more than itself; inputs that are not protein FASTA ----------
+
+HOSTILE_HEADERS = [
+    "sp|P00001|A_B sequence version too big OX=9606 SV=2147483648",
+    "sp|P00002|A_B taxon of 25 digits OX=1234567890123456789012345 SV=1",
+    "sp|P00003|A_B a superscript two OX=\u00b2 SV=1",
+    "sp|P00004.99999999999999|A_B huge accession version",
+    f"{'L' * 500} an accession far too long for a file name",
+]
+
+
+def test_a_bad_header_field_fails_only_its_own_record(tmp_path: Path) -> None:
+    good = [("sp|P11111|G_H fine OX=9606 SV=3", "MKVLAAGIK"), (f"sp|P22222|G_H d {'x' * 100_000} OX=1", "MKTAYIAK")]
+    path = write_fasta(tmp_path / "hostile.fasta", [(h, "MKVLA") for h in HOSTILE_HEADERS] + good)
+    result = ingest([path], DEFAULTS, MODEL)
+    assert [(f.reason, f.record_number) for f in result.failures] == [
+        ("invalid_header_field", 1),
+        ("invalid_header_field", 2),
+        ("invalid_header_field", 3),
+        ("invalid_header_field", 4),
+        ("invalid_header", 5),
+    ]
+    messages = [f.message for f in result.failures]
+    assert f"record 1 of {path}: SV='2147483648' is not a whole number from 1 to 2147483647" == messages[0]
+    assert "OX='\u00b2'" in messages[2] and "accession of 500 characters" in messages[4]
+    assert [f.accession for f in result.failures[:4]] == ["P00001", "P00002", "P00003", "P00004"]
+    assert [e.accession for e in result.entries] == ["P11111", "P22222"]
+    assert len(result.entries[1].description) == MAX_TEXT
+    # what crashed the shard writer (ArrowInvalid / OverflowError) now fits every column
+    rows.failures_table(list(result.failures), "b")
+    requests = {r.prediction_id: r for r in result.requests()}
+    rows.entries_table(
+        [
+            rows.entry_row(
+                e,
+                random_prediction(requests[e.prediction_id], 1),
+                PROVENANCE,
+                build="b",
+                shard="s",
+                created=CREATED,
+                version=1,
+            )
+            for e in result.entries
+        ]
+    )
+
+
+def test_semicolon_line_inside_a_sequence_is_ledgered_not_truncated(tmp_path: Path) -> None:
+    path = tmp_path / "semi.fasta"
+    path.write_text(
+        f">sp|P1|A_B before\n;old-style comment\n{'MKVLAAGIKQ' * 6}\n;inside\n{'ACDEFGHIKL' * 3}\n>ok\nMKV\n"
+    )
+    result = ingest([path], DEFAULTS, MODEL)
+    (failure,) = result.failures
+    assert (failure.record_id, failure.reason, failure.accession) == ("sp|P1|A_B", "comment_in_sequence", "P1")
+    assert "after residue 60" in failure.message
+    assert [e.record_id for e in result.entries] == ["ok"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\n\n", b"just some notes\nno header at all\n", b"; only a comment\n"],
+    ids=["empty", "blank", "text", "comment"],
+)
+def test_an_input_without_records_is_refused_naming_it(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    good = DATA / "biotite_prot.fasta"
+    with pytest.raises(InputError, match=f"{re.escape(str(path))} holds no FASTA record"):
+        ingest([good, path], DEFAULTS, MODEL)
+    allowed = ingest([good, path], IngestSettings(allow_empty=True), MODEL)
+    assert allowed.record_count == 1 and [i.records for i in allowed.inputs] == [1, 0]
+
+
+def test_nucleotide_records_are_ledgered_and_an_all_nucleotide_file_refused(tmp_path: Path) -> None:
+    dna, rna = "ATGGCGTACGTTAGCNNACGTAGCT", "AUGGCGUACGUUAGCAACGUAGCU"
+    mixed = write_fasta(
+        tmp_path / "mixed.fasta", [("dna", dna), ("rna", rna.lower()), ("peptide", "ACGTACGT"), ("p", "MKV")]
+    )
+    result = ingest([mixed], DEFAULTS, MODEL)
+    assert [(f.record_id, f.reason) for f in result.failures] == [
+        ("dna", "nucleotide_sequence"),
+        ("rna", "nucleotide_sequence"),
+    ]
+    assert [e.record_id for e in result.entries] == ["peptide", "p"]  # too short to tell: kept
+    genome = write_fasta(tmp_path / "genome.fna", [("chr1", dna * 4), ("chr2", dna)])
+    with pytest.raises(InputError, match=f"{re.escape(str(genome))}: all 2 record.* look like nucleotide"):
+        ingest([mixed, genome], DEFAULTS, MODEL)
+
+
+def test_inputs_of_one_name_in_two_folders_stay_apart(tmp_path: Path) -> None:
+    """Failure rows of two inputs with the same base name merged in the ledger (only the name was kept)."""
+    first, second = tmp_path / "a" / "in.fasta", tmp_path / "b" / "in.fasta"
+    for path, sequence in ((first, "MK1"), (second, "MK2")):
+        path.parent.mkdir()
+        write_fasta(path, [("bad", sequence)])
+    result = ingest([first, second], DEFAULTS, MODEL)
+    assert [(f.source_file, f.record_number) for f in result.failures] == [(str(first), 1), (str(second), 1)]
+    assert (
+        len(rows.failures_table(list(result.failures), "b").group_by(["sourceFile", "recordNumber"]).aggregate([])) == 2
+    )
+    assert [i.path for i in result.inputs] == [str(first), str(second)]
+    assert result.inputs[0].sha256 == hashlib.sha256(first.read_bytes()).hexdigest() != result.inputs[1].sha256
+
+
+def test_one_file_given_twice_is_read_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path, link = DATA / "awkward.fasta", tmp_path / "link.fasta"
+    link.symlink_to(path)  # another path to the same file
+    once = ingest([path], DEFAULTS, MODEL)
+    with caplog.at_level(logging.WARNING, logger="structome.pipelines.ingest"):
+        twice = ingest([path, link, path], DEFAULTS, MODEL)
+    assert (twice.record_count, twice.failures) == (once.record_count, once.failures)
+    assert "given more than once" in caplog.text and len(twice.inputs) == 1

@@ -3,10 +3,14 @@ files that are written once, and every time for those rewritten under the same n
 
 from __future__ import annotations
 
+import pyarrow.parquet as pq
 import pytest
-from fake_database import add_entries
+from fake_database import BUILD_ID, add_entries
 
-from structome.storage import catalog
+from structome.models.types import Failure, FailureReason, Stage
+from structome.pipelines.ingest import IngestSettings, ingest
+from structome.storage import catalog, rows
+from structome.storage.compaction import CompactionPolicy, compact
 from structome.storage.layout import DatabaseLayout
 
 
@@ -23,3 +27,75 @@ def test_object_store_file_facts_are_kept_only_for_files_written_once(s3_databas
     assert fs.info(shard_file)["type"] == "file" and fs.info(rewritten)["size"] == 8
     with pytest.raises(FileNotFoundError):
         catalog._duckdb_file_system(layout).info(shard_file)  # a new connection asks the store again
+
+
+# --- the failures view: every refused record, by input path, with its accession ----------------------------
+
+EARLIER, LATER = "20261124T000000Z-000000", "20261126T000000Z-ffffff"  # around fake_database.BUILD_ID
+
+
+def _failure(entry_id: str, reason: FailureReason, stage: Stage, accession: str = "Q00000", **fields) -> Failure:
+    values = dict(record_id=f"sp|{accession}|X_ECOLI", source_file="/in/in.fasta", message="m", record_number=1)
+    return Failure(reason=reason, stage=stage, entry_id=entry_id, accession=accession, **(values | fields))
+
+
+def _ledger(layout: DatabaseLayout, build: str, failures: list[Failure]) -> None:
+    layout.write_parquet_atomic(rows.failures_table(failures, build), layout.build_failures(build))
+
+
+def _failures(layout: DatabaseLayout) -> list[tuple]:
+    sql = (
+        "SELECT reason, entryId, uniprotAccession, sourceFile, build FROM failures ORDER BY build, sourceFile, entryId"
+    )
+    return [tuple(row.values()) for row in catalog.query(layout, sql).to_pylist()]
+
+
+def test_failures_view_shows_conflicts_and_hides_only_failures_a_later_build_repaired(tmp_path):
+    add_entries(tmp_path / "db", 0, 2)  # SM-Q00000-F1 and SM-Q00001-F1, written by BUILD_ID
+    layout = DatabaseLayout(tmp_path / "db")
+    # an earlier build failed Q00000 (repaired since: hidden); a later one was refused as a conflict (shown)
+    _ledger(layout, EARLIER, [_failure("SM-Q00000-F1", FailureReason.WORKER_FAILED, Stage.PREDICT)])
+    conflict = _failure("SM-Q00001-F1", FailureReason.CONFLICTS_WITH_DATABASE, Stage.INGEST, "Q00001")
+    _ledger(layout, LATER, [conflict])
+    catalog.refresh_catalog(layout)
+    shown = _failures(layout)
+    assert ("conflicts_with_database", "SM-Q00001-F1", "Q00001", "/in/in.fasta", LATER) in shown
+    assert not any(row[1] == "SM-Q00000-F1" for row in shown)
+    assert ("invalid_character", "", "", "in.fasta", BUILD_ID) in shown  # add_entries' own ingest failure
+
+
+def test_failures_of_two_inputs_with_one_name_never_merge(tmp_path):
+    """7 failures counted, 4 shown: two inputs named in.fasta in two folders were one in the ledger."""
+    inputs = []
+    for folder, bad in (("a", 4), ("b", 3)):
+        (tmp_path / folder).mkdir()
+        inputs.append(tmp_path / folder / "in.fasta")
+        inputs[-1].write_text("".join(f">bad{n}\nMK{n}\n" for n in range(bad)))
+    result = ingest(inputs, IngestSettings(), "model")
+    layout = DatabaseLayout(tmp_path / "db")
+    layout.create()
+    _ledger(layout, LATER, list(result.failures))
+    catalog.refresh_catalog(layout)
+    shown = catalog.query(layout, "SELECT sourceFile, count(*) AS n FROM failures GROUP BY ALL ORDER BY ALL")
+    assert shown.to_pylist() == [{"sourceFile": str(inputs[0]), "n": 4}, {"sourceFile": str(inputs[1]), "n": 3}]
+
+
+def test_failures_written_before_uniprot_accession_existed_still_read_and_compact(tmp_path):
+    """A database of an older structome: its failures files (and schema file) have no uniprotAccession column."""
+    add_entries(tmp_path / "db", 0, 4)
+    layout = DatabaseLayout(tmp_path / "db")
+    old_files = [layout.schema_file("failures"), *layout.table_files("failures")]
+    for relative in old_files:
+        table = pq.read_table(layout.path(relative))
+        pq.write_table(table.drop_columns(["uniprotAccession"]), layout.path(relative))
+    _ledger(layout, LATER, [_failure("", FailureReason.INVALID_CHARACTER, Stage.INGEST, "P12345")])
+    catalog.refresh_catalog(layout)
+    expected = [
+        ("invalid_character", "", None, "in.fasta", BUILD_ID),
+        ("invalid_character", "", "P12345", "/in/in.fasta", LATER),
+    ]
+    assert _failures(layout) == expected
+    with layout.compaction_lock():
+        report = compact(layout, CompactionPolicy(grace_s=0))
+    assert report.segments_written == 1
+    assert _failures(layout) == expected
