@@ -79,6 +79,7 @@ class _Magic:
     prefix: bytes
     name: str
     opener: Callable[[BinaryIO], BinaryIO] | None  # None: refused by name
+    hint: str = ""  # what to do instead, for a refused one
 
 
 def _zstd(binary: BinaryIO) -> BinaryIO:
@@ -91,9 +92,9 @@ _MAGICS = (
     _Magic(b"BZh", "bzip2", lambda binary: bz2.BZ2File(binary)),  # type: ignore[return-value]
     _Magic(b"\xfd7zXZ\x00", "xz", lambda binary: lzma.LZMAFile(binary)),  # type: ignore[return-value]
     _Magic(b"\x28\xb5\x2f\xfd", "zstd", _zstd),
-    _Magic(b"PK\x03\x04", "a ZIP archive", None),
-    _Magic(b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", None),
-    _Magic(b"\x04\x22\x4d\x18", "LZ4 data", None),
+    _Magic(b"PK\x03\x04", "a ZIP archive", None, ": extract its FASTA files first"),
+    _Magic(b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", None, ": extract its FASTA files first"),
+    _Magic(b"\x04\x22\x4d\x18", "LZ4 data", None, ": decompress it first (or use gzip, bzip2, xz or zstd)"),
     _Magic(b"\x89PNG\r\n\x1a\n", "a PNG image", None),
     _Magic(b"%PDF", "a PDF document", None),
 )
@@ -161,7 +162,7 @@ def open_text(path: str | os.PathLike, digest: Any = None) -> Iterator[Iterable[
         layer, kinds = raw, []
         while (magic := _magic(layer.head)) is not None:
             if magic.opener is None or len(kinds) == _MAX_LAYERS:
-                raise InputError(f"{name} is {magic.name}, not FASTA text: extract it first")
+                raise InputError(f"{name} is {magic.name}, not FASTA text{magic.hint}")
             kinds.append(magic.name)
             decompressed = stack.enter_context(magic.opener(io.BufferedReader(layer)))  # type: ignore[type-var]
             layer = _guarded(name, raw, kinds, _Replay, decompressed)
@@ -173,12 +174,21 @@ def open_text(path: str | os.PathLike, digest: Any = None) -> Iterator[Iterable[
             text.detach()
 
 
-def check_input(path: str | os.PathLike) -> None:
-    """Refuse at once an input that cannot be FASTA text (an archive, an image, binary data), reading only its first
-    bytes; a stream (a pipe, `<(...)`) is left alone: it can be read only once, by the build itself."""
-    if os.path.isfile(path):
-        with open_text(path):
-            pass
+def check_input(path: str | os.PathLike, *, allow_empty: bool = False) -> None:
+    """Refuse at once an input that cannot be FASTA (an archive, an image, binary data, text without a '>' header
+    line unless `allow_empty`), reading up to its first header; a stream (a pipe, `<(...)`) is left alone: it can
+    be read only once, by the build itself."""
+    if not os.path.isfile(path):
+        return
+    with open_text(path) as lines:
+        if not any(line.startswith(">") for line in lines) and not allow_empty:
+            raise no_record_error(source_path(path))
+
+
+def no_record_error(name: str) -> InputError:
+    return InputError(
+        f"{name} holds no FASTA record (no line starts with '>'): is it FASTA? (--allow-empty accepts it)"
+    )
 
 
 def _magic(head: bytes) -> _Magic | None:

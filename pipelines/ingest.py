@@ -35,7 +35,7 @@ from structome.models.types import (
     to_model_alphabet,
 )
 from structome.pipelines.checksums import crc64_many, md5_hex
-from structome.pipelines.fasta import FastaRecord, InputError, iter_fasta, source_path
+from structome.pipelines.fasta import FastaRecord, InputError, iter_fasta, no_record_error, source_path
 from structome.pipelines.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
@@ -216,9 +216,7 @@ def _read_input(builder: _Builder, path: str | os.PathLike, settings: IngestSett
     records = builder.record_count - records_before
     logger.info("%s: %d records", name, records)
     if records == 0 and not settings.allow_empty:
-        raise InputError(
-            f"{name} holds no FASTA record (no line starts with '>'): is it FASTA? (--allow-empty accepts it)"
-        )
+        raise no_record_error(name)
     nucleotide = sum(f.reason == FailureReason.NUCLEOTIDE_SEQUENCE for f in builder.failures[failures_before:])
     if records and nucleotide == records:
         raise InputError(

@@ -50,7 +50,7 @@ def run_build(request: BuildRequest) -> dict:
             raise FileNotFoundError(f"input {path} does not exist")
         if Path(path).is_dir():
             raise FileNotFoundError(f"input {path} is a folder, not a FASTA file")
-        check_input(path)  # before the model is described and Ray started
+        check_input(path, allow_empty=request.build_settings.ingest.allow_empty)  # before the model or Ray
     layout = DatabaseLayout(request.db)
     with layout.lock():
         layout.create()  # a new database, or an older one brought to this layout (its marker written)

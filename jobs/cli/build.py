@@ -15,6 +15,7 @@ from structome.jobs.cli.options import (
 )
 from structome.models.registry import PRESETS
 from structome.models.types import STEM_PRECISIONS, TRUNK_PRECISIONS, EsmFoldSettings
+from structome.pipelines.fasta import check_input
 from structome.storage.layout import DatabaseLockedError
 
 _MODEL = EsmFoldSettings()
@@ -95,6 +96,11 @@ def build_command(
     """Predict every protein of the FASTA INPUTS (files or streams; plain, gzip, bzip2, xz or zstd) into the
     database; re-runs resume."""
     # Imported here: torch, transformers and Ray take seconds to import, and only `build` needs them.
+    try:  # in seconds, before the imports below: an input that is no FASTA at all fails at once
+        for path in inputs:
+            check_input(path, allow_empty=allow_empty)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
     from structome.jobs.build.job import BUILD_COMPACTION, BuildRequest, run_build
     from structome.jobs.build.runner import BuildError
     from structome.models.esmfold import default_device
