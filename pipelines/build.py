@@ -11,13 +11,13 @@ import logging
 import secrets
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import structome
 from structome.models.types import Entry, Failure, FailureReason, Provenance, Stage
 from structome.pipelines.fasta import source_path
-from structome.pipelines.ingest import ingest
+from structome.pipelines.ingest import InputFile, ingest
 from structome.pipelines.settings import BuildSettings
 from structome.pipelines.sharding import Shard, cut_shards
 from structome.storage.formats import format_tag
@@ -40,6 +40,7 @@ class BuildPlan:
     shards: tuple[Shard, ...]  # longest sequences first
     ingest_failures: tuple[Failure, ...]
     entries_skipped: int  # already committed by an earlier build
+    input_files: tuple[InputFile, ...] = ()  # each input as read: absolute path, SHA-256 of its bytes, records
 
     @property
     def entries_planned(self) -> int:
@@ -88,6 +89,7 @@ def plan_build(
         shards=tuple(shards),
         ingest_failures=tuple(result.failures) + tuple(conflicts),
         entries_skipped=skipped,
+        input_files=result.inputs,
     )
 
 
@@ -197,6 +199,7 @@ def build_report(record: dict, plan: BuildPlan, counters: BuildCounters) -> dict
         **{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in record.items()},
         "provenance": plan.provenance.as_dict(),
         "failuresByReason": dict(sorted(by_reason.items())),
+        "inputFiles": [asdict(input_file) for input_file in plan.input_files],
         "shardsPlanned": len(plan.shards),
         "retriedShards": counters.retried_shards,
         "modelSeconds": round(counters.model_seconds, 3),

@@ -78,19 +78,19 @@ class FastaRecord:
 class _Magic:
     prefix: bytes
     name: str
-    opener: Callable[[BinaryIO], BinaryIO] | None  # None: refused by name
+    opener: Callable[[BinaryIO], Any] | None  # a readable binary stream of the decompressed bytes; None: refused
     hint: str = ""  # what to do instead, for a refused one
 
 
-def _zstd(binary: BinaryIO) -> BinaryIO:
+def _zstd(binary: BinaryIO) -> Any:
     """zstd through pyarrow's codec (Python 3.11 has no zstd module; pyarrow is a dependency anyway)."""
-    return pa.CompressedInputStream(pa.PythonFile(binary, mode="r"), "zstd")  # type: ignore[return-value]
+    return pa.CompressedInputStream(pa.PythonFile(binary, mode="r"), "zstd")
 
 
 _MAGICS = (
-    _Magic(b"\x1f\x8b", "gzip", lambda binary: gzip.GzipFile(fileobj=binary)),  # type: ignore[arg-type,return-value]
-    _Magic(b"BZh", "bzip2", lambda binary: bz2.BZ2File(binary)),  # type: ignore[return-value]
-    _Magic(b"\xfd7zXZ\x00", "xz", lambda binary: lzma.LZMAFile(binary)),  # type: ignore[return-value]
+    _Magic(b"\x1f\x8b", "gzip", lambda binary: gzip.GzipFile(fileobj=binary)),
+    _Magic(b"BZh", "bzip2", lambda binary: bz2.BZ2File(binary)),
+    _Magic(b"\xfd7zXZ\x00", "xz", lambda binary: lzma.LZMAFile(binary)),
     _Magic(b"\x28\xb5\x2f\xfd", "zstd", _zstd),
     _Magic(b"PK\x03\x04", "a ZIP archive", None, ": extract its FASTA files first"),
     _Magic(b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", None, ": extract its FASTA files first"),
@@ -132,7 +132,7 @@ class _Replay(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         data = self._unread[: len(buffer)] if self._unread else self._take(len(buffer))
         self._unread = self._unread[len(data) :]
         buffer[: len(data)] = data
@@ -159,12 +159,12 @@ def open_text(path: str | os.PathLike, digest: Any = None) -> Iterator[Iterable[
     name = source_path(path)
     with contextlib.ExitStack() as stack:
         raw = _Replay(stack.enter_context(open(path, "rb")), digest)
-        layer, kinds = raw, []
+        layer, kinds = raw, list[str]()
         while (magic := _magic(layer.head)) is not None:
             if magic.opener is None or len(kinds) == _MAX_LAYERS:
                 raise InputError(f"{name} is {magic.name}, not FASTA text{magic.hint}")
             kinds.append(magic.name)
-            decompressed = stack.enter_context(magic.opener(io.BufferedReader(layer)))  # type: ignore[type-var]
+            decompressed = stack.enter_context(magic.opener(io.BufferedReader(layer)))
             layer = _guarded(name, raw, kinds, _Replay, decompressed)
         encoding = _encoding(layer.head, name)
         text = io.TextIOWrapper(io.BufferedReader(layer), encoding=encoding, errors="surrogateescape", newline=None)

@@ -403,7 +403,8 @@ def _target_categories(entry: Entry) -> dict[str, dict]:
         "db_accession": _code(entry.accession),
         "db_code": _line(entry.entry_name),
         "db_name": "UNP" if uniprot else "Other",
-        "db_name_other_details": None if uniprot else _line(f"FASTA file {entry.source_file}"),
+        # the input's name only: the folder it was read from stays private
+        "db_name_other_details": None if uniprot else _line(f"FASTA file {Path(entry.source_file).name}"),
         "gene_name": _code(entry.gene),
         "ncbi_taxonomy_id": None if entry.tax_id is None else str(entry.tax_id),
         "organism_scientific": _line(entry.organism),

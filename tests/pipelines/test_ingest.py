@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import random
@@ -13,6 +14,7 @@ from Bio.SeqUtils.CheckSum import crc64 as bio_crc64
 from fake_database import CREATED, PROVENANCE, random_prediction
 
 from structome.models.types import STANDARD_RESIDUES, Entry, Failure, to_model_alphabet
+from structome.pipelines.build import BuildCounters, build_record, build_report, plan_build
 from structome.pipelines.fasta import MAX_TEXT, InputError, iter_fasta
 from structome.pipelines.ingest import (
     IngestResult,
@@ -23,7 +25,9 @@ from structome.pipelines.ingest import (
     prediction_id,
     sanitize_accession,
 )
+from structome.pipelines.settings import BuildSettings
 from structome.storage import rows
+from structome.storage.layout import DatabaseLayout
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fasta"
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -421,3 +425,16 @@ def test_one_file_given_twice_is_read_once(tmp_path: Path, caplog: pytest.LogCap
         twice = ingest([path, link, path], DEFAULTS, MODEL)
     assert (twice.record_count, twice.failures) == (once.record_count, once.failures)
     assert "given more than once" in caplog.text and len(twice.inputs) == 1
+
+
+def test_the_build_report_lists_each_input_with_its_content_hash(tmp_path: Path) -> None:
+    layout = DatabaseLayout(tmp_path / "db")
+    layout.create()
+    path = DATA / "ecoli_slice.fasta.gz"
+    plan = plan_build([path], layout, BuildSettings(), PROVENANCE)
+    started = dt.datetime(2026, 12, 4, tzinfo=dt.UTC)
+    record = build_record(plan, BuildCounters(), status="running", started=started, finished=None)
+    report = build_report(record, plan, BuildCounters())
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()  # of the bytes as stored, here gzip
+    assert report["inputFiles"] == [{"path": str(path), "sha256": sha256, "records": 5}]
+    assert record["inputs"] == [str(path)]

@@ -80,7 +80,7 @@ def other_entry(fragment_sequence: str) -> Entry:
     """A non-UniProt record: a window (F2) of a longer sequence, no taxon, no gene, no entry name."""
     full = "M" * 200 + fragment_sequence + "G" * 50
     return Entry(
-        entry_id="SM-contig_17-F2", record_id="contig_17", source_file="my proteins.fasta",
+        entry_id="SM-contig_17-F2", record_id="contig_17", source_file="/home/someone/my proteins.fasta",
         accession="contig_17", sequence=full, fragment=2, start=201, end=200 + len(fragment_sequence),
         sequence_checksum="00AB12CD34EF5678", sequence_md5="f" * 32, prediction_id="pred-8",
     )  # fmt: skip
