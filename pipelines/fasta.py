@@ -26,7 +26,7 @@ import lzma
 import os
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 HEAD_BYTES = 4096  # sniffed at the start of every layer (compression, text encoding, binary)
 MAX_TEXT = 1000  # characters kept of each header text field (mmCIF lines and dictionary checks stay bounded)
+_BUFFER_BYTES = 1 << 16  # read size of every layer
 _MAX_LAYERS = 4  # compressions inside compressions
 _TAX_ID_MAX = integer_bounds(ENTRIES, "taxId")[1]
 _VERSION_MAX = integer_bounds(ENTRIES, "sequenceVersion")[1]
@@ -115,7 +116,7 @@ class _Replay(io.RawIOBase):
     """A read-once stream made peekable: its first bytes (already read, to sniff) again, then the rest.
     Counts the bytes taken from the source, and feeds them to `digest` when one is given."""
 
-    def __init__(self, source: BinaryIO, digest: Any = None) -> None:
+    def __init__(self, source: Any, digest: Any = None) -> None:  # any readable binary stream with readinto
         self._source, self._digest, self.offset = source, digest, 0
         self.head = b""
         while len(self.head) < HEAD_BYTES and (more := self._take(HEAD_BYTES - len(self.head))):
@@ -124,16 +125,23 @@ class _Replay(io.RawIOBase):
 
     def _take(self, size: int) -> bytes:
         data = self._source.read(size)
+        self._count(data)
+        return data
+
+    def _count(self, data) -> None:
         self.offset += len(data)
         if self._digest is not None:
             self._digest.update(data)
-        return data
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._unread[: len(buffer)] if self._unread else self._take(len(buffer))
+        if not self._unread:  # past the head: straight from the source into the caller's buffer
+            size = self._source.readinto(buffer) or 0
+            self._count(memoryview(buffer)[:size])
+            return size
+        data = self._unread[: len(buffer)]
         self._unread = self._unread[len(data) :]
         buffer[: len(data)] = data
         return len(data)
@@ -164,14 +172,18 @@ def open_text(path: str | os.PathLike, digest: Any = None) -> Iterator[Iterable[
             if magic.opener is None or len(kinds) == _MAX_LAYERS:
                 raise InputError(f"{name} is {magic.name}, not FASTA text{magic.hint}")
             kinds.append(magic.name)
-            decompressed = stack.enter_context(magic.opener(io.BufferedReader(layer)))
+            decompressed = stack.enter_context(magic.opener(io.BufferedReader(layer, _BUFFER_BYTES)))
             layer = _guarded(name, raw, kinds, _Replay, decompressed)
         encoding = _encoding(layer.head, name)
-        text = io.TextIOWrapper(io.BufferedReader(layer), encoding=encoding, errors="surrogateescape", newline=None)
+        text = io.TextIOWrapper(
+            io.BufferedReader(layer, _BUFFER_BYTES), encoding=encoding, errors="surrogateescape", newline=None
+        )
+        lines = _guarded_lines(text, name, raw, kinds)
         try:
-            yield _GuardedText(text, name, raw, kinds)
-        finally:
-            text.detach()
+            yield lines
+        finally:  # the text closes only the wrappers made here; the file closes with the stack
+            lines.close()
+            text.close()
 
 
 def check_input(path: str | os.PathLike, *, allow_empty: bool = False) -> None:
@@ -210,23 +222,22 @@ def _guarded(name: str, raw: _Replay, kinds: list[str], read: Callable[..., Any]
     try:
         return read(*args)
     except _READ_ERRORS as error:
-        what = " inside ".join(reversed(kinds)) or "file"
-        raise InputError(
-            f"{name}: damaged or truncated {what} data near byte {raw.offset}: {error or type(error).__name__}"
-        ) from error
+        raise _read_error(name, raw, kinds, error) from error
 
 
-class _GuardedText:
-    """Iterates the lines of a text stream, turning read errors into InputError (via `_guarded`)."""
+def _read_error(name: str, raw: _Replay, kinds: list[str], error: Exception) -> InputError:
+    what = " inside ".join(reversed(kinds)) or "file"
+    return InputError(
+        f"{name}: damaged or truncated {what} data near byte {raw.offset}: {error or type(error).__name__}"
+    )
 
-    def __init__(self, text: io.TextIOWrapper, name: str, raw: _Replay, kinds: list[str]) -> None:
-        self._text, self._name, self._raw, self._kinds = text, name, raw, kinds
 
-    def __iter__(self) -> Iterator[str]:
-        return self
-
-    def __next__(self) -> str:
-        return _guarded(self._name, self._raw, self._kinds, self._text.__next__)
+def _guarded_lines(text: io.TextIOWrapper, name: str, raw: _Replay, kinds: list[str]) -> Generator[str, None, None]:
+    """The lines of a text stream, read errors turned into InputError (as `_guarded` does)."""
+    try:
+        yield from text
+    except _READ_ERRORS as error:
+        raise _read_error(name, raw, kinds, error) from error
 
 
 def iter_fasta(path: str | os.PathLike, digest: Any = None) -> Iterator[FastaRecord]:
@@ -260,11 +271,13 @@ def _record_lines(text: Iterable[str], source_file: str) -> Iterator[str]:
         logger.warning("%s: ignored %d line(s) of text before the first '>' header", source_file, skipped)
     in_sequence = False
     for line in lines:
-        if line.startswith(">"):
+        first = line[:1]
+        if first == ">":
             in_sequence = False
-        elif line.startswith(";") and not in_sequence:
-            continue
-        elif line.strip():
+        elif first == ";":
+            if not in_sequence:
+                continue
+        elif not in_sequence and line.strip():
             in_sequence = True
         yield line
 
@@ -294,11 +307,12 @@ def parse_header(header: str, *, source_file: str = "", sequence_raw: str = "") 
         )
     fields = _uniprot_fields(rest)
     accession, version = _split_version(uniprot["accession"])
-    texts = {key: _bounded(fields.get(key, "")) for key in ("", "OS", "GN")} | {"name": _bounded(uniprot["name"])}
-    numbers = {
-        "OX": _whole_number("OX", fields.get("OX"), _TAX_ID_MAX),
-        "SV": _whole_number(*_version_field(fields, version), _VERSION_MAX),
-    }
+    (description, organism, gene, name), cut = _bounded_all(
+        fields.get("", ""), fields.get("OS", ""), fields.get("GN", ""), uniprot["name"]
+    )
+    tax_id = _whole_number("OX", fields.get("OX"), _TAX_ID_MAX)
+    sequence_version = _whole_number(*_version_field(fields, version), _VERSION_MAX)
+    problems = [number for number in (tax_id, sequence_version) if isinstance(number, str)]
     return FastaRecord(
         record_id=record_id,
         source_file=source_file,
@@ -306,14 +320,14 @@ def parse_header(header: str, *, source_file: str = "", sequence_raw: str = "") 
         sequence_raw=sequence_raw,
         database=uniprot["db"],
         accession=accession,
-        entry_name=texts["name"][0],
-        description=texts[""][0],
-        organism=texts["OS"][0],
-        tax_id=numbers["OX"] if isinstance(numbers["OX"], int) else None,
-        gene=texts["GN"][0],
-        sequence_version=numbers["SV"] if isinstance(numbers["SV"], int) else None,
-        header_problem="; ".join(problem for problem in numbers.values() if isinstance(problem, str)),
-        truncated=any(cut for _, cut in texts.values()),
+        entry_name=name,
+        description=description,
+        organism=organism,
+        tax_id=None if isinstance(tax_id, str) else tax_id,
+        gene=gene,
+        sequence_version=None if isinstance(sequence_version, str) else sequence_version,
+        header_problem="; ".join(problems),
+        truncated=cut,
     )
 
 
@@ -349,6 +363,13 @@ def _whole_number(key: str, value: str | None, largest: int) -> int | str | None
         return int(value)
     shown = value if len(value) <= 30 else f"{value[:30]}... ({len(value)} characters)"
     return f"{key}={shown!r} is not a whole number from 1 to {largest}"
+
+
+def _bounded_all(*texts: str) -> tuple[list[str], bool]:
+    """Each text cut to MAX_TEXT characters, and whether any was cut."""
+    if all(len(text) <= MAX_TEXT for text in texts):
+        return list(texts), False
+    return [_bounded(text)[0] for text in texts], True
 
 
 def _bounded(text: str) -> tuple[str, bool]:
