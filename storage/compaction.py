@@ -35,10 +35,9 @@ import pyarrow.parquet as pq
 from structome.storage import catalog, formats, schema
 from structome.storage.atomic import publish_file
 from structome.storage.formats import FormatError
-from structome.storage.key_index import key_ranges
 from structome.storage.layout import DatabaseLayout
+from structome.storage.parts import PartWriter
 from structome.storage.segments import (
-    PART_KEYS,
     SEGMENT_TABLES,
     SORT_KEYS,
     Segment,
@@ -53,15 +52,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["CompactionPolicy", "CompactionReport", "collect_garbage", "compact", "plan_compaction"]
 
 _COLLECTED = "tables/collected.json"  # {"generation": g}: the shard files generation g covers are removed
-# Rows per Parquet row group: a point lookup reads one group of each column it returns, so groups stay small
-# for the lean tables; residues (hundreds of rows per entry) take larger ones.
-# Entries and files: one group decodes in ~1-3 ms (the server's lookups read one; benchmarks/bench_serve_index.py).
-ROW_GROUP_ROWS = {"entries": 4_096, "residues": 131_072, "files": 8_192, "failures": 16_384}
-# Small data pages: DuckDB decodes only the pages that hold a point query's rows (SQL lookups on long columns).
-DATA_PAGE_BYTES = 16_384
-# Row groups per part file of a segment (storage.segments): a cold point lookup parses one part's footer per
-# segment (entries: 262k entries, ~1 MB of footer), whatever the segment's size.
-ROW_GROUPS_PER_PART = 64
 
 
 @dataclass(frozen=True)
@@ -239,8 +229,7 @@ class _Scratch:
             staged = self.folder / table
             rows[table], files = self._sort_into(table, sources, staged)
             written = []
-            for number, file in enumerate(files):
-                ranges = key_ranges(str(file), pq.ParquetFile(file).metadata, PART_KEYS[table])
+            for number, (file, ranges) in enumerate(files):
                 size += file.stat().st_size
                 written.append(SegmentFile(part_path(table, segment_id, number), ranges))
                 self._publish(file, written[-1].path)
@@ -249,20 +238,22 @@ class _Scratch:
         logger.info("segment %s: %d entries from %d shards", segment_id, rows["entries"], shards)
         return Segment(segment_id, rows["entries"], shards, rows, size, parts)
 
-    def _sort_into(self, table: str, sources: list[str], target: Path) -> tuple[int, list[Path]]:
-        """Sort the sources' rows into part files in the folder `target`: the row count, and the parts in key
-        order (at least one, empty when there are no rows)."""
+    def _sort_into(self, table: str, sources: list[str], target: Path) -> tuple[int, list[tuple[Path, dict]]]:
+        """Sort the sources' rows into part files in the folder `target` (storage.parts): the row count, and the
+        parts with their key ranges in key order (at least one, empty when there are no rows). DuckDB sorts
+        (spilling beyond its memory limit) and streams the sorted rows to the part writer."""
         columns = ", ".join(f'"{name}"' for name in schema.TABLES[table].names)
         listing = catalog.sql_listing(self.layout, [self.layout.schema_file(table), *sources])
         order = ", ".join(f'"{key}"' for key in SORT_KEYS[table])
-        written = self.connection.execute(
-            f"COPY (SELECT {columns} FROM read_parquet([{listing}], union_by_name = true) ORDER BY {order}) "
-            f"TO '{catalog.quote(target)}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS[table]}, "
-            f"DATA_PAGE_SIZE_LIMIT {DATA_PAGE_BYTES}, ROW_GROUPS_PER_FILE {ROW_GROUPS_PER_PART}, RETURN_FILES true)"
-        ).fetchone()
-        assert written is not None  # COPY answers with the number of rows and the files it wrote
-        files = sorted((Path(f) for f in written[1]), key=_part_number)
-        return int(written[0]), files
+        target.mkdir(parents=True, exist_ok=True)
+        writer = PartWriter(table, lambda number: target / f"{number:04d}.parquet")
+        reader = self.connection.sql(
+            f"SELECT {columns} FROM read_parquet([{listing}], union_by_name = true) ORDER BY {order}"
+        ).to_arrow_reader(writer.group_rows)
+        for batch in reader:
+            writer.write(batch)
+        parts = writer.close()
+        return writer.rows, parts
 
     def _publish(self, staged: Path, relative: str) -> None:
         if self.layout.is_local:
@@ -317,11 +308,6 @@ def _shard_files_to_remove(layout: DatabaseLayout, settled: TableManifest) -> li
         if shard in folders
         for table in SEGMENT_TABLES
     ]
-
-
-def _part_number(path: Path) -> int:
-    """DuckDB names the files of one COPY data_0.parquet, data_1.parquet, ... in the order it writes them."""
-    return int(path.stem.rsplit("_", 1)[-1])
 
 
 def _is_segment_file(relative: str) -> bool:
