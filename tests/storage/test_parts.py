@@ -15,7 +15,7 @@ from structome.storage.key_index import SortedTable, _matching_rows, may_contain
 
 
 def entries_rows(accessions: list[str]) -> pa.Table:
-    columns = {name: pa.nulls(len(accessions), field.type) for name, field in zip(schema.ENTRIES.names, schema.ENTRIES)}
+    columns = {field.name: pa.nulls(len(accessions), field.type) for field in schema.ENTRIES}
     columns["entryId"] = pa.array([f"SM-{a}-F1" for a in accessions])
     columns["uniprotAccession"] = pa.array(accessions)
     return pa.table(columns, schema=schema.ENTRIES)
@@ -53,16 +53,16 @@ def test_bloom_filters_never_miss_a_key_and_agree_with_duckdb(written):
         metadata = pq.ParquetFile(path).metadata
         column = metadata.schema.names.index("uniprotAccession")
         data = path.read_bytes()
+
+        def read(offset, length, data=data):
+            return data[offset : offset + length]
+
         table = pq.read_table(path, columns=["uniprotAccession"]).column("uniprotAccession").to_pylist()
         start = 0
         for group in range(metadata.num_row_groups):
             chunk = metadata.row_group(group).column(column)
             held = table[start : start + metadata.row_group(group).num_rows]
             start += len(held)
-
-            def read(offset, length):
-                return data[offset : offset + length]
-
             assert all(may_contain(read, chunk, key) for key in held)  # no false negatives
             ruled_out = [key for key in absent if not may_contain(read, chunk, key)]
             assert len(ruled_out) >= 0.9 * len(absent)  # fpp 0.01 in the writer
