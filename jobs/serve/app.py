@@ -13,11 +13,12 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+import anyio
 import duckdb
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -66,6 +67,7 @@ CONTENT_SECURITY_POLICY = (
     "object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
 )
 MAX_SQL_BYTES = 100_000
+RENDER_THREADS = 2  # files rendered at once (PNG, PDB: CPU work); more requests for them wait their turn
 SQL_ERROR_STATUS = {SqlRefused: 400, SqlTimeout: 504, SqlResourceError: 503}  # any other SqlError (bad SQL): 400
 
 
@@ -90,8 +92,11 @@ class StructomeServer:
         sql: SqlSandbox | None = None,
         reload_interval_s: float = 0.0,
         viewer: ViewerAssets | None = None,
+        renderers: Mapping[str, Callable[[bytes], bytes]] = RENDERERS,
     ):
         self.layout, self.index, self.sql = layout, index, sql
+        self.renderers = renderers
+        self._render_limiter: anyio.CapacityLimiter | None = None  # made on the event loop, at first use
         if viewer is None:
             viewer = ViewerAssets.missing("this server was made without viewer files")
         self.viewer = viewer
@@ -194,7 +199,7 @@ class StructomeServer:
         if (location := await run_in_threadpool(index.stored_file, name)) is not None:
             return self._stored_representation(location, media_type, send_gzip)
         if (derived := await run_in_threadpool(index.derived_file, name)) is not None:
-            content = await self._blocking(self._rendered, derived)
+            content = await self._rendering(derived)
             return Representation(
                 len(content),
                 f'"{derived.source.sha256}{derived.suffix}"',
@@ -205,8 +210,14 @@ class StructomeServer:
         return None
 
     async def _blocking(self, function, *args):
-        """Local page-cache reads of a few KB cost less than a thread hop; object-store reads go to a thread."""
-        return function(*args) if self.layout.is_local else await run_in_threadpool(function, *args)
+        """Reads (a cold page, an NFS folder, an object store) and gunzip, off the event loop (Starlette's pool)."""
+        return await run_in_threadpool(function, *args)
+
+    async def _rendering(self, derived: DerivedFile) -> bytes:
+        """A rendered file (cached), made in at most RENDER_THREADS threads: a 1,400-residue PNG takes a while."""
+        if self._render_limiter is None:
+            self._render_limiter = anyio.CapacityLimiter(RENDER_THREADS)
+        return await anyio.to_thread.run_sync(self._rendered, derived, limiter=self._render_limiter)
 
     def _stored_representation(self, location: FileLocation, media_type: str, send_gzip: bool) -> Representation:
         etag = f'"{location.sha256}"'
@@ -234,7 +245,7 @@ class StructomeServer:
         return self.archives.read_verified(location.archive, location.offset, location.length, location.sha256)
 
     def _render(self, derived: DerivedFile) -> bytes:
-        return RENDERERS[derived.suffix](decode(self._stored_bytes(derived.source), derived.source.encoding))
+        return self.renderers[derived.suffix](decode(self._stored_bytes(derived.source), derived.source.encoding))
 
     # --- SQL and export
 
