@@ -219,7 +219,9 @@ def open_locked_catalog(root: str, limits: SqlLimits) -> duckdb.DuckDBPyConnecti
 
 def _view_files(layout: DatabaseLayout, visible: dict[str, list[SegmentFile]]) -> list[str]:
     """Every file the catalog's views read (storage.catalog lists them the same way: schema file, then parts)."""
-    return [layout.schema_file(table) for table in visible] + [part.path for parts in visible.values() for part in parts]
+    return [layout.schema_file(table) for table in visible] + [
+        part.path for parts in visible.values() for part in parts
+    ]
 
 
 def _lock_down(connection: duckdb.DuckDBPyConnection, files: list[str], limits: SqlLimits) -> None:

@@ -226,7 +226,7 @@ def test_the_worker_connection_is_locked_to_the_views_files(database, monkeypatc
         "SELECT * FROM read_parquet('shards/*/entries.parquet')",
         "SELECT * FROM read_parquet('{root}/shards/*/entries.parquet')",
         "SELECT * FROM 'shards/*/entries.parquet'",
-        "SELECT * FROM \"shards/*/files.parquet\"",
+        'SELECT * FROM "shards/*/files.parquet"',
         "SELECT * FROM glob('*')",
         "SELECT * FROM parquet_metadata('schema/entries.parquet')",
         "SELECT * FROM query_table('table_files')",
