@@ -78,3 +78,19 @@ DatabaseLayout as L; r(L({str(db.root)!r}))"
     (returncode, stderr, elapsed), *_ = refreshes
     assert returncode == 0, f"the build's catalog refresh failed while `structome sql` read: {stderr}"
     assert elapsed < 4.5, f"the refresh waited {elapsed:.1f} s for the reader"
+
+
+def test_no_catalog_connection_draws_progress_bars(db):
+    """DuckDB draws a progress bar into stdout for a query past 2 s: into `structome sql` output and the server's
+    log. Every connection structome opens turns it off (the SQL workers': test_sql_sandbox). Checked in a fresh
+    process, as a command runs (under pytest's capture DuckDB starts with the bar off)."""
+    probe = f"""
+from structome.storage import catalog
+from structome.storage.layout import DatabaseLayout
+layout = DatabaseLayout({str(db.root)!r})
+for open_catalog in (catalog.connect, catalog.connect_detached, catalog.connect_files):
+    print(open_catalog(layout).sql("SELECT current_setting('enable_progress_bar')").fetchall()[0][0])
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False"] * 3
