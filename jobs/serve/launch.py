@@ -36,17 +36,21 @@ def run(
     from uvicorn.supervisors import Multiprocess
 
     location = settings["location"]
-    if workers == 1:
-        server = _server(settings)  # loads the viewer files too (logging a warning when it cannot)
-        app, what = server.app, f"({len(server.index):,} entries)"
-    else:
-        if not DatabaseLayout(location).exists():
-            raise FileNotFoundError(f"{location} is not a structome database (no catalog)")
-        ViewerAssets.load(settings["viewer_assets"])  # fetched once here, so that the processes read the cache
-        os.environ[_SETTINGS_VARIABLE] = json.dumps(settings)
-        app, what = f"{__name__}:app_from_environment", f"from {workers} processes"
+    if not DatabaseLayout(location).exists():
+        raise FileNotFoundError(f"{location} is not a structome database (no catalog)")
+    listening = bind(host, port)  # before loading the index: a busy port fails at once
+    try:
+        if workers == 1:
+            server = _server(settings)  # loads the viewer files too (logging a warning when it cannot)
+            app, what = server.app, f"({len(server.index):,} entries)"
+        else:
+            ViewerAssets.load(settings["viewer_assets"])  # fetched once here, so that the processes read the cache
+            os.environ[_SETTINGS_VARIABLE] = json.dumps(settings)
+            app, what = f"{__name__}:app_from_environment", f"from {workers} processes"
+    except BaseException:
+        listening.close()
+        raise
     config = uvicorn_config(app, host=host, port=port, workers=workers, access_log=access_log)
-    listening = bind(host, port)
     announce(f"serving {location} {what} on http://{host}:{listening.getsockname()[1]}/")
     if workers == 1:
         served = uvicorn.Server(config)
