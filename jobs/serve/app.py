@@ -1,9 +1,11 @@
 """`structome serve`: AlphaFold-DB-compatible HTTP API, file downloads, read-only SQL, entry pages, bulk export.
 
 Starlette on uvicorn. Entries and file locations are looked up by point queries on the catalog's views
-(storage.entry_index), off the event loop; a file download is one ranged read of its archive member. SQL runs in sandboxed worker processes
-(structome.jobs.serve.sql_sandbox). Every route answers a client error as JSON (API, files) or a small HTML page, never a
-stack trace; file names are looked up in the index and never joined to a path.
+(storage.entry_index), off the event loop; a file download is one ranged read of its archive member, in a thread
+(NFS and object stores block), and rendered files (PNG, PDB) are made in a small bounded pool of threads. SQL runs
+in sandboxed worker processes (structome.jobs.serve.sql_sandbox). Every route answers a client error as JSON (API,
+files) or a small HTML page, never a stack trace; file names are looked up in the index and never joined to a path.
+With an access token, every route answers only requests that show it (structome.jobs.serve.auth).
 """
 
 from __future__ import annotations
@@ -289,7 +291,7 @@ class StructomeServer:
         try:
             position = export.entry_id_position(result.columns)
             entry_ids = [row[position] for row in result.rows]
-            if not all(isinstance(entry_id, str) for entry_id in entry_ids):
+            if not all(entry_id is None or isinstance(entry_id, str) for entry_id in entry_ids):  # NULL: unknown
                 return _json_error(400, f"the entryId column must be text, not {result.types[position]}")
             files = await run_in_threadpool(export.export_files, self.layout, entry_ids)
         except (export.ExportError, export.UnknownEntriesError) as error:
