@@ -226,8 +226,9 @@ def _duckdb_file_system(layout: DatabaseLayout):
     return DuckDBFileSystem(layout.fs)
 
 
-def query(layout: DatabaseLayout, sql: str, parameters: list | None = None) -> pa.Table:
-    connection = connect(layout)
+def query(layout: DatabaseLayout, sql: str, parameters: list | None = None, *, detached: bool = False) -> pa.Table:
+    """The result of `sql` as a table; `detached`: through `connect_detached` (no file lock held while it runs)."""
+    connection = connect_detached(layout) if detached else connect(layout)
     try:
         relation = connection.sql(sql, params=parameters) if parameters else connection.sql(sql)
         return relation.to_arrow_table() if relation is not None else pa.table({})
