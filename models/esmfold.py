@@ -18,7 +18,16 @@ from transformers import EsmForProteinFolding
 from transformers.models.esm.openfold_utils import atom14_to_atom37, compute_predicted_aligned_error, compute_tm
 
 from structome.models.chunking import chunk_size_for_length
-from structome.models.types import STANDARD_RESIDUES, EsmFoldSettings, Prediction, PredictionRequest, Provenance
+from structome.models.types import (
+    STANDARD_RESIDUES,
+    EsmFoldSettings,
+    NonFiniteOutput,
+    NonFiniteOutputError,
+    Prediction,
+    PredictionRequest,
+    PredictionResult,
+    Provenance,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +90,7 @@ class EsmFoldPredictor:
         """Force a chunk size (the OOM ladder lowers it); None goes back to the settings' (or the length rule)."""
         self._chunk_override = chunk_size if chunk_size is not None else self.settings.chunk_size
 
-    def predict(self, requests: Sequence[PredictionRequest]) -> list[Prediction]:
+    def predict(self, requests: Sequence[PredictionRequest]) -> list[PredictionResult]:
         ids, mask = encode([r.sequence for r in requests])
         device = self.settings.device
         self.model.trunk.set_chunk_size(self._chunk_override or chunk_size_for_length(ids.shape[1]))
@@ -91,8 +100,15 @@ class EsmFoldPredictor:
             )
         return [self._unpack(output, row, request) for row, request in enumerate(requests)]
 
-    def _unpack(self, output, row: int, request: PredictionRequest) -> Prediction:
-        """One sequence's stored outputs, sliced to its own length before any per-sequence metric."""
+    def _unpack(self, output, row: int, request: PredictionRequest) -> PredictionResult:
+        """One sequence's stored outputs, sliced to its own length before any per-sequence metric; a
+        NonFiniteOutput for this sequence alone if they hold NaN or inf."""
+        try:
+            return self._prediction(output, row, request)
+        except NonFiniteOutputError as error:
+            return NonFiniteOutput(request.prediction_id, str(error))
+
+    def _prediction(self, output, row: int, request: PredictionRequest) -> Prediction:
         n = len(request.sequence)
         atom14 = output["positions"][-1][row : row + 1, :n].float()
         gather = {k: output[k][row : row + 1, :n] for k in ("residx_atom37_to_atom14", "atom37_atom_exists")}

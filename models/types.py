@@ -60,6 +60,15 @@ class NonFiniteOutputError(ValueError):
     """A predictor produced NaN or infinite values (e.g. an fp16 trunk overflowing)."""
 
 
+@dataclass(frozen=True)
+class NonFiniteOutput:
+    """One protein's result when its output held NaN or infinite values: an error as a value, so that the other
+    proteins of its batch keep their predictions and only this one is folded again."""
+
+    prediction_id: str
+    message: str
+
+
 def to_model_alphabet(sequence: str) -> str:
     """The sequence as a predictor sees it: every non-standard letter becomes X."""
     return sequence.translate(_TO_X)
@@ -213,3 +222,6 @@ class Prediction:
     @property
     def mean_plddt(self) -> float:
         return float(self.plddt.mean())
+
+
+PredictionResult = Prediction | NonFiniteOutput  # what a predictor returns per request

@@ -72,6 +72,30 @@ class RaiseOnLength(_Wrapped):
         return self.inner.predict(requests)
 
 
+class NanOnLength(_Wrapped):
+    """The real model, whose raw output turns NaN for the sequences of exactly this length in a batch (the others
+    stay as folded); with `only_reduced`, only while the trunk runs below fp32 (an fp16 overflow). Counts the
+    model's forward calls."""
+
+    def __init__(self, inner, length: int, only_reduced: bool = False):
+        super().__init__(inner)
+        self.length, self.only_reduced, self.forward_calls = length, only_reduced, 0
+        forward = inner.model.forward
+
+        def poisoned_forward(*args, **kwargs):
+            self.forward_calls += 1
+            output = forward(*args, **kwargs)
+            if not self.only_reduced or inner.reduced_precision:
+                rows = kwargs["attention_mask"].sum(dim=1) == self.length
+                output["positions"][:, rows] = float("nan")
+            return output
+
+        inner.model.forward = poisoned_forward
+
+    def predict(self, requests):
+        return self.inner.predict(requests)
+
+
 def oom_above(name, weights, settings):
     return OutOfMemoryAbove(load_predictor(name, weights, settings))
 

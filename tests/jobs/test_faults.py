@@ -94,6 +94,27 @@ def test_out_of_memory_fails_only_the_protein_that_does_not_fit(tmp_path, monkey
     assert report["failuresByReason"] == {"out_of_memory": 1}
 
 
+@pytest.mark.parametrize(("only_reduced", "rescued"), [(True, True), (False, False)])
+def test_a_protein_with_non_finite_output_costs_its_batch_nothing(tiny_weights, only_reduced, rescued):
+    from faulty_models import NanOnLength
+
+    from structome.models.registry import ESMFOLD_V1_CONFIG, load_predictor
+    from structome.models.types import PredictionRequest
+    from structome.pipelines.batching import Batcher, DeviceBudget
+    from structome.pipelines.cost_model import CostModel
+    from structome.pipelines.predict import predict_shard
+    from structome.pipelines.sharding import Shard
+
+    settings = EsmFoldSettings(num_recycles=0, trunk_precision="bf16")
+    predictor = NanOnLength(load_predictor("esmfold-tiny", str(tiny_weights), settings), 27, only_reduced)
+    requests = tuple(PredictionRequest(f"p{i}", SEQUENCES[f"T{i}"]) for i in reversed(range(4)))  # 41 ... 20 aa
+    one_batch = Batcher(CostModel.from_config(ESMFOLD_V1_CONFIG), DeviceBudget(1e30, 1e30, 1e30))
+    result = predict_shard(predictor, Shard("s0", requests, ()), one_batch)
+    assert predictor.forward_calls == 2  # the batch once, then only the culprit, alone and in fp32
+    folded = sorted(p.prediction_id for p in result.predictions)
+    assert folded == (["p0", "p1", "p2", "p3"] if rescued else ["p0", "p2", "p3"])
+
+
 def test_a_second_build_on_the_same_database_is_refused(tmp_path):
     fasta = Path(__file__).resolve().parents[2] / "examples" / "ecoli_k12_sample.fasta"  # a build of ~30 s
     db = tmp_path / "db"
