@@ -17,7 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = [
+    "DatabasePermissionError",
     "copy_chunks",
+    "make_unique_folder",
+    "permission_denied",
     "publish_file",
     "publish_folder",
     "replace_atomically",
@@ -45,6 +48,42 @@ def replace_atomically(path: str | os.PathLike, write: Callable[[Path], object],
         temporary.unlink(missing_ok=True)
         raise
     _fsync(path.parent)
+
+
+def make_unique_folder(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new folder PARENT/PREFIX<random> with the mode the umask gives (tempfile.mkdtemp would make it 0700,
+    and a shard folder keeps its mode when it is renamed into the database: unreadable to the group)."""
+    while True:
+        folder = Path(parent) / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            folder.mkdir(mode=0o777)
+            return folder
+        except FileExistsError:
+            continue
+
+
+class DatabasePermissionError(PermissionError):
+    """A database file or folder this account may not read or write; the message says whose and what mode."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()  # the message alone, not "[Errno 13] ...: 'path'"
+
+
+def permission_denied(error: PermissionError, action: str, path: str | os.PathLike) -> DatabasePermissionError:
+    """ERROR on PATH explained: its owner and mode, and how a shared database is made readable."""
+    path = error.filename or path
+    try:
+        info = os.stat(path)
+        detail = f"owner uid {info.st_uid}, group gid {info.st_gid}, mode {info.st_mode & 0o7777:04o}"
+    except OSError:
+        detail = "its folder may not be readable"
+    return DatabasePermissionError(
+        error.errno,
+        f"permission denied: cannot {action} {path} ({detail}; this process runs as uid {os.getuid()}). A database "
+        "shared by several accounts needs group read (and write, to build) on its folders: build with umask 002, "
+        "or run `chmod -R g+rwX` on the database folder",
+        path,
+    )
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:

@@ -32,7 +32,6 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from structome.storage import formats
-from structome.storage.atomic import publish_folder, write_bytes_atomic, write_parquet_atomic
+from structome.storage.atomic import (
+    make_unique_folder,
+    permission_denied,
+    publish_folder,
+    write_bytes_atomic,
+    write_parquet_atomic,
+)
 from structome.storage.formats import MARKER_NAME, FormatError, new_marker, parse_marker
 from structome.storage.locks import BuildLock, DatabaseLockedError, LeaseLock, lease_is_fresh
 from structome.storage.segments import (
@@ -240,16 +245,22 @@ class DatabaseLayout:
         self.migrate()
 
     def read_bytes(self, relative: str) -> bytes:
-        with self.fs.open_input_stream(self.path(relative)) as stream:
-            return stream.read()
+        try:
+            with self.fs.open_input_stream(self.path(relative)) as stream:
+                return stream.read()
+        except PermissionError as error:
+            raise permission_denied(error, "read", self.path(relative)) from error
 
     def read_text(self, relative: str) -> str:
         return self.read_bytes(relative).decode()
 
     def read_range(self, relative: str, offset: int, length: int) -> bytes:
         """One ranged read (a single GET with a Range header on object stores)."""
-        with self.fs.open_input_file(self.path(relative)) as handle:
-            return handle.read_at(length, offset)
+        try:
+            with self.fs.open_input_file(self.path(relative)) as handle:
+                return handle.read_at(length, offset)
+        except PermissionError as error:
+            raise permission_denied(error, "read", self.path(relative)) from error
 
     def list_files(self, folder: str) -> list[str]:
         """Paths (relative to the database) of every file under a folder, recursively, sorted."""
@@ -300,9 +311,12 @@ class DatabaseLayout:
     def begin_shard(self, shard_id: str) -> ShardTarget:
         """A private folder for one attempt at writing a shard."""
         if self.is_local:
-            Path(self.staging).mkdir(parents=True, exist_ok=True)
-            folder = tempfile.mkdtemp(prefix=f"{shard_id}.", dir=self.staging)
-            return ShardTarget(shard_id, folder, self.shard(shard_id))
+            try:
+                Path(self.staging).mkdir(parents=True, exist_ok=True)
+                folder = make_unique_folder(self.staging, prefix=f"{shard_id}.")
+            except PermissionError as error:
+                raise permission_denied(error, "write a shard into", self.staging) from error
+            return ShardTarget(shard_id, str(folder), self.shard(shard_id))
         relative = f"shards/{shard_id}/{secrets.token_hex(6)}"
         return ShardTarget(shard_id, self.path(relative), relative)
 

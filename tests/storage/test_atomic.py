@@ -59,3 +59,42 @@ def test_a_folder_is_published_once(tmp_path):
     with pytest.raises(OSError):
         publish_folder(late, target)
     assert (target / "entries.parquet").read_bytes() == b"one" and late.exists()
+
+
+@pytest.fixture()
+def group_umask():
+    previous = os.umask(0o002)
+    yield
+    os.umask(previous)
+
+
+def _modes(root) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in root.rglob("*") if ".staging" not in p.parts}
+
+
+def test_a_shared_database_is_readable_by_the_group_under_umask_002(tmp_path, group_umask):
+    from fake_database import add_entries
+
+    add_entries(tmp_path / "db", 0, 3)
+    modes = _modes(tmp_path / "db")
+    shards = [name for name in modes if name.startswith("shards/") and name.count("/") == 1]
+    assert len(shards) == 2
+    assert {modes[name] for name in shards} == {0o775}  # not mkdtemp's 0700
+    assert {mode for name, mode in modes.items() if name.startswith("shards/") and name.count("/") == 2} == {0o664}
+
+
+def test_a_database_this_account_may_not_write_says_so(tmp_path, monkeypatch):
+    from structome.storage.layout import DatabaseLayout
+
+    layout = DatabaseLayout(tmp_path / "db")
+    layout.create()
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(atomic.Path, "mkdir", refuse)
+    with pytest.raises(atomic.DatabasePermissionError) as caught:
+        layout.begin_shard("s1")
+    message = str(caught.value)
+    assert message.startswith("permission denied: cannot write a shard into") and ".staging" in message
+    assert "umask 002" in message and "mode 0" in message
