@@ -19,11 +19,13 @@ import pyarrow.parquet as pq
 __all__ = [
     "DatabasePermissionError",
     "copy_chunks",
+    "make_folders_durably",
     "make_unique_folder",
     "permission_denied",
     "publish_file",
     "publish_folder",
     "replace_atomically",
+    "sync_folder",
     "write_bytes_atomic",
     "write_chunks_atomic",
     "write_parquet_atomic",
@@ -38,7 +40,7 @@ def replace_atomically(path: str | os.PathLike, write: Callable[[Path], object],
     """
     path = Path(path)
     if make_parents:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folders_durably(path.parent)
     temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
     try:
         write(temporary)
@@ -137,10 +139,28 @@ def publish_folder(staged: str | os.PathLike, target: str | os.PathLike) -> None
 def publish_file(staged: str | os.PathLike, target: str | os.PathLike) -> None:
     """Move a fully written file into place durably (same file system): the file, the rename and both folders."""
     staged, target = Path(staged), Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folders_durably(target.parent)
     _fsync(staged)
     os.replace(staged, target)
     _fsync(target.parent)
+
+
+def make_folders_durably(folder: str | os.PathLike) -> None:
+    """Make FOLDER and its missing parents, each new one synced into its parent: a commit into a new folder
+    survives a power loss with the folder, not only with the file."""
+    missing: list[Path] = []
+    folder = Path(folder)
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        _fsync(new.parent)
+
+
+def sync_folder(folder: str | os.PathLike) -> None:
+    """Make the entries of FOLDER (a file created or renamed there) durable."""
+    _fsync(Path(folder))
 
 
 def _fsync(path: Path) -> None:

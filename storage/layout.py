@@ -45,6 +45,7 @@ from structome.storage.atomic import (
     make_unique_folder,
     permission_denied,
     publish_folder,
+    sync_folder,
     write_bytes_atomic,
     write_parquet_atomic,
 )
@@ -294,10 +295,14 @@ class DatabaseLayout:
             return
         text = "".join(line + "\n" for line in lines)
         if self.is_local:
-            with open(self.path(relative), "a") as handle:
+            path = Path(self.path(relative))
+            created = not path.exists()
+            with open(path, "a") as handle:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
+            if created:  # the new file's entry in its folder
+                sync_folder(path.parent)
             return
         self.write_text_atomic(text, f"{relative}.parts/{time.time_ns():020d}-{secrets.token_hex(3)}")
 
