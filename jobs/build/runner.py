@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from structome.jobs.build.manifest import ManifestWriter
 from structome.jobs.build.settings import RunnerSettings
-from structome.models.esmfold import WeightsDigest, trust_weights_digest, weights_digest
+from structome.models.esmfold import WeightsDigest, is_local_weights, trust_weights_digest, weights_digest
 from structome.models.types import EsmFoldSettings, Failure, FailureReason, Stage
 from structome.pipelines.batching import Batcher, DeviceBudget
 from structome.pipelines.build import BuildCounters, BuildPlan
@@ -67,9 +67,9 @@ class ModelSpec:
 
 
 def with_weights_digest(model: ModelSpec) -> ModelSpec:
-    """The spec with the driver's weights hash (cached since planning), or as it was when the driver cannot
-    see the weights (the workers then hash them themselves)."""
-    if model.weights is None or model.weights_digest is not None:
+    """The spec with the driver's hash of a local weights folder (cached since planning), or as it was for a hub
+    id (never downloaded here) or weights the driver cannot see (the workers then hash them themselves)."""
+    if model.weights is None or model.weights_digest is not None or not is_local_weights(model.weights):
         return model
     try:
         return dataclasses.replace(model, weights_digest=weights_digest(model.weights))
