@@ -95,6 +95,7 @@ class DatabaseLayout:
 
     def __init__(self, location: str | os.PathLike):
         text = os.fspath(location)
+        self.uri = text if "://" in text else None  # with its query (the store's options)
         if "://" in text:
             self.fs, base = pafs.FileSystem.from_uri(text)
             self.location = text.split("?", 1)[0].rstrip("/")
@@ -454,14 +455,14 @@ class DatabaseLayout:
         self.read_layout_version()  # a newer layout or a corrupt marker is refused before any lock is taken
         if self.is_local:
             return BuildLock(Path(self._path(_LOCK)))
-        return LeaseLock(self.fs, self._path(_LOCK), self.location)
+        return LeaseLock(self.fs, self._path(_LOCK), self.location, uri=self.uri)
 
     def compaction_lock(self) -> BuildLock | LeaseLock:
         """Held while compacting: a build may commit shards meanwhile (compaction merges only shards it listed)."""
         self.read_layout_version()
         if self.is_local:
             return BuildLock(Path(self._path(_COMPACTION_LOCK)), "compaction")
-        return LeaseLock(self.fs, self._path(_COMPACTION_LOCK), self.location, "compaction")
+        return LeaseLock(self.fs, self._path(_COMPACTION_LOCK), self.location, "compaction", uri=self.uri)
 
     def build_running(self) -> bool:
         """True while some process holds the build lock."""
