@@ -45,6 +45,7 @@ class FailureReason(StrEnum):
     OUT_OF_MEMORY = "out_of_memory"  # predict: even alone with the smallest chunk
     NON_FINITE_OUTPUT = "non_finite_output"  # predict: NaN or inf, also in fp32
     WORKER_FAILED = "worker_failed"  # predict: the shard's worker died on every attempt
+    DEADLINE_EXCEEDED = "deadline_exceeded"  # predict: the shard's worker hung past its deadline, the last attempt
     WRITE_ERROR = "write_error"  # write: the entry's files could not be rendered
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -94,6 +95,22 @@ class NanOnLength(_Wrapped):
 
     def predict(self, requests):
         return self.inner.predict(requests)
+
+
+class HangOnce(_Wrapped):
+    """Hangs (sleeps for an hour) in its first prediction, once per build (a marker file remembers): a GPU stuck
+    in a kernel."""
+
+    def predict(self, requests):
+        marker = Path(os.environ["STRUCTOME_TEST_HANG_MARKER"])
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            time.sleep(3600)
+        return self.inner.predict(requests)
+
+
+def hang_once(name, weights, settings):
+    return HangOnce(load_predictor(name, weights, settings))
 
 
 def oom_above(name, weights, settings):

@@ -12,7 +12,7 @@ import pytest
 
 from structome.jobs.build.job import BuildRequest, run_build
 from structome.jobs.build.settings import RunnerSettings
-from structome.models.types import EsmFoldSettings
+from structome.models.types import EsmFoldSettings, PredictionRequest
 from structome.pipelines.settings import BuildSettings
 from structome.storage import catalog
 from structome.storage.layout import DatabaseLayout, DatabaseLockedError
@@ -64,6 +64,31 @@ def test_a_worker_killed_mid_shard_is_replaced_and_its_shard_retried(tmp_path):
     killed_pid = (tmp_path / "died").read_text()
     (worker,) = report["workers"]  # the replacement did every shard; the killed one committed none
     assert not worker.endswith(f"pid{killed_pid}")
+
+
+@pytest.mark.slow  # a minute of hang at least: the floor must exceed a first call on a loaded CI machine (~45 s seen)
+def test_a_hung_worker_is_killed_at_its_shards_deadline_and_the_shard_retried(tmp_path, monkeypatch):
+    monkeypatch.setenv("STRUCTOME_TEST_HANG_MARKER", str(tmp_path / "hung"))
+    started = time.monotonic()
+    report, layout = build(tmp_path, "tests.jobs.faulty_models:hang_once", shard_deadline_floor_s=60.0)
+    assert (tmp_path / "hung").exists(), "the fault was not injected"
+    assert time.monotonic() - started < 600, report  # not the hour the predictor sleeps
+    assert report["status"] == "completed" and report["hungWorkers"] == 1 and report["retriedShards"] == 1, report
+    assert entries(layout) == sorted(f"SM-{name}-F1" for name in SEQUENCES) and failures(layout) == []
+    (worker,) = report["workers"]  # the replacement did every shard
+    assert not worker.endswith(f"pid{(tmp_path / 'hung').read_text()}")
+
+
+def test_a_shard_past_its_deadline_on_its_last_attempt_goes_to_the_ledger_as_such():
+    from fake_database import entry
+
+    from structome.jobs.build.runner import ShardDeadlineError, _shard_failures
+    from structome.pipelines.sharding import cut_shards
+
+    record = entry("SM-T0-F1", "T0", SEQUENCES["T0"], "p0")
+    (shard,) = cut_shards([record], [PredictionRequest("p0", SEQUENCES["T0"])], shard_size=1)
+    (failure,) = _shard_failures(shard, ShardDeadlineError("no result after 40 s (deadline 30 s)"), 3)
+    assert failure.reason == "deadline_exceeded" and "3 time(s)" in failure.message and "deadline" in failure.message
 
 
 def test_a_poison_shard_goes_to_the_ledger_after_its_retries(tmp_path, monkeypatch):
@@ -149,3 +174,27 @@ def test_a_second_build_on_the_same_database_is_refused(tmp_path):
         with DatabaseLayout(db).lock():
             with DatabaseLayout(db).lock():
                 pass
+
+
+def test_a_build_that_lost_its_lease_stops_before_it_dispatches_more(tmp_path):
+    from types import SimpleNamespace
+
+    from structome.jobs.build.runner import _Loop
+    from structome.pipelines.build import BuildCounters
+    from structome.storage.locks import LeaseLostError
+
+    def lost() -> None:
+        raise LeaseLostError("lost the build lease on s3://b/db: it could not be renewed for 31 s")
+
+    dispatched = []
+    runner = SimpleNamespace(
+        counters=BuildCounters(),
+        plan=SimpleNamespace(shards=("s1", "s2"), entries_planned=2),
+        settings=RunnerSettings(progress=False),
+        start_workers=lambda: [],
+        check_lock=lost,
+        shard_deadline_s=lambda shard: dispatched.append(shard) or 1.0,
+    )
+    with pytest.raises(LeaseLostError, match="could not be renewed"):
+        _Loop(runner, manifest=None).run()
+    assert dispatched == []
