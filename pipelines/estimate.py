@@ -34,6 +34,9 @@ from structome.pipelines.settings import BuildSettings
 from structome.pipelines.sharding import cut_shards
 
 ASSUMED_UTILIZATION = 0.02  # of dense bf16 peak: reference ESMFold's (design.md); an assumption, not a measurement
+# A rate no device of its kind falls below (FLOP/s): the slowest data-sheet GPU (L4) at ASSUMED_UTILIZATION, and a
+# CPU a few times slower than the slowest calibrated call. Only for deadlines: generous on purpose.
+SLOWEST_ASSUMED_FLOPS = {"cuda": 121e12 * ASSUMED_UTILIZATION, "cpu": 2e9}
 ESTIMATE_MODEL_KEY = "estimate"  # any constant key deduplicates the same sequences as the build's
 
 
@@ -195,3 +198,14 @@ def format_estimate_table(report: BuildEstimate) -> str:
 def _duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     return f"{int(hours)} h {rest / 60:.0f} min" if hours else f"{seconds / 60:.1f} min"
+
+
+def planned_shard_seconds(
+    lengths: Sequence[int], cost: CostModel, calibration: Calibration | None, device: str
+) -> float:
+    """A shard's model time folded one sequence per call (batching only makes it shorter): the measured rate of
+    the model on the device where there is one, else SLOWEST_ASSUMED_FLOPS."""
+    flops = [cost.flops(length) for length in lengths]
+    if calibration is not None:
+        return sum(calibration.seconds(f) for f in flops)
+    return sum(flops) / SLOWEST_ASSUMED_FLOPS[device]

@@ -32,7 +32,6 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from structome.storage import formats
-from structome.storage.atomic import publish_folder, write_bytes_atomic, write_parquet_atomic
+from structome.storage.atomic import (
+    make_unique_folder,
+    permission_denied,
+    publish_folder,
+    sync_folder,
+    write_bytes_atomic,
+    write_parquet_atomic,
+)
 from structome.storage.formats import MARKER_NAME, FormatError, new_marker, parse_marker
 from structome.storage.locks import BuildLock, DatabaseLockedError, LeaseLock, lease_is_fresh
 from structome.storage.segments import (
@@ -89,6 +95,7 @@ class DatabaseLayout:
 
     def __init__(self, location: str | os.PathLike):
         text = os.fspath(location)
+        self.uri = text if "://" in text else None  # with its query (the store's options)
         if "://" in text:
             self.fs, base = pafs.FileSystem.from_uri(text)
             self.location = text.split("?", 1)[0].rstrip("/")
@@ -240,16 +247,22 @@ class DatabaseLayout:
         self.migrate()
 
     def read_bytes(self, relative: str) -> bytes:
-        with self.fs.open_input_stream(self.path(relative)) as stream:
-            return stream.read()
+        try:
+            with self.fs.open_input_stream(self.path(relative)) as stream:
+                return stream.read()
+        except PermissionError as error:
+            raise permission_denied(error, "read", self.path(relative)) from error
 
     def read_text(self, relative: str) -> str:
         return self.read_bytes(relative).decode()
 
     def read_range(self, relative: str, offset: int, length: int) -> bytes:
         """One ranged read (a single GET with a Range header on object stores)."""
-        with self.fs.open_input_file(self.path(relative)) as handle:
-            return handle.read_at(length, offset)
+        try:
+            with self.fs.open_input_file(self.path(relative)) as handle:
+                return handle.read_at(length, offset)
+        except PermissionError as error:
+            raise permission_denied(error, "read", self.path(relative)) from error
 
     def list_files(self, folder: str) -> list[str]:
         """Paths (relative to the database) of every file under a folder, recursively, sorted."""
@@ -283,10 +296,14 @@ class DatabaseLayout:
             return
         text = "".join(line + "\n" for line in lines)
         if self.is_local:
-            with open(self.path(relative), "a") as handle:
+            path = Path(self.path(relative))
+            created = not path.exists()
+            with open(path, "a") as handle:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
+            if created:  # the new file's entry in its folder
+                sync_folder(path.parent)
             return
         self.write_text_atomic(text, f"{relative}.parts/{time.time_ns():020d}-{secrets.token_hex(3)}")
 
@@ -300,9 +317,12 @@ class DatabaseLayout:
     def begin_shard(self, shard_id: str) -> ShardTarget:
         """A private folder for one attempt at writing a shard."""
         if self.is_local:
-            Path(self.staging).mkdir(parents=True, exist_ok=True)
-            folder = tempfile.mkdtemp(prefix=f"{shard_id}.", dir=self.staging)
-            return ShardTarget(shard_id, folder, self.shard(shard_id))
+            try:
+                Path(self.staging).mkdir(parents=True, exist_ok=True)
+                folder = make_unique_folder(self.staging, prefix=f"{shard_id}.")
+            except PermissionError as error:
+                raise permission_denied(error, "write a shard into", self.staging) from error
+            return ShardTarget(shard_id, str(folder), self.shard(shard_id))
         relative = f"shards/{shard_id}/{secrets.token_hex(6)}"
         return ShardTarget(shard_id, self.path(relative), relative)
 
@@ -435,14 +455,14 @@ class DatabaseLayout:
         self.read_layout_version()  # a newer layout or a corrupt marker is refused before any lock is taken
         if self.is_local:
             return BuildLock(Path(self._path(_LOCK)))
-        return LeaseLock(self.fs, self._path(_LOCK), self.location)
+        return LeaseLock(self.fs, self._path(_LOCK), self.location, uri=self.uri)
 
     def compaction_lock(self) -> BuildLock | LeaseLock:
         """Held while compacting: a build may commit shards meanwhile (compaction merges only shards it listed)."""
         self.read_layout_version()
         if self.is_local:
             return BuildLock(Path(self._path(_COMPACTION_LOCK)), "compaction")
-        return LeaseLock(self.fs, self._path(_COMPACTION_LOCK), self.location, "compaction")
+        return LeaseLock(self.fs, self._path(_COMPACTION_LOCK), self.location, "compaction", uri=self.uri)
 
     def build_running(self) -> bool:
         """True while some process holds the build lock."""
