@@ -25,6 +25,9 @@ FORMATS = ("table", "json")
     "--baseline-batch-size", type=POSITIVE, help="Fixed batch size of the baseline (default: the planner's mean)."
 )
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option(
+    "--list-over-memory", is_flag=True, help="Name every sequence that may not fit the device (default: the first few)."
+)
 def plan_command(
     inputs,
     model,
@@ -37,6 +40,7 @@ def plan_command(
     shard_size,
     baseline_batch_size,
     fmt,
+    list_over_memory,
 ) -> None:
     """Print what `build` would do with the FASTA INPUTS and what it would cost, without running anything."""
     try:
@@ -53,5 +57,6 @@ def plan_command(
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(
-        json.dumps(report.as_dict(), indent=2) if fmt == "json" else format_estimate_table(report), nl=fmt == "json"
+        json.dumps(report.as_dict(), indent=2) if fmt == "json" else format_estimate_table(report, list_over_memory),
+        nl=fmt == "json",
     )
