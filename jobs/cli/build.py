@@ -66,7 +66,14 @@ _RUNNER = RunnerSettings()
     help="auto: GPU workers if the cluster has GPUs at start; cuda: always (lets an autoscaler add GPU nodes).",
 )
 @click.option("--address", help="Ray cluster address (default: start Ray in-process).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help="No progress bar: a progress line every --progress-interval.")
+@click.option(
+    "--progress-interval",
+    type=POSITIVE_FRACTION,
+    default=_RUNNER.progress_interval_s,
+    show_default=True,
+    help="Seconds between progress lines when there is no bar (no terminal, or --no-progress).",
+)
 @click.option(
     "--no-compact", is_flag=True, help="Leave the new shards uncompacted (`structome compact` merges them later)."
 )
@@ -89,6 +96,7 @@ def build_command(
     device,
     address,
     no_progress,
+    progress_interval,
     no_compact,
 ) -> None:
     """Predict every protein of the FASTA INPUTS (plain or gzip) into the database; re-runs resume."""
@@ -121,6 +129,7 @@ def build_command(
                 gpus_per_worker=gpus_per_worker,
                 device=device,
                 progress=not no_progress,
+                progress_interval_s=progress_interval,
             ),
             compaction=None if no_compact else BUILD_COMPACTION,
         )

@@ -124,6 +124,7 @@ def status_text(layout: DatabaseLayout) -> str:
 def _latest_progress(layout: DatabaseLayout, running: bool) -> str | None:
     """The newest build's shard progress from its manifest: done/planned, rate, ETA."""
     from structome.jobs.build.manifest import read_progress
+    from structome.jobs.build.progress import read_folding_progress
 
     manifests = [f for f in layout.list_files("builds") if f.endswith(".manifest.json")]
     if not manifests:
@@ -136,8 +137,10 @@ def _latest_progress(layout: DatabaseLayout, running: bool) -> str | None:
     if progress is None:
         return None
     rate, eta = progress.residues_per_second, progress.eta_seconds
+    folding = read_folding_progress(layout, build_id) if running else None
     return (
-        f"\nlatest build {progress.build}: {progress.shards_committed}/{progress.shards_planned} shards, "
+        (f"\nnow: {folding['line']}" if folding else "")
+        + f"\nlatest build {progress.build}: {progress.shards_committed}/{progress.shards_planned} shards, "
         f"{progress.entries_done}/{progress.entries_planned} entries, {progress.residues_done:,} residues"
         + (f", {rate:,.0f} residues/s" if rate else "")
         + (f", ETA {eta:,.0f} s" if running and eta is not None else "")
