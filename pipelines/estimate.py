@@ -244,6 +244,7 @@ def format_estimate_table(report: BuildEstimate, list_all: bool = False) -> str:
         f"estimated time     {wall} on {report.devices} x {report.device}"
         f"{'' if estimate.measured else ' (ESTIMATE, not measured)'}",
         f"                   {estimate.note}",
+        "                   model calls only: starting Ray, loading the model and writing come on top",
     ]
     if report.over_memory.sequences:
         lines += _over_memory_lines(report.over_memory, report.device, list_all)

@@ -62,6 +62,7 @@ def test_table_says_when_the_time_is_an_assumption(slice_fasta):
     assert result.exit_code == 0, result.output
     assert "no measured calibration for esmfold on a100" in result.output
     assert "ESTIMATE, not measured" in result.output
+    assert "model calls only: starting Ray, loading the model and writing come on top" in result.output
     for label in ("token efficiency", "FLOP efficiency", "unique sequences", "shards", "fixed"):
         assert label in result.output
 
