@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from structome.models.chunking import CHUNK_LADDER, chunk_size_for_length
 from structome.models.protocol import OUT_OF_MEMORY_ERRORS, Predictor, release_device_memory
 from structome.models.types import Failure, FailureReason, Prediction, PredictionRequest, PredictionResult, Stage
-from structome.pipelines.batching import Batcher
+from structome.pipelines.batching import Batch, Batcher
 from structome.pipelines.sharding import Shard, ShardPredictions
 
 logger = logging.getLogger(__name__)
@@ -24,8 +24,11 @@ class _Failed:
     message: str
 
 
-def predict_shard(predictor: Predictor, shard: Shard, batcher: Batcher) -> ShardPredictions:
-    """Fold every unique sequence of a shard in batches planned by the cost model within the device budget."""
+def predict_shard(
+    predictor: Predictor, shard: Shard, batcher: Batcher, on_batch: Callable[[Batch], None] | None = None
+) -> ShardPredictions:
+    """Fold every unique sequence of a shard in batches planned by the cost model within the device budget;
+    `on_batch` hears of each batch once it is folded (progress)."""
     batching = batcher.batch([len(r.sequence) for r in shard.requests])
     predictions: list[Prediction] = []
     failed: list[_Failed] = []
@@ -42,6 +45,8 @@ def predict_shard(predictor: Predictor, shard: Shard, batcher: Batcher) -> Shard
                 predictor.set_chunk_size(None)
         predictions.extend(done)
         failed.extend(lost)
+        if on_batch is not None:
+            on_batch(batch)
     return ShardPredictions(
         shard_id=shard.shard_id,
         predictions=tuple(predictions),

@@ -219,6 +219,10 @@ class DatabaseLayout:
         """Append-only log of shard state changes (started, committed, retried, failed)."""
         return f"builds/{build_id}.events.jsonl"
 
+    def build_progress(self, build_id: str) -> str:
+        """The latest progress reading of a running build (proteins folded, rate, ETA), rewritten periodically."""
+        return f"builds/{build_id}.progress.json"
+
     def build_failures(self, build_id: str) -> str:
         """Failures of a build not held by any shard file (ingest, and shards that never committed)."""
         return f"failures/{build_id}.parquet"

@@ -25,9 +25,9 @@ from typing import Any
 import duckdb
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
-from tqdm import tqdm
 
 from structome.jobs.build.manifest import ManifestWriter
+from structome.jobs.build.progress import ProgressReporter, ProgressTally, batch_reporter, planned_work
 from structome.jobs.build.settings import RunnerSettings
 from structome.models.esmfold import WeightsDigest, is_local_weights, trust_weights_digest, weights_digest
 from structome.models.types import EsmFoldSettings, Failure, FailureReason, Stage
@@ -50,6 +50,8 @@ SHARDS_PER_WORKER = 2
 # After an actor dies, how long the calls it held may take to report how they ended (they end at once: the
 # actor is gone; a finished call's result may still be on its way).
 SETTLE_SECONDS = 30.0
+# CPUs a CPU-only host keeps free of predictor threads, for the writer tasks and the driver.
+WRITER_CPUS = 1
 WAKE_SECONDS = 5.0  # the loop looks at deadlines at least this often
 
 
@@ -90,7 +92,7 @@ def with_weights_digest(model: ModelSpec) -> ModelSpec:
 class PredictorWorker:
     """Loads the model once, then folds shard after shard."""
 
-    def __init__(self, model: ModelSpec, device: str, threads: int, batch_tokens: int | None):
+    def __init__(self, model: ModelSpec, device: str, threads: int, batch_tokens: int | None, tally=None):
         import torch
         from transformers.utils import logging as transformers_logging
 
@@ -105,6 +107,7 @@ class PredictorWorker:
         if key != model.settings_key:
             raise RuntimeError(f"this worker's model ({key}) differs from the planned one ({model.settings_key})")
         self.batcher = batcher_for(model, device, batch_tokens)
+        self.tally = tally  # a ProgressTally actor, told of every folded batch
         self.label = f"{ray.get_runtime_context().get_node_id()[:8]}/pid{os.getpid()}"
 
     def describe(self) -> str:
@@ -116,7 +119,8 @@ class PredictorWorker:
         `after` (unused) is the ref of the stats of the call queued before this one: Ray starts this call only
         once they have reached the driver, so a death can never hide that the previous shard was finished.
         """
-        result = predict_shard(self.predictor, shard, self.batcher)
+        on_batch = batch_reporter(self.tally, shard.shard_id) if self.tally is not None else None
+        result = predict_shard(self.predictor, shard, self.batcher, on_batch)
         stats = {
             "worker": self.label,
             "predictions": len(result.predictions),
@@ -173,7 +177,7 @@ class RayBuildRunner:
 
     def start_worker(self):
         return self._actor_class.remote(
-            self.model, self.pool.device, self.pool.threads, self.plan.settings.batch_tokens
+            self.model, self.pool.device, self.pool.threads, self.plan.settings.batch_tokens, self.tally
         )
 
     def shard_deadline_s(self, shard: Shard) -> float:
@@ -189,6 +193,7 @@ class RayBuildRunner:
             CostModel.for_preset(self.model.name, self.model.settings.num_recycles),
             find_calibration(load_calibrations(), self.model.name, self.pool.device),
         )
+        self.tally: Any = ray.remote(ProgressTally).options(num_cpus=0).remote()  # an actor handle
         logger.info("starting %d predictor worker(s) on %s", self.pool.count, self.pool.device)
         workers = [self.start_worker() for _ in range(self.pool.count)]
         try:
@@ -230,6 +235,9 @@ def plan_workers(settings: RunnerSettings, resources: dict, shards: int) -> Work
         gpus = max(gpus, settings.gpus_per_worker)
     count = settings.workers or (int(gpus // settings.gpus_per_worker) if gpus else max(1, cpus // 4))
     count = max(1, min(count, shards))
+    # A CPU that writes beside the folding: torch threads on every core fight the writer tasks, and OpenMP
+    # threads that wait for a busy core spin (measured on 2 cores: 2 threads 5-10x slower than 1 under load).
+    folding_cpus = cpus - WRITER_CPUS if cpus > WRITER_CPUS else cpus
     options: dict[str, object] = {"num_cpus": settings.cpus_per_worker, "max_restarts": 0}
     if gpus:
         options["num_gpus"] = settings.gpus_per_worker
@@ -238,7 +246,7 @@ def plan_workers(settings: RunnerSettings, resources: dict, shards: int) -> Work
     return WorkerPool(
         count=count,
         device="cuda" if gpus else "cpu",
-        threads=settings.cpus_per_worker if gpus else max(1, cpus // count),
+        threads=settings.cpus_per_worker if gpus else max(1, folding_cpus // count),
         actor_options=options,
     )
 
@@ -262,8 +270,7 @@ class _Loop:
         self.queued: dict[Any, list] = {
             worker: [] for worker in self.runner.start_workers()
         }  # worker -> stats refs, in call order
-        self.bar = tqdm(total=self.runner.plan.entries_planned, unit="entry", disable=not self.runner.settings.progress)
-        with self.bar:
+        with self._progress_reporter() as self.progress:
             while self.pending or self.predicting or self.writing:
                 self.runner.check_lock()  # a build that lost its lease stops here, before it writes more
                 self._dispatch()
@@ -277,6 +284,18 @@ class _Loop:
                     self._on_predicted(ready[0])
                 else:
                     self._on_written(ready[0], *self.writing.pop(ready[0]))
+
+    def _progress_reporter(self) -> ProgressReporter:
+        runner, settings = self.runner, self.runner.settings
+        cost = CostModel.for_preset(runner.model.name, runner.model.settings.num_recycles)
+        return ProgressReporter(
+            runner.plan,
+            runner.context.layout,
+            lambda: ray.get(runner.tally.totals.remote(), timeout=10),
+            planned_work(runner.plan, cost),
+            bar=settings.progress,
+            interval_s=settings.progress_interval_s,
+        )
 
     def _dispatch(self) -> None:
         while self.pending and self.queued and len(self.writing) < self.runner.settings.max_writes_in_flight:
@@ -392,7 +411,7 @@ class _Loop:
         logger.error("shard %s failed %d times; its entries go to the ledger", shard.shard_id, running.attempt + 1)
         self.counters.shard_failures.extend(_shard_failures(shard, error, running.attempt + 1))
         self.manifest.record(shard.shard_id, "failed", error=_first_line(error))
-        self._advance(len(shard.entries))
+        self._advance()
 
     def _on_written(self, ref, shard: Shard, stats: dict) -> None:
         try:
@@ -401,7 +420,7 @@ class _Loop:
             raise BuildError(f"writing shard {shard.shard_id} failed: {_first_line(error)}") from error
         self.counters.add_shard(summary, stats)
         self.manifest.record(shard.shard_id, "committed", entries=summary.entries_written, worker=stats["worker"])
-        self._advance(len(shard.entries))
+        self._advance()
         self._refresh_catalog_now_and_then()
 
     def _refresh_catalog_now_and_then(self) -> None:
@@ -414,14 +433,10 @@ class _Loop:
             logger.info("catalog not refreshed now: %s", error)
         self.refreshed = time.monotonic()
 
-    def _advance(self, entries: int) -> None:
-        elapsed = time.monotonic() - self.started
+    def _advance(self) -> None:
         counters = self.counters
         failures = len(counters.predict_failures) + len(counters.shard_failures) + len(self.runner.plan.ingest_failures)
-        self.bar.set_postfix(
-            residues_per_s=f"{self.counters.residues_written / elapsed:.0f}", failures=failures, refresh=False
-        )
-        self.bar.update(entries)
+        self.progress.committed(counters.shards_committed, failures)
 
 
 def _outcome(ref) -> dict | RayError:

@@ -21,12 +21,15 @@ class RunnerSettings:
     # an actor that misses the deadline (a GPU stuck in a kernel, a deadlock) is killed and replaced.
     shard_deadline_factor: float = 20.0
     shard_deadline_floor_s: float = 900.0
-    progress: bool = True
+    progress: bool = True  # a bar on a terminal; without one (or False), a line every progress_interval_s
+    progress_interval_s: float = 30.0
     catalog_refresh_s: float = 30.0  # while committing, the catalog's views are rewritten at most this often
 
     def __post_init__(self) -> None:
         if self.device not in WORKER_DEVICES:
             raise ValueError(f"device must be auto, cuda or cpu, got {self.device!r}")
+        if self.progress_interval_s <= 0:
+            raise ValueError(f"the progress interval must be positive, got {self.progress_interval_s}")
         if self.gpus_per_worker <= 0 or self.shard_retries < 0 or self.max_writes_in_flight < 1:
             raise ValueError("gpus per worker and writes in flight must be positive, shard retries >= 0")
         if self.shard_deadline_factor < 1 or self.shard_deadline_floor_s <= 0:

@@ -71,7 +71,9 @@ def get(db, kind, out, identifier) -> None:
         sys.stdout.buffer.write(stored.data)
         return
     target = out / stored.file_name if out.is_dir() else out
-    target.write_bytes(stored.data)
+    if not target.parent.is_dir():
+        raise click.ClickException(f"folder {target.parent} does not exist (-o takes a file or an existing folder)")
+    target.write_bytes(stored.data)  # a full disk or a name too long: a one-line message (cli.main)
     click.echo(f"wrote {target} ({len(stored.data):,} bytes)", err=True)
 
 

@@ -18,11 +18,14 @@ def test_one_actor_per_gpu_and_fractions_share_a_gpu():
     assert half.count == 16 and half.actor_options["num_gpus"] == 0.5
 
 
-def test_cpu_only_clusters_get_one_actor_per_four_cpus_using_the_cores():
+def test_cpu_only_clusters_get_one_actor_per_four_cpus_using_the_cores_a_writer_leaves():
+    """Folding threads leave one CPU to the writers: torch threads that share cores with them spin and stall."""
     pool = plan_workers(RunnerSettings(), {"CPU": 16}, shards=100)
-    assert (pool.count, pool.device, pool.threads) == (4, "cpu", 4)
+    assert (pool.count, pool.device, pool.threads) == (4, "cpu", 3)
     assert "num_gpus" not in pool.actor_options
-    assert plan_workers(RunnerSettings(), {"CPU": 2}, shards=100).count == 1
+    laptop = plan_workers(RunnerSettings(), {"CPU": 2}, shards=100)
+    assert (laptop.count, laptop.threads) == (1, 1)
+    assert plan_workers(RunnerSettings(), {"CPU": 1}, shards=100).threads == 1
 
 
 def test_never_more_actors_than_shards_and_explicit_choices_win():

@@ -178,3 +178,17 @@ def test_the_planner_batches_within_its_token_cap_and_lowers_the_chunk_of_a_prot
     assert chunks[0] == (1, 64)  # the long protein alone, chunked so that it fits
     assert all(count * 40 <= 100 for count, _ in chunks[1:]) and sum(c for c, _ in chunks) == 4
     assert predictor.chunk_size is None  # back to the length rule afterwards
+
+
+def test_each_folded_batch_is_reported_as_it_ends():
+    """Progress follows proteins as they fold, not only shards as they commit."""
+    heard = []
+    predictor = ScriptedPredictor()
+    original = predictor.predict
+    predictor.predict = lambda requests: (heard.append("call"), original(requests))[1]
+    shard = _shard([50, 40, 40, 30, 30, 30])
+    result = predict_shard(predictor, shard, batcher(batch_tokens=100), on_batch=heard.append)
+    batches = [item for item in heard if item != "call"]
+    assert heard == ["call", batches[0], "call", batches[1], "call", batches[2]]  # each batch right after its call
+    assert sum(len(b.indices) for b in batches) == 6 == len(result.predictions)
+    assert sum(b.residues for b in batches) == 220
