@@ -182,8 +182,15 @@ def _lists_damaged_files(connection: duckdb.DuckDBPyConnection, layout: Database
         listed = [file for (file,) in connection.execute(f"SELECT DISTINCT file FROM {TABLE_FILES}").fetchall()]
     except duckdb.CatalogException:  # a catalog written by an older structome: nothing recorded to check
         return False
-    for file, problem, unit in left_out:
-        logger.warning("%s is damaged and left out of every query: %s: %s", unit, file, problem)
+    if left_out:
+        named = "; ".join(f"{unit} ({file}: {problem})" for file, problem, unit in left_out[:5])
+        more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+        logger.warning(
+            "damaged, left out of every query: %s%s; `structome verify --db %s --repair` quarantines them",
+            named,
+            more,
+            layout.location,
+        )
     damaged = layout.damaged_files([*listed, *(layout.schema_file(table) for table in schema.TABLES)])
     if damaged:
         logger.info("%s lists files damaged since it was written: reading the healthy files directly", layout.catalog)

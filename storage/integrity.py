@@ -34,6 +34,10 @@ _MAGIC = b"PAR1"
 _CHUNK = 8 << 20
 
 
+class DamagedDatabaseError(FormatError):
+    """Files of the database are damaged: a build refuses to run on it until `structome verify --repair`."""
+
+
 @dataclass(frozen=True)
 class Damage:
     """One damaged file: where (relative to the database), what is wrong, and the unit it takes out of view."""

@@ -79,6 +79,7 @@ _TABLE_GLOBS = {
 }
 _LOOSE_TABLES = {"failures": "failures", "builds": "builds"}  # tables with files outside shards
 _REMOTE_CHECKS = 16  # files checked at once on an object store
+_WARNED: set[tuple[str, Damage]] = set()  # damage already reported by this process
 
 
 @dataclass(frozen=True)
@@ -410,12 +411,14 @@ class DatabaseLayout:
                 files += [SegmentFile(f) for f in loose if f not in {d.file for d in broken}]
             visible[table] = files
         for item in damage:
-            logger.warning(
-                "%s is damaged and left out of every query: %s; `structome verify --db %s --repair` quarantines it",
-                item.unit,
-                f"{item.file}: {item.problem}",
-                self.location,
-            )
+            if (self.location, item) not in _WARNED:  # once per process (a server re-lists every reload)
+                _WARNED.add((self.location, item))
+                logger.warning(
+                    "%s is damaged and left out of every query: %s; `structome verify --db %s --repair` quarantines it",
+                    item.unit,
+                    f"{item.file}: {item.problem}",
+                    self.location,
+                )
         return visible, damage
 
     def unit_damage(self, manifest: TableManifest, shards: dict[str, str]) -> list[Damage]:
