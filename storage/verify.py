@@ -64,6 +64,7 @@ class VerifyReport:
     files_checked: int
     members_checked: int
     repaired: tuple[str, ...] = field(default=())  # what a repair did, one line each
+    remaining: tuple[Damage, ...] = field(default=())  # what a check after the repair still found
 
     @property
     def ok(self) -> bool:
@@ -269,9 +270,12 @@ def repair(layout: DatabaseLayout) -> VerifyReport:
         raise ValueError(f"{layout.location}: repair works on local databases (move damaged shards by hand)")
     with layout.lock(), layout.compaction_lock():
         report = verify(layout)
-        done = _repair(layout, report.damage) if report.damage else []
+        if not report.damage:
+            return report
+        done = _repair(layout, report.damage)
         catalog.refresh_catalog(layout)  # rewrites damaged schema files and the views
-    return VerifyReport(report.damage, report.files_checked, report.members_checked, tuple(done))
+        after = verify(layout)
+    return VerifyReport(report.damage, report.files_checked, report.members_checked, tuple(done), after.damage)
 
 
 def _repair(layout: DatabaseLayout, damage: Iterable[Damage]) -> list[str]:

@@ -21,7 +21,8 @@ from structome.storage.verify import repair, verify
 )
 def verify_command(db, fix) -> None:
     """Check every table file (footers, row counts, checksums) and every archive member (recorded offsets and
-    SHA-256). Exits 1 and names each damaged file; with --repair, moves what is damaged into quarantine/."""
+    SHA-256). Exits 1 and names each damaged file. With --repair, moves what is damaged into quarantine/ (or gives
+    a dropped segment's shards back to level 0) and exits 0 when a check afterwards finds nothing left."""
     layout = DatabaseLayout(db)
     if layout.layout_version is None:
         raise click.ClickException(f"{layout.location} is not a structome database: nothing to verify")
@@ -40,4 +41,9 @@ def verify_command(db, fix) -> None:
     click.echo(f"{layout.location}: {summary}, {len(report.damage)} damaged", err=True)
     if not fix:
         click.echo(f"run `structome verify --db {layout.location} --repair` to quarantine them", err=True)
-    sys.exit(1)
+        sys.exit(1)
+    for damage in report.remaining:
+        click.echo(f"still damaged: {layout.location}/{damage}")
+    if report.remaining:
+        sys.exit(1)
+    click.echo(f"repaired; run the same `structome build` again to re-fold the quarantined entries", err=True)
