@@ -79,7 +79,9 @@ def _ensure_schema_files(layout: DatabaseLayout) -> None:
         try:
             layout.write_parquet_atomic(schema.TABLES[files[damage.file]].empty_table(), damage.file)
         except OSError as error:
-            raise OSError(f"{layout.location}/{damage.file} is {damage.problem} and cannot be rewritten: {error}") from error
+            raise OSError(
+                f"{layout.location}/{damage.file} is {damage.problem} and cannot be rewritten: {error}"
+            ) from error
 
 
 def _create_views(

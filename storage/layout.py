@@ -5,11 +5,13 @@
       catalog.duckdb                 views over the Parquet files below (local databases only)
       shards/<shard>/                one committed shard:
         entries.parquet residues.parquet files.parquet failures.parquet archive.tar
+        checksums.json               what was written (storage.integrity), checked by `structome verify`
       failures/<build>.parquet       failures of one build no shard holds (ingest, never-committed shards)
       builds/<build>.parquet         one row per build; builds/<build>.report.json its report,
                                      .manifest.json its planned shards, .events.jsonl shard progress
       schema/<table>.parquet         an empty, typed file per table
       tables/                        compacted segments and their manifests (storage.segments)
+      quarantine/                    damaged files that `structome verify --repair` moved out of view (storage.verify)
       .staging/                      shards being written; never read
       .compaction/                   segments being written (the compaction's scratch); never read
       .build.lock                    held by the build that is writing

@@ -129,7 +129,9 @@ def _archive_problem(layout: DatabaseLayout, relative: str, recorded: FileDigest
                 digest.update(chunk)
     except OSError as error:
         return f"unreadable ({error})"
-    return None if digest.hexdigest() == recorded.sha256 else "checksum mismatch (SHA-256 differs from the recorded one)"
+    return (
+        None if digest.hexdigest() == recorded.sha256 else "checksum mismatch (SHA-256 differs from the recorded one)"
+    )
 
 
 def _segment_damage(layout: DatabaseLayout, segment: Segment) -> list[Damage]:
@@ -312,25 +314,24 @@ def _shards_of(layout: DatabaseLayout, segment: Segment) -> set[str]:
 
 
 def _segments_holding(
-    layout: DatabaseLayout, manifest: TableManifest, shards: set[str], damaged: set[str | None]
+    layout: DatabaseLayout, manifest: TableManifest, shards: set[str], damaged: set[str]
 ) -> set[str]:
     """The healthy segments that hold rows of these compacted shards."""
     if not shards:
         return set()
-    return {
-        s.segment_id for s in manifest.segments if s.segment_id not in damaged and _shards_of(layout, s) & shards
-    }
+    return {s.segment_id for s in manifest.segments if s.segment_id not in damaged and _shards_of(layout, s) & shards}
 
 
 def _drop_segments(
-    layout: DatabaseLayout, manifest: TableManifest, dropped: set[str], bad_shards: set[str | None], quarantine: str
+    layout: DatabaseLayout, manifest: TableManifest, dropped: set[str], bad_shards: set[str], quarantine: str
 ) -> list[str]:
     """Drop segments from the manifest; give their shards back to level 0 (tables whole) or quarantine them."""
     kept = [s for s in manifest.segments if s.segment_id not in dropped]
-    known = set().union(*(_shards_of(layout, s) for s in kept)) if kept else set()
+    known: set[str] = set().union(*(_shards_of(layout, s) for s in kept))
     covered = manifest.compacted_shards - known  # what the dropped segments held
     folders = layout.committed_shards()
-    back, lost = set(), set()
+    back: set[str] = set()
+    lost: set[str] = set()
     for shard in sorted(covered):
         whole = shard in folders and shard not in bad_shards and _tables_whole(layout, folders[shard])
         (back if whole else lost).add(shard)

@@ -46,4 +46,4 @@ def verify_command(db, fix) -> None:
         click.echo(f"still damaged: {layout.location}/{damage}")
     if report.remaining:
         sys.exit(1)
-    click.echo(f"repaired; run the same `structome build` again to re-fold the quarantined entries", err=True)
+    click.echo("repaired; run the same `structome build` again to re-fold the quarantined entries", err=True)

@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 from fake_database import add_entries
 
 from structome.jobs.build.job import BuildRequest, run_build
-from structome.jobs.cli.main import main
 from structome.jobs.build.settings import RunnerSettings
+from structome.jobs.cli.main import main
 from structome.models.types import EsmFoldSettings
 from structome.pipelines.settings import BuildSettings
 from structome.storage import catalog
@@ -43,6 +44,7 @@ def content(layout: DatabaseLayout) -> dict[str, list[dict]]:
     return {table: catalog.query(layout, sql).to_pylist() for table, sql in CONTENT.items()}
 
 
+@pytest.mark.slow  # two real builds (Ray, the tiny model): ~40 s of CPU
 def test_a_damaged_shard_of_a_real_build_is_named_repaired_and_rebuilt_to_the_same_content(tmp_path):
     fasta = tmp_path / "in.fasta"
     fasta.write_text("".join(f">{name} test protein\n{sequence}\n" for name, sequence in SEQUENCES.items()))

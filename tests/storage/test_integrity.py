@@ -148,7 +148,7 @@ def test_verify_names_each_damaged_file_and_repair_quarantines_exactly_their_sha
     truncated, flipped, member = shards[0], shards[1], shards[2]
     lost = set().union(*(shard_entries(layout, s) for s in (truncated, flipped, member)))
     before = entry_ids(layout)
-    row = catalog.query(layout, "SELECT archive, \"offset\" FROM files WHERE archive LIKE ?", [f"%{member}%"])
+    row = catalog.query(layout, 'SELECT archive, "offset" FROM files WHERE archive LIKE ?', [f"%{member}%"])
     truncate(layout.root / "shards" / truncated / "archive.tar", 3000)
     flip_inside(layout.root / "shards" / flipped / "entries.parquet", 20)
     flip_inside(layout.root / row["archive"][0].as_py(), row["offset"][0].as_py() + 10)
