@@ -313,9 +313,7 @@ def _shards_of(layout: DatabaseLayout, segment: Segment) -> set[str]:
     return found
 
 
-def _segments_holding(
-    layout: DatabaseLayout, manifest: TableManifest, shards: set[str], damaged: set[str]
-) -> set[str]:
+def _segments_holding(layout: DatabaseLayout, manifest: TableManifest, shards: set[str], damaged: set[str]) -> set[str]:
     """The healthy segments that hold rows of these compacted shards."""
     if not shards:
         return set()
