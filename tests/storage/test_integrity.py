@@ -4,15 +4,17 @@ quarantines or re-derives, so the database holds exactly its healthy entries (an
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
 from fake_database import add_entries
 
 from structome.storage import catalog
-from structome.storage.compaction import CompactionPolicy, compact
+from structome.storage.compaction import CompactionPolicy, collect_garbage, compact
 from structome.storage.integrity import DamagedDatabaseError
 from structome.storage.layout import DatabaseLayout
 from structome.storage.reader import EntryNotFoundError, committed_entries, read_entry_file
@@ -116,10 +118,17 @@ def test_a_damaged_segment_part_is_left_out_and_repair_re_derives_it_from_its_sh
     assert entry_ids(layout) == set()  # the whole segment is left out: no entry without its files
     report = verify(layout)
     assert [(d.file, d.segment) for d in report.damage] == [(part, segment.segment_id)]
+    time.sleep(0.5)  # the repair's generation is younger than the compaction's by at least this
     repaired = repair(layout)
     assert any("back to level 0" in line for line in repaired.repaired)
     assert fingerprint(layout) == expected and verify(layout).ok
     assert (layout.root / QUARANTINE).is_dir() and not (layout.root / part).exists()
+    # a collection while only the compaction's generation has settled: the shards given back keep their tables
+    compacted = layout.table_manifest(layout.manifest_generations()[0]).created
+    age = (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(compacted)).total_seconds()
+    with layout.compaction_lock():
+        collect_garbage(layout, grace_s=age - 0.25)
+    assert fingerprint(layout) == expected and verify(layout).ok
     with layout.compaction_lock():
         compact(layout, CompactionPolicy(grace_s=0))  # compacts them again; the collection keeps every answer
     assert fingerprint(layout) == expected and verify(layout).ok
