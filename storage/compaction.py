@@ -27,14 +27,16 @@ import secrets
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from structome.storage import catalog, formats, schema
 from structome.storage.atomic import publish_file
 from structome.storage.formats import FormatError
+from structome.storage.integrity import digest_file
 from structome.storage.layout import DatabaseLayout
 from structome.storage.parts import PartWriter
 from structome.storage.segments import (
@@ -167,12 +169,17 @@ def compact(layout: DatabaseLayout, policy: CompactionPolicy = CompactionPolicy(
         raise FormatError(f"{layout.location} is at layout {layout.layout_version}: run `structome migrate` first")
     manifest = layout.table_manifest()
     level0 = layout.uncompacted_shards(manifest)
-    plan = plan_compaction(manifest, level0, _entries_of(layout, level0.values()), policy)
+    # Damaged shards and segments are neither merged nor marked compacted: they wait for `structome verify --repair`.
+    damage = layout.unit_damage(manifest, level0)
+    level0 = {shard: folder for shard, folder in level0.items() if shard not in {d.shard for d in damage}}
+    damaged = tuple(s for s in manifest.segments if s.segment_id in {d.segment for d in damage})
+    healthy = replace(manifest, segments=tuple(s for s in manifest.segments if s not in damaged))
+    plan = plan_compaction(healthy, level0, _entries_of(layout, level0.values()), policy)
     written = []
     if not plan.empty:
         with _Scratch(layout, policy) as scratch:
             written = [scratch.write_segment(merge, manifest.generation + 1) for merge in plan.merges]
-        manifest = manifest.successor([*plan.kept, *written], set(level0))
+        manifest = manifest.successor([*damaged, *plan.kept, *written], set(level0))
         layout.write_table_manifest(manifest)
         logger.info("%s: generation %d, %d segments", layout.location, manifest.generation, len(manifest.segments))
     catalog.refresh_catalog(layout)  # before any removal: the views must list only current files
@@ -230,8 +237,9 @@ class _Scratch:
             rows[table], files = self._sort_into(table, sources, staged)
             written = []
             for number, (file, ranges) in enumerate(files):
-                size += file.stat().st_size
-                written.append(SegmentFile(part_path(table, segment_id, number), ranges))
+                digest = digest_file(pafs.LocalFileSystem(), str(file), parquet=True)  # what `verify` checks
+                size += digest.size
+                written.append(SegmentFile(part_path(table, segment_id, number), ranges, digest))
                 self._publish(file, written[-1].path)
             parts[table] = tuple(written)
         shards = len(merge.shards) + sum(s.shards for s in merge.segments)
@@ -302,9 +310,10 @@ def _shard_files_to_remove(layout: DatabaseLayout, settled: TableManifest) -> li
         if previous in layout.manifest_generations():
             done = layout.table_manifest(previous).compacted_shards
     folders = layout.committed_shards()
+    current = layout.table_manifest().compacted_shards  # a shard a repair gave back to level 0 keeps its tables
     return [
         f"{folders[shard]}/{table}.parquet"
-        for shard in sorted(settled.compacted_shards - done)
+        for shard in sorted((settled.compacted_shards & current) - done)
         if shard in folders
         for table in SEGMENT_TABLES
     ]

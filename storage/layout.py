@@ -5,11 +5,13 @@
       catalog.duckdb                 views over the Parquet files below (local databases only)
       shards/<shard>/                one committed shard:
         entries.parquet residues.parquet files.parquet failures.parquet archive.tar
+        checksums.json               what was written (storage.integrity), checked by `structome verify`
       failures/<build>.parquet       failures of one build no shard holds (ingest, never-committed shards)
       builds/<build>.parquet         one row per build; builds/<build>.report.json its report,
                                      .manifest.json its planned shards, .events.jsonl shard progress
       schema/<table>.parquet         an empty, typed file per table
       tables/                        compacted segments and their manifests (storage.segments)
+      quarantine/                    damaged files that `structome verify --repair` moved out of view (storage.verify)
       .staging/                      shards being written; never read
       .compaction/                   segments being written (the compaction's scratch); never read
       .build.lock                    held by the build that is writing
@@ -29,10 +31,12 @@ the build lock) and `structome migrate` write its marker and run any pending lay
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +54,7 @@ from structome.storage.atomic import (
     write_parquet_atomic,
 )
 from structome.storage.formats import MARKER_NAME, FormatError, new_marker, parse_marker
+from structome.storage.integrity import Damage, parquet_problem
 from structome.storage.locks import BuildLock, DatabaseLockedError, LeaseLock, lease_is_fresh
 from structome.storage.segments import (
     MANIFESTS,
@@ -59,6 +64,8 @@ from structome.storage.segments import (
     generation_of,
     manifest_path,
 )
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DatabaseLayout",
@@ -79,6 +86,8 @@ _TABLE_GLOBS = {
     "builds": ("builds/*.parquet",),
 }
 _LOOSE_TABLES = {"failures": "failures", "builds": "builds"}  # tables with files outside shards
+_REMOTE_CHECKS = 16  # files checked at once on an object store
+_WARNED: set[tuple[str, Damage]] = set()  # damage already reported by this process
 
 
 @dataclass(frozen=True)
@@ -399,20 +408,74 @@ class DatabaseLayout:
         return {table: [part.path for part in parts] for table, parts in self.visible_parts(tables).items()}
 
     def visible_parts(self, tables) -> dict[str, list[SegmentFile]]:
-        """visible_files with what is known of each file's key ranges (a segment's parts; none for shards)."""
+        """visible_files with what is known of each file's key ranges (a segment's parts; none for shards).
+
+        A damaged shard or segment (a table file missing, truncated or not Parquet: storage.integrity) is left out
+        whole, with a warning naming it, so the healthy rest stays readable (`checked_parts` says what was left out)."""
+        return self.checked_parts(tables)[0]
+
+    def checked_parts(self, tables) -> tuple[dict[str, list[SegmentFile]], list[Damage]]:
+        """visible_parts, and the damaged files whose units (a shard, a segment, a loose file) it left out."""
         manifest = self.table_manifest()
-        shards = list(self.uncompacted_shards(manifest).values())
+        shards = self.uncompacted_shards(manifest)
+        damage = self.unit_damage(manifest, shards)
+        bad_shards = {d.shard for d in damage}
+        bad_segments = {d.segment for d in damage}
+        segments = [segment for segment in manifest.segments if segment.segment_id not in bad_segments]
+        folders = [folder for shard, folder in shards.items() if shard not in bad_shards]
         visible = {}
         for table in tables:
             files = []
             if table in SHARD_TABLES:
-                files = [part for segment in manifest.segments for part in segment.table_files(table)]
-                files += [SegmentFile(f"{folder}/{table}.parquet") for folder in shards]
+                files = [part for segment in segments for part in segment.table_files(table)]
+                files += [SegmentFile(f"{folder}/{table}.parquet") for folder in folders]
             if table in _LOOSE_TABLES:
                 listing = self.list_files(_LOOSE_TABLES[table])
-                files += [SegmentFile(f) for f in listing if f.count("/") == 1 and f.endswith(".parquet")]
+                loose = [f for f in listing if f.count("/") == 1 and f.endswith(".parquet")]
+                broken = self.damaged_files(loose)
+                damage += broken
+                files += [SegmentFile(f) for f in loose if f not in {d.file for d in broken}]
             visible[table] = files
-        return visible
+        for item in damage:
+            if (self.location, item) not in _WARNED:  # once per process (a server re-lists every reload)
+                _WARNED.add((self.location, item))
+                logger.warning(
+                    "%s is damaged and left out of every query: %s; `structome verify --db %s --repair` quarantines it",
+                    item.unit,
+                    f"{item.file}: {item.problem}",
+                    self.location,
+                )
+        return visible, damage
+
+    def unit_damage(self, manifest: TableManifest, shards: dict[str, str]) -> list[Damage]:
+        """The quick check (storage.integrity.parquet_problem) of every table file of the given level-0 shards
+        (shard id -> folder) and of the manifest's segments."""
+        shard_files = {f"{folder}/{table}.parquet": shard for shard, folder in shards.items() for table in SHARD_TABLES}
+        segment_files = {
+            part.path: (segment.segment_id, part.digest.size if part.digest else None)
+            for segment in manifest.segments
+            for table in SHARD_TABLES
+            for part in segment.table_files(table)
+        }
+        damage = [Damage(d.file, d.problem, shard=shard_files[d.file]) for d in self.damaged_files(list(shard_files))]
+        expected = {path: size for path, (_, size) in segment_files.items()}
+        for found in self.damaged_files(list(segment_files), expected):
+            damage.append(Damage(found.file, found.problem, segment=segment_files[found.file][0]))
+        return damage
+
+    def damaged_files(self, files: list[str], sizes: dict[str, int | None] | None = None) -> list[Damage]:
+        """The quick check of each file (relative paths); in parallel on object stores (one ranged read each)."""
+        sizes = sizes or {}
+
+        def check(relative: str) -> str | None:
+            return parquet_problem(self.fs, self.path(relative), sizes.get(relative))
+
+        if self.is_local or len(files) < 2:
+            problems = list(map(check, files))
+        else:
+            with ThreadPoolExecutor(_REMOTE_CHECKS) as pool:
+                problems = list(pool.map(check, files))
+        return [Damage(file, problem) for file, problem in zip(files, problems, strict=True) if problem is not None]
 
     # ---- compacted tables (storage.segments) ----------------------------------------------------------
 

@@ -22,6 +22,7 @@ from structome.storage import rows
 from structome.storage.catalog import refresh_catalog
 from structome.storage.compaction import CompactionPolicy, compact
 from structome.storage.layout import DatabaseLayout, DatabaseLockedError
+from structome.storage.verify import refuse_damaged
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def run_build(request: BuildRequest) -> dict:
     with layout.lock() as lock:
         layout.create()  # a new database, or an older one brought to this layout (its marker written)
         layout.clear_staging()
+        refuse_damaged(layout)  # DamagedDatabaseError naming the files; `structome verify --repair` quarantines them
         provenance = describe_model(request.model, request.weights, request.model_settings)
         plan = plan_build(request.inputs, layout, request.build_settings, provenance)
         return _execute(plan, layout, request, lock.ensure_held)

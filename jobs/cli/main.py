@@ -28,6 +28,7 @@ COMMANDS = {
     "compact": "structome.jobs.cli.compact:compact_command",
     "migrate": "structome.jobs.cli.migrate:migrate_command",
     "submit": "structome.jobs.cli.submit:submit_command",
+    "verify": "structome.jobs.cli.verify:verify_command",
 }
 
 

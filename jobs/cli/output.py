@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from structome.storage import catalog
 from structome.storage.formats import FormatError
 from structome.storage.layout import DatabaseLayout
+from structome.storage.verify import damage_summary, quick_check
 
 SQL_FORMATS = ("table", "csv", "json", "parquet")
 MAX_CELL = 60  # characters shown per cell in the table format
@@ -115,6 +116,9 @@ def status_text(layout: DatabaseLayout) -> str:
     progress = _latest_progress(layout, running)
     if progress:
         sections.append(progress)
+    damage = quick_check(layout)
+    if damage:  # damaged table files are left out of the counts below
+        sections.append("\nDAMAGED: " + damage_summary(layout, damage))
     for title, query in _STATUS_QUERIES:
         table = catalog.query(layout, query, [running] if "?" in query else None)
         sections.append(f"\n{title}\n" + as_text_table(table))
