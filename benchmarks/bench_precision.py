@@ -26,7 +26,7 @@ from structome.models.esmfold import EsmFoldPredictor  # noqa: E402
 from structome.models.full_size import build_full_size_model  # noqa: E402
 from structome.models.types import (  # noqa: E402
     EsmFoldSettings,  # noqa: E402
-    NonFiniteOutputError,
+    Prediction,
     PredictionRequest,
     Provenance,
 )
@@ -47,10 +47,9 @@ def fold(model, stem: str, trunk: str, requests, recycles: int, device: str):
     )
     predictor = EsmFoldPredictor(model, settings, provenance)
     started = time.perf_counter()
-    try:
-        return [predictor.predict([r])[0] for r in requests], time.perf_counter() - started
-    except NonFiniteOutputError:
-        return None, time.perf_counter() - started
+    results = [predictor.predict([r])[0] for r in requests]
+    finite = all(isinstance(result, Prediction) for result in results)
+    return (results if finite else None), time.perf_counter() - started
 
 
 def deviation(reference, other) -> dict:

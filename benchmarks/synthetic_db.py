@@ -53,12 +53,12 @@ from structome.pipelines.write import ARCHIVE_NAME, WriteContext, render_entry  
 from structome.storage import catalog, rows, schema  # noqa: E402
 from structome.storage.afdb_json import entry_file_names  # noqa: E402
 from structome.storage.archive import ArchiveWriter  # noqa: E402
-from structome.storage.compaction import DATA_PAGE_BYTES, ROW_GROUP_ROWS, ROW_GROUPS_PER_PART, plan_compaction  # noqa: E402
-from structome.storage.key_index import key_ranges  # noqa: E402
+from structome.storage.compaction import plan_compaction  # noqa: E402
 from structome.storage.layout import DatabaseLayout  # noqa: E402
+from structome.storage.parts import PartWriter  # noqa: E402
 from structome.storage.plddt import FRACTION_COLUMNS, band_indices  # noqa: E402
 from structome.storage.schema import ENTRIES, FILES, RESIDUES  # noqa: E402
-from structome.storage.segments import PART_KEYS, SEGMENT_TABLES, Segment, SegmentFile, TableManifest, part_path  # noqa: E402
+from structome.storage.segments import SEGMENT_TABLES, Segment, SegmentFile, TableManifest, part_path  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -241,68 +241,36 @@ def _chunk_tables(rng, proteome: Proteome, numbers: np.ndarray, shards: np.ndarr
 
 
 class SegmentWriter:
-    """One segment's four tables, written in sorted order chunk after chunk, in parts of ROW_GROUPS_PER_PART row
-    groups with compaction's row groups and pages (what storage.compaction writes)."""
+    """One segment's four tables, written in sorted order chunk after chunk, by compaction's part writer
+    (storage.parts: its row groups, pages, parts and Bloom filters)."""
 
     def __init__(self, layout: DatabaseLayout, segment_id: str):
         self.layout, self.segment_id = layout, segment_id
-        self.buffers: dict[str, list[pa.Table]] = {table: [] for table in SEGMENT_TABLES}
-        self.parts: dict[str, list[SegmentFile]] = {table: [] for table in SEGMENT_TABLES}
-        self.writers: dict[str, pq.ParquetWriter] = {}
-        self.groups = dict.fromkeys(SEGMENT_TABLES, 0)  # row groups in the open part
-        self.rows = dict.fromkeys(SEGMENT_TABLES, 0)
-        for table in SEGMENT_TABLES:
-            Path(layout.path(f"tables/{table}")).mkdir(parents=True, exist_ok=True)
+        self.writers = {table: self._writer(table) for table in SEGMENT_TABLES}
+
+    def _writer(self, table: str) -> PartWriter:
+        Path(self.layout.path(f"tables/{table}")).mkdir(parents=True, exist_ok=True)
+        return PartWriter(table, lambda number: Path(self.layout.path(part_path(table, self.segment_id, number))))
 
     def add(self, tables: dict, mine: np.ndarray, template: Template) -> None:
         """The rows of the chunk's entries selected by `mine` (a mask over the chunk's entries)."""
         entries = tables["entries"].filter(mine)
         residues = tables["residues"]
         owners = pa.array(np.repeat(mine, tables["entries"]["uniprotEnd"].to_numpy())[: len(residues)])
-        self._append("entries", entries)
-        self._append("residues", residues.filter(owners))
-        self._append("files", _sorted_files(entries, tables["ranks"][mine], template))
-
-    def _append(self, table: str, rows: pa.Table) -> None:
-        self.buffers[table].append(rows)
-        group = ROW_GROUP_ROWS[table]
-        merged = pa.concat_tables(self.buffers[table])
-        start = 0
-        while len(merged) - start >= group:
-            self._write_group(table, merged.slice(start, group))
-            start += group
-        self.buffers[table] = [merged.slice(start)]
-
-    def _write_group(self, table: str, group: pa.Table) -> None:
-        if table not in self.writers:
-            path = part_path(table, self.segment_id, len(self.parts[table]))
-            self.parts[table].append(SegmentFile(path))
-            self.writers[table] = pq.ParquetWriter(
-                self.layout.path(path), schema.TABLES[table], compression="zstd", data_page_size=DATA_PAGE_BYTES
-            )
-        self.writers[table].write_table(group, row_group_size=max(len(group), 1))
-        self.rows[table] += len(group)
-        self.groups[table] += 1
-        if self.groups[table] == ROW_GROUPS_PER_PART:
-            self._close_part(table)
-
-    def _close_part(self, table: str) -> None:
-        self.writers.pop(table).close()
-        self.groups[table] = 0
-        path = self.parts[table][-1].path
-        ranges = key_ranges(path, pq.ParquetFile(self.layout.path(path)).metadata, PART_KEYS[table])
-        self.parts[table][-1] = SegmentFile(path, ranges)
+        self.writers["entries"].write(entries)
+        self.writers["residues"].write(residues.filter(owners))
+        self.writers["files"].write(_sorted_files(entries, tables["ranks"][mine], template))
 
     def close(self, shards: int) -> Segment:
-        for table in SEGMENT_TABLES:
-            rest = pa.concat_tables([schema.TABLES[table].empty_table(), *self.buffers[table]])
-            if len(rest) or not self.parts[table]:  # a table without rows still has one (empty) part
-                self._write_group(table, rest)
-            if table in self.writers:
-                self._close_part(table)
-        size = sum(os.path.getsize(self.layout.path(p.path)) for parts in self.parts.values() for p in parts)
-        parts = {table: tuple(files) for table, files in self.parts.items()}
-        return Segment(self.segment_id, self.rows["entries"], shards, dict(self.rows), size, parts)
+        parts, rows = {}, {}
+        for table, writer in self.writers.items():
+            written = writer.close()
+            parts[table] = tuple(
+                SegmentFile(part_path(table, self.segment_id, n), ranges) for n, (_, ranges) in enumerate(written)
+            )
+            rows[table] = writer.rows
+        size = sum(os.path.getsize(self.layout.path(p.path)) for files in parts.values() for p in files)
+        return Segment(self.segment_id, rows["entries"], shards, rows, size, parts)
 
 
 _KIND_ORDER = np.argsort([kind.value for kind in KINDS])  # files are sorted by (entryId, kind)

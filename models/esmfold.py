@@ -18,13 +18,24 @@ from transformers import EsmForProteinFolding
 from transformers.models.esm.openfold_utils import atom14_to_atom37, compute_predicted_aligned_error, compute_tm
 
 from structome.models.chunking import chunk_size_for_length
-from structome.models.types import STANDARD_RESIDUES, EsmFoldSettings, Prediction, PredictionRequest, Provenance
+from structome.models.types import (
+    STANDARD_RESIDUES,
+    EsmFoldSettings,
+    NonFiniteOutput,
+    NonFiniteOutputError,
+    Prediction,
+    PredictionRequest,
+    PredictionResult,
+    Provenance,
+)
 
 logger = logging.getLogger(__name__)
 
 _RESIDUE_INDEX = {letter: i for i, letter in enumerate(STANDARD_RESIDUES)} | {"X": len(STANDARD_RESIDUES)}
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json")  # the files a weights folder's digest covers
+_HUB_PATTERNS = ("*.json", "*.safetensors", "*.txt")  # what is downloaded of a hub id
+_HUB_WEIGHT_SUFFIXES = tuple(s for s in _WEIGHT_SUFFIXES if f"*{s}" in _HUB_PATTERNS)  # ... and hashed
 _PAE_BINS = 64
 _PAE_MAX_BIN = 31
 
@@ -81,7 +92,7 @@ class EsmFoldPredictor:
         """Force a chunk size (the OOM ladder lowers it); None goes back to the settings' (or the length rule)."""
         self._chunk_override = chunk_size if chunk_size is not None else self.settings.chunk_size
 
-    def predict(self, requests: Sequence[PredictionRequest]) -> list[Prediction]:
+    def predict(self, requests: Sequence[PredictionRequest]) -> list[PredictionResult]:
         ids, mask = encode([r.sequence for r in requests])
         device = self.settings.device
         self.model.trunk.set_chunk_size(self._chunk_override or chunk_size_for_length(ids.shape[1]))
@@ -91,8 +102,15 @@ class EsmFoldPredictor:
             )
         return [self._unpack(output, row, request) for row, request in enumerate(requests)]
 
-    def _unpack(self, output, row: int, request: PredictionRequest) -> Prediction:
-        """One sequence's stored outputs, sliced to its own length before any per-sequence metric."""
+    def _unpack(self, output, row: int, request: PredictionRequest) -> PredictionResult:
+        """One sequence's stored outputs, sliced to its own length before any per-sequence metric; a
+        NonFiniteOutput for this sequence alone if they hold NaN or inf."""
+        try:
+            return self._prediction(output, row, request)
+        except NonFiniteOutputError as error:
+            return NonFiniteOutput(request.prediction_id, str(error))
+
+    def _prediction(self, output, row: int, request: PredictionRequest) -> Prediction:
         n = len(request.sequence)
         atom14 = output["positions"][-1][row : row + 1, :n].float()
         gather = {k: output[k][row : row + 1, :n] for k in ("residx_atom37_to_atom14", "atom37_atom_exists")}
@@ -153,20 +171,26 @@ def load_esmfold(
     stem: torch.nn.Module = model.esm
     stem.to(_DTYPES[settings.stem_precision])
     model.eval().to(settings.device)
-    provenance = describe_esmfold(weights, settings, model_name=model_name, untrained=untrained)
+    provenance = describe_esmfold(weights, settings, model_name=model_name, untrained=untrained, folder=folder)
     logger.info("loaded %s from %s on %s (%s)", model_name, weights, settings.device, provenance.precision)
     return EsmFoldPredictor(model, settings, provenance)
 
 
 def describe_esmfold(
-    weights: str, settings: EsmFoldSettings, *, model_name: str = "esmfold", untrained: bool = False
+    weights: str,
+    settings: EsmFoldSettings,
+    *,
+    model_name: str = "esmfold",
+    untrained: bool = False,
+    folder: Path | None = None,
 ) -> Provenance:
-    """The provenance a load would give, without loading the model (the driver plans with it)."""
+    """The provenance a load would give, without loading the model (the driver plans with it). FOLDER: where the
+    weights were loaded from (hashed there); without it a hub id's digest comes from the hub's metadata."""
     return Provenance(
         model=model_name,
         model_version="v1",
         weights=weights,
-        weights_sha256=weights_sha256(resolve_weights(weights)),
+        weights_sha256=weights_sha256(folder) if folder is not None else _describe_sha256(weights),
         untrained=untrained,
         precision=f"stem={settings.stem_precision},trunk={settings.trunk_precision}",
         num_recycles=settings.num_recycles,
@@ -176,17 +200,37 @@ def describe_esmfold(
     )
 
 
+def _describe_sha256(weights: str) -> str:
+    """A local folder's digest, hashed here; a hub id's from the hub's metadata (no download), else from the
+    Hugging Face cache (or a download) when the hub cannot be asked."""
+    if is_local_weights(weights):
+        return weights_sha256(resolve_weights(weights))
+    from structome.models.hub import hub_unreachable_errors, hub_weights_sha256
+
+    try:
+        return hub_weights_sha256(weights, _HUB_WEIGHT_SUFFIXES)
+    except hub_unreachable_errors() as error:
+        logger.info("the hub cannot give the digest of %s (%s): hashing the weights here", weights, error)
+        return weights_sha256(resolve_weights(weights))
+
+
+def is_local_weights(weights: str) -> bool:
+    """A local folder (or a path meant as one), not a hub id."""
+    path = Path(weights).expanduser()
+    return path.is_dir() or path.is_absolute() or weights.startswith(".")
+
+
 def resolve_weights(weights: str) -> Path:
     """A local folder as is; otherwise a hub id, fetched into (or found in) the Hugging Face cache."""
     path = Path(weights).expanduser()
     if path.is_dir():
         return path
-    if path.is_absolute() or weights.startswith("."):
+    if is_local_weights(weights):
         raise FileNotFoundError(f"weights folder {weights} does not exist")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    patterns = ["*.json", "*.safetensors", "*.txt"]
+    patterns = list(_HUB_PATTERNS)
     try:  # the local cache first: no network round trip per worker once the weights are there
         return Path(snapshot_download(weights, allow_patterns=patterns, local_files_only=True))
     except LocalEntryNotFoundError:

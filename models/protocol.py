@@ -8,21 +8,22 @@ from typing import Protocol
 
 import torch
 
-from structome.models.types import Prediction, PredictionRequest, Provenance
+from structome.models.types import PredictionRequest, PredictionResult, Provenance
 
 
 class Predictor(Protocol):
     """Folds batches of sequences. Loaded once, then called batch after batch.
 
-    `predict` returns one Prediction per request, in order. It raises `torch.OutOfMemoryError`
-    when the batch does not fit; the caller splits the batch and retries (the OOM ladder). Non-finite
-    outputs raise `NonFiniteOutputError`; in a reduced precision the caller retries in `full_precision()`.
+    `predict` returns one result per request, in order: a Prediction, or a NonFiniteOutput for a protein whose
+    output held NaN or inf (the others of the batch keep theirs; in a reduced precision the caller folds that one
+    again in `full_precision()`). It raises `torch.OutOfMemoryError` when the batch does not fit; the caller
+    splits the batch and retries (the OOM ladder).
     """
 
     provenance: Provenance
     reduced_precision: bool  # whether anything runs below fp32 (then full_precision() changes something)
 
-    def predict(self, requests: Sequence[PredictionRequest]) -> list[Prediction]: ...
+    def predict(self, requests: Sequence[PredictionRequest]) -> list[PredictionResult]: ...
 
     def set_chunk_size(self, chunk_size: int | None) -> None: ...
 

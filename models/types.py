@@ -48,6 +48,7 @@ class FailureReason(StrEnum):
     OUT_OF_MEMORY = "out_of_memory"  # predict: even alone with the smallest chunk
     NON_FINITE_OUTPUT = "non_finite_output"  # predict: NaN or inf, also in fp32
     WORKER_FAILED = "worker_failed"  # predict: the shard's worker died on every attempt
+    DEADLINE_EXCEEDED = "deadline_exceeded"  # predict: the shard's worker hung past its deadline, the last attempt
     WRITE_ERROR = "write_error"  # write: the entry's files could not be rendered
 
 
@@ -61,6 +62,15 @@ class FileKind(StrEnum):
 
 class NonFiniteOutputError(ValueError):
     """A predictor produced NaN or infinite values (e.g. an fp16 trunk overflowing)."""
+
+
+@dataclass(frozen=True)
+class NonFiniteOutput:
+    """One protein's result when its output held NaN or infinite values: an error as a value, so that the other
+    proteins of its batch keep their predictions and only this one is folded again."""
+
+    prediction_id: str
+    message: str
 
 
 def to_model_alphabet(sequence: str) -> str:
@@ -217,3 +227,6 @@ class Prediction:
     @property
     def mean_plddt(self) -> float:
         return float(self.plddt.mean())
+
+
+PredictionResult = Prediction | NonFiniteOutput  # what a predictor returns per request

@@ -165,6 +165,23 @@ def make_batch(
     )
 
 
+def longest_lone_fit(model: CostModel, budget: DeviceBudget) -> int:
+    """The longest sequence whose call fits the activation budget alone at the smallest chunk size (0: none)."""
+
+    def fits(length: int) -> bool:
+        return model.peak_activation_bytes(1, length, CHUNK_LADDER[-1]) <= budget.activation_bytes
+
+    if not fits(1):
+        return 0
+    low, high = 1, 2
+    while fits(high):
+        low, high = high, high * 2
+    while high - low > 1:  # fits(low), not fits(high)
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
 def lone_chunk_size(length: int, model: CostModel, budget: DeviceBudget) -> int | None:
     """The length rule's chunk size, or the largest smaller one that fits; the smallest if none does."""
     preferred = chunk_size_for_length(length)
@@ -172,7 +189,7 @@ def lone_chunk_size(length: int, model: CostModel, budget: DeviceBudget) -> int 
     for chunk in candidates:
         if model.peak_activation_bytes(1, length, chunk) <= budget.activation_bytes:
             return chunk
-    logger.warning(
+    logger.debug(  # callers summarise (`plan`); a build tries anyway and the OOM ladder records what fails
         "a sequence of %d residues exceeds the activation budget even at chunk size %d", length, CHUNK_LADDER[-1]
     )
     return CHUNK_LADDER[-1]

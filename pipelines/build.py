@@ -137,6 +137,7 @@ class BuildCounters:
         default_factory=list
     )  # of shards that never committed (not in any shard file)
     retried_shards: int = 0
+    hung_workers: int = 0  # killed and replaced for missing a shard's deadline
     per_worker: dict[str, dict] = field(default_factory=dict)  # worker label -> shards, residues, model seconds
 
     def add_shard(self, summary, stats: dict) -> None:
@@ -202,6 +203,7 @@ def build_report(record: dict, plan: BuildPlan, counters: BuildCounters) -> dict
         "inputFiles": [asdict(input_file) for input_file in plan.input_files],
         "shardsPlanned": len(plan.shards),
         "retriedShards": counters.retried_shards,
+        "hungWorkers": counters.hung_workers,
         "modelSeconds": round(counters.model_seconds, 3),
         "paddingEfficiency": (
             round(counters.folded_residues / counters.padded_residues, 4) if counters.padded_residues else None

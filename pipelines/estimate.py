@@ -18,9 +18,11 @@ from structome.pipelines.batching import (
     DeviceBudget,
     batch_by_cost,
     batch_fixed_size,
+    longest_lone_fit,
     solo_length,
 )
 from structome.pipelines.calibration import (
+    DEVICES,
     Calibration,
     DeviceSpec,
     budget_for,
@@ -31,9 +33,12 @@ from structome.pipelines.calibration import (
 from structome.pipelines.cost_model import CostModel
 from structome.pipelines.ingest import ingest
 from structome.pipelines.settings import BuildSettings
-from structome.pipelines.sharding import cut_shards
+from structome.pipelines.sharding import Shard, cut_shards
 
 ASSUMED_UTILIZATION = 0.02  # of dense bf16 peak: reference ESMFold's (design.md); an assumption, not a measurement
+# A rate no device of its kind falls below (FLOP/s): the slowest data-sheet GPU (L4) at ASSUMED_UTILIZATION, and a
+# CPU a few times slower than the slowest calibrated call. Only for deadlines: generous on purpose.
+SLOWEST_ASSUMED_FLOPS = {"cuda": 121e12 * ASSUMED_UTILIZATION, "cpu": 2e9}
 ESTIMATE_MODEL_KEY = "estimate"  # any constant key deduplicates the same sequences as the build's
 
 
@@ -43,6 +48,19 @@ class WallTimeEstimate:
     wall_seconds: float | None  # spread evenly over the devices
     measured: bool  # from a measured calibration (else: data-sheet peak x assumed utilisation)
     note: str
+
+
+@dataclass(frozen=True)
+class OverMemory:
+    """Sequences the cost model says exceed the device's activation memory alone, even at the smallest chunk
+    size (a build tries them and records `out_of_memory` for those that fail), and what would fit them."""
+
+    sequences: int
+    accessions: tuple[str, ...]  # of their entries, longest sequence first
+    longest_sequence: int  # residues
+    longest_fitting: int  # residues: the longest sequence that fits this device alone
+    fit_with_half_precision_stem: int  # of `sequences`, how many fit with --stem-precision bf16 (smaller weights)
+    devices_fitting_all: tuple[str, ...]  # known GPU types on which every one of them fits (fp32)
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,7 @@ class BuildEstimate:
     budget: DeviceBudget
     planner: BatchTotals
     planner_over_memory: int  # lone sequences the cost model says exceed the activation budget
+    over_memory: OverMemory
     baseline: BatchTotals
     baseline_batch_size: int
     baseline_over_memory: int  # baseline batches over the activation budget
@@ -122,6 +141,7 @@ def estimate_build(
         budget=budget,
         planner=planner,
         planner_over_memory=sum(_over_memory(p) for p in plans),
+        over_memory=over_memory(shards, plans, cost, budget, spec, model, num_recycles),
         baseline=baseline.totals,
         baseline_batch_size=batch_size,
         baseline_over_memory=_over_memory(baseline),
@@ -132,6 +152,42 @@ def estimate_build(
 
 def _over_memory(plan: Batching) -> int:
     return sum(1 for batch in plan.batches if not batch.fits)
+
+
+def over_memory(
+    shards: Sequence[Shard],
+    plans: Sequence[Batching],
+    cost: CostModel,
+    budget: DeviceBudget,
+    spec: DeviceSpec,
+    model: str,
+    num_recycles: int,
+) -> OverMemory:
+    """The planned calls that do not fit, as sequences and accessions, and which precision or device would."""
+    lengths: list[int] = []
+    accessions: list[str] = []
+    for shard, plan in zip(shards, plans, strict=True):
+        for batch in plan.batches:
+            if batch.fits:
+                continue
+            ids = {shard.requests[i].prediction_id for i in batch.indices}
+            lengths.append(batch.padded_length)
+            accessions += [e.accession for e in shard.entries if e.prediction_id in ids]
+    half_stem = CostModel.for_preset(model, num_recycles, bytes_per_stem_value=2)
+    longest_half = longest_lone_fit(half_stem, budget_for(half_stem, spec, None))
+    devices = tuple(
+        name
+        for name, spec in DEVICES.items()
+        if name != "cpu" and lengths and max(lengths) <= longest_lone_fit(cost, budget_for(cost, spec(), None))
+    )
+    return OverMemory(
+        sequences=len(lengths),
+        accessions=tuple(dict.fromkeys(accessions)),
+        longest_sequence=max(lengths, default=0),
+        longest_fitting=longest_lone_fit(cost, budget),
+        fit_with_half_precision_stem=sum(1 for length in lengths if length <= longest_half),
+        devices_fitting_all=devices,
+    )
 
 
 def estimate_wall_time(
@@ -158,7 +214,10 @@ def estimate_wall_time(
     return WallTimeEstimate(seconds, seconds / devices, calibration is not None, note)
 
 
-def format_estimate_table(report: BuildEstimate) -> str:
+SHOWN_ACCESSIONS = 5  # of the sequences that may not fit, named in the table (all with list_all)
+
+
+def format_estimate_table(report: BuildEstimate, list_all: bool = False) -> str:
     planner, baseline = report.planner, report.baseline
     rows = [
         ("inputs", ", ".join(Path(p).name for p in report.inputs)),
@@ -188,10 +247,41 @@ def format_estimate_table(report: BuildEstimate) -> str:
         f"estimated time     {wall} on {report.devices} x {report.device}"
         f"{'' if estimate.measured else ' (ESTIMATE, not measured)'}",
         f"                   {estimate.note}",
+        "                   model calls only: starting Ray, loading the model and writing come on top",
     ]
+    if report.over_memory.sequences:
+        lines += _over_memory_lines(report.over_memory, report.device, list_all)
     return "\n".join(lines) + "\n"
+
+
+def _over_memory_lines(over: OverMemory, device: str, list_all: bool) -> list[str]:
+    """One summary of the sequences that may not fit, instead of a warning per sequence."""
+    shown = over.accessions if list_all else over.accessions[:SHOWN_ACCESSIONS]
+    rest = len(over.accessions) - len(shown)
+    fitting = ", ".join(over.devices_fitting_all) or "none of the known GPU types"
+    return [
+        "",
+        f"may not fit        {over.sequences:,} sequence(s) up to {over.longest_sequence:,} residues exceed one "
+        f"{device}'s memory even at the smallest chunk size (up to {over.longest_fitting:,} fits); a build "
+        "tries them and records out_of_memory where they fail",
+        f"                   --stem-precision bf16 fits {over.fit_with_half_precision_stem:,} of them; all fit on: "
+        f"{fitting}; or cut them with --max-length/--fragment-window {over.longest_fitting:,}",
+        f"                   {', '.join(shown)}"
+        + (f" and {rest:,} more (--list-over-memory names all)" if rest else ""),
+    ]
 
 
 def _duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     return f"{int(hours)} h {rest / 60:.0f} min" if hours else f"{seconds / 60:.1f} min"
+
+
+def planned_shard_seconds(
+    lengths: Sequence[int], cost: CostModel, calibration: Calibration | None, device: str
+) -> float:
+    """A shard's model time folded one sequence per call (batching only makes it shorter): the measured rate of
+    the model on the device where there is one, else SLOWEST_ASSUMED_FLOPS."""
+    flops = [cost.flops(length) for length in lengths]
+    if calibration is not None:
+        return sum(calibration.seconds(f) for f in flops)
+    return sum(flops) / SLOWEST_ASSUMED_FLOPS[device]

@@ -1,16 +1,17 @@
-"""Predict stage: one shard -> predictions, with an out-of-memory ladder; one bad protein never fails a shard."""
+"""Predict stage: one shard -> predictions, with an out-of-memory ladder; one bad protein never fails a shard
+nor costs the rest of its batch a second fold."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from structome.models.chunking import CHUNK_LADDER, chunk_size_for_length
 from structome.models.protocol import OUT_OF_MEMORY_ERRORS, Predictor, release_device_memory
-from structome.models.types import Failure, FailureReason, NonFiniteOutputError, Prediction, PredictionRequest, Stage
-from structome.pipelines.batching import Batcher
+from structome.models.types import Failure, FailureReason, Prediction, PredictionRequest, PredictionResult, Stage
+from structome.pipelines.batching import Batch, Batcher
 from structome.pipelines.sharding import Shard, ShardPredictions
 
 logger = logging.getLogger(__name__)
@@ -23,8 +24,11 @@ class _Failed:
     message: str
 
 
-def predict_shard(predictor: Predictor, shard: Shard, batcher: Batcher) -> ShardPredictions:
-    """Fold every unique sequence of a shard in batches planned by the cost model within the device budget."""
+def predict_shard(
+    predictor: Predictor, shard: Shard, batcher: Batcher, on_batch: Callable[[Batch], None] | None = None
+) -> ShardPredictions:
+    """Fold every unique sequence of a shard in batches planned by the cost model within the device budget;
+    `on_batch` hears of each batch once it is folded (progress)."""
     batching = batcher.batch([len(r.sequence) for r in shard.requests])
     predictions: list[Prediction] = []
     failed: list[_Failed] = []
@@ -41,6 +45,8 @@ def predict_shard(predictor: Predictor, shard: Shard, batcher: Batcher) -> Shard
                 predictor.set_chunk_size(None)
         predictions.extend(done)
         failed.extend(lost)
+        if on_batch is not None:
+            on_batch(batch)
     return ShardPredictions(
         shard_id=shard.shard_id,
         predictions=tuple(predictions),
@@ -53,26 +59,38 @@ def predict_shard(predictor: Predictor, shard: Shard, batcher: Batcher) -> Shard
 def _predict_with_ladder(
     predictor: Predictor, batch: Sequence[PredictionRequest]
 ) -> tuple[list[Prediction], list[_Failed]]:
-    """Out of memory or non-finite output: split the batch; a single protein tries smaller chunks, then fails."""
+    """Out of memory: split the batch; a single protein tries smaller chunks, then fails. A protein with
+    non-finite output is the only one folded again (in fp32), then fails; the rest of its batch stands."""
     try:
-        return predictor.predict(batch), []
+        results = predictor.predict(batch)
     except OUT_OF_MEMORY_ERRORS as error:
-        problem = (FailureReason.OUT_OF_MEMORY, error)
-    except NonFiniteOutputError as error:
-        problem = (FailureReason.NON_FINITE_OUTPUT, error)
-    release_device_memory()
-    if len(batch) > 1:
-        half = len(batch) // 2
-        first, first_lost = _predict_with_ladder(predictor, batch[:half])
-        second, second_lost = _predict_with_ladder(predictor, batch[half:])
-        return first + second, first_lost + second_lost
-    if problem[0] is FailureReason.OUT_OF_MEMORY:
-        return _retry_with_smaller_chunks(predictor, batch[0], problem[1])
-    return _retry_in_full_precision(predictor, batch[0], problem[1])
+        release_device_memory()
+        if len(batch) > 1:
+            half = len(batch) // 2
+            first, first_lost = _predict_with_ladder(predictor, batch[:half])
+            second, second_lost = _predict_with_ladder(predictor, batch[half:])
+            return first + second, first_lost + second_lost
+        return _retry_with_smaller_chunks(predictor, batch[0], error)
+    return _refold_non_finite(predictor, batch, results)
+
+
+def _refold_non_finite(
+    predictor: Predictor, batch: Sequence[PredictionRequest], results: Sequence[PredictionResult]
+) -> tuple[list[Prediction], list[_Failed]]:
+    done: list[Prediction] = []
+    lost: list[_Failed] = []
+    for request, result in zip(batch, results, strict=True):
+        if isinstance(result, Prediction):
+            done.append(result)
+            continue
+        rescued, failed = _retry_in_full_precision(predictor, request, result.message)
+        done.extend(rescued)
+        lost.extend(failed)
+    return done, lost
 
 
 def _retry_in_full_precision(
-    predictor: Predictor, request: PredictionRequest, error: BaseException
+    predictor: Predictor, request: PredictionRequest, message: str
 ) -> tuple[list[Prediction], list[_Failed]]:
     """NaN or inf from a reduced-precision trunk: fold this protein again in fp32, never store garbage."""
     if predictor.reduced_precision:
@@ -83,28 +101,32 @@ def _retry_in_full_precision(
         )
         with predictor.full_precision():
             try:
-                return predictor.predict([request]), []
-            except NonFiniteOutputError as retry_error:
-                error = retry_error
-            except OUT_OF_MEMORY_ERRORS as retry_error:
+                (result,) = predictor.predict([request])
+            except OUT_OF_MEMORY_ERRORS as error:
                 release_device_memory()
                 return [], [
-                    _Failed(request, FailureReason.OUT_OF_MEMORY, f"fp32 retry after non-finite output: {retry_error}")
+                    _Failed(request, FailureReason.OUT_OF_MEMORY, f"fp32 retry after non-finite output: {error}")
                 ]
-    return [], [_Failed(request, FailureReason.NON_FINITE_OUTPUT, str(error))]
+        if isinstance(result, Prediction):
+            return [result], []
+        message = result.message
+    return [], [_Failed(request, FailureReason.NON_FINITE_OUTPUT, message)]
 
 
 def _retry_with_smaller_chunks(
     predictor: Predictor, request: PredictionRequest, error: BaseException
 ) -> tuple[list[Prediction], list[_Failed]]:
+    """Alone and still out of memory: smaller chunks, kept for a refold in fp32 if the output is non-finite."""
     try:
         for chunk_size in CHUNK_LADDER:
             predictor.set_chunk_size(chunk_size)
             try:
-                return predictor.predict([request]), []
+                results = predictor.predict([request])
             except OUT_OF_MEMORY_ERRORS as retry_error:
                 error = retry_error
                 release_device_memory()
+                continue
+            return _refold_non_finite(predictor, [request], results)
     finally:
         predictor.set_chunk_size(None)
     message = f"out of memory at length {len(request.sequence)} even with chunk size {CHUNK_LADDER[-1]}: {error}"

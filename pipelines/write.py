@@ -19,6 +19,7 @@ from structome.pipelines.sharding import Shard, ShardPredictions
 from structome.storage import rows
 from structome.storage.afdb_json import entry_file_names, to_confidence_json, to_pae_json
 from structome.storage.archive import ArchiveWriter, FileLocation
+from structome.storage.integrity import write_shard_checksums
 from structome.storage.layout import DatabaseLayout, ShardTarget
 from structome.storage.mmcif import to_mmcif
 
@@ -138,6 +139,8 @@ def _write_tables(context: WriteContext, target: ShardTarget, written: _Written,
     }
     for name, table in tables.items():  # the folder is private until the commit: no temporary names needed
         pq.write_table(table, f"{target.folder}/{name}.parquet", filesystem=context.layout.fs, compression="zstd")
+    # what `structome verify` checks the shard against, committed with it
+    write_shard_checksums(context.layout.fs, target.folder, [*(f"{name}.parquet" for name in tables), ARCHIVE_NAME])
 
 
 def _write_failure(entry: Entry, error: Exception) -> Failure:

@@ -17,10 +17,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = [
+    "DatabasePermissionError",
     "copy_chunks",
+    "make_folders_durably",
+    "make_unique_folder",
+    "permission_denied",
     "publish_file",
     "publish_folder",
     "replace_atomically",
+    "sync_folder",
     "write_bytes_atomic",
     "write_chunks_atomic",
     "write_parquet_atomic",
@@ -35,7 +40,7 @@ def replace_atomically(path: str | os.PathLike, write: Callable[[Path], object],
     """
     path = Path(path)
     if make_parents:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folders_durably(path.parent)
     temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
     try:
         write(temporary)
@@ -45,6 +50,42 @@ def replace_atomically(path: str | os.PathLike, write: Callable[[Path], object],
         temporary.unlink(missing_ok=True)
         raise
     _fsync(path.parent)
+
+
+def make_unique_folder(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new folder PARENT/PREFIX<random> with the mode the umask gives (tempfile.mkdtemp would make it 0700,
+    and a shard folder keeps its mode when it is renamed into the database: unreadable to the group)."""
+    while True:
+        folder = Path(parent) / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            folder.mkdir(mode=0o777)
+            return folder
+        except FileExistsError:
+            continue
+
+
+class DatabasePermissionError(PermissionError):
+    """A database file or folder this account may not read or write; the message says whose and what mode."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()  # the message alone, not "[Errno 13] ...: 'path'"
+
+
+def permission_denied(error: PermissionError, action: str, path: str | os.PathLike) -> DatabasePermissionError:
+    """ERROR on PATH explained: its owner and mode, and how a shared database is made readable."""
+    path = error.filename or path
+    try:
+        info = os.stat(path)
+        detail = f"owner uid {info.st_uid}, group gid {info.st_gid}, mode {info.st_mode & 0o7777:04o}"
+    except OSError:
+        detail = "its folder may not be readable"
+    return DatabasePermissionError(
+        error.errno,
+        f"permission denied: cannot {action} {path} ({detail}; this process runs as uid {os.getuid()}). A database "
+        "shared by several accounts needs group read (and write, to build) on its folders: build with umask 002, "
+        "or run `chmod -R g+rwX` on the database folder",
+        path,
+    )
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
@@ -98,10 +139,28 @@ def publish_folder(staged: str | os.PathLike, target: str | os.PathLike) -> None
 def publish_file(staged: str | os.PathLike, target: str | os.PathLike) -> None:
     """Move a fully written file into place durably (same file system): the file, the rename and both folders."""
     staged, target = Path(staged), Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folders_durably(target.parent)
     _fsync(staged)
     os.replace(staged, target)
     _fsync(target.parent)
+
+
+def make_folders_durably(folder: str | os.PathLike) -> None:
+    """Make FOLDER and its missing parents, each new one synced into its parent: a commit into a new folder
+    survives a power loss with the folder, not only with the file."""
+    missing: list[Path] = []
+    folder = Path(folder)
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        _fsync(new.parent)
+
+
+def sync_folder(folder: str | os.PathLike) -> None:
+    """Make the entries of FOLDER (a file created or renamed there) durable."""
+    _fsync(Path(folder))
 
 
 def _fsync(path: Path) -> None:

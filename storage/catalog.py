@@ -18,15 +18,20 @@ first shard lands.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from structome.storage import schema
+from structome.storage.atomic import replace_atomically
+from structome.storage.integrity import Damage
 from structome.storage.layout import DatabaseLayout
 from structome.storage.segments import SEGMENTS_FOLDER, SegmentFile
 
@@ -34,9 +39,10 @@ logger = logging.getLogger(__name__)
 
 _RAW_SUFFIX = "_all"  # raw views that the public views filter
 TABLE_FILES = "table_files"  # the catalog's table of visible files and their parts' key ranges (key_files)
+LEFT_OUT = "damaged_files"  # the catalog's table of damaged files whose shards or segments its views leave out
 _PROTOCOL = "structome"
 _WRITTEN_ONCE = ("shards", "tables", "schema")  # folders whose files are never rewritten under the same name
-_REFRESHING = threading.Lock()  # DuckDB reads object-store databases as structome://<path in the store>
+_REFRESHING = threading.RLock()  # a refresh may rebuild an unreadable catalog under it
 
 # Failures: the newest row per (input, record, entry, reason), and none for an entry written by the same or a later
 # build (a protein that failed once and succeeded on a re-run is not a failure any more). An entry written before
@@ -57,9 +63,7 @@ _BY_NAME_ONLY = ("failures",)  # tables whose every file is matched by column na
 def refresh_catalog(layout: DatabaseLayout) -> None:
     """Write the typed empty table files; for a local database, (re)create the views in catalog.duckdb."""
     layout.create()
-    for table, table_schema in schema.TABLES.items():
-        if not _has_schema(layout, layout.schema_file(table), table_schema):  # new, or of an older structome
-            layout.write_parquet_atomic(table_schema.empty_table(), layout.schema_file(table))
+    _ensure_schema_files(layout)
     if layout.is_local:
         with _REFRESHING:  # other processes wait on the file lock; threads of this one (which share it) here
             connection = _open(layout, read_only=False)
@@ -71,11 +75,22 @@ def refresh_catalog(layout: DatabaseLayout) -> None:
                 connection.close()
 
 
-def _has_schema(layout: DatabaseLayout, relative: str, table_schema: pa.Schema) -> bool:
-    """Whether the file exists with exactly this schema (names and types)."""
-    if not layout.exists(relative):
-        return False
-    return pq.read_schema(layout.path(relative), filesystem=layout.fs).equals(table_schema, check_metadata=False)
+def _ensure_schema_files(layout: DatabaseLayout) -> None:
+    """The typed empty table files every view reads: written when missing, rewritten when damaged (derived data)."""
+    files = {layout.schema_file(table): table for table in schema.TABLES}
+    for damage in layout.damaged_files(list(files)):
+        if damage.problem != "missing":
+            logger.warning("%s is damaged (%s): rewriting it (an empty typed table)", damage.file, damage.problem)
+        try:
+            layout.write_parquet_atomic(schema.TABLES[files[damage.file]].empty_table(), damage.file)
+        except OSError as error:
+            raise OSError(
+                f"{layout.location}/{damage.file} is {damage.problem} and cannot be rewritten: {error}"
+            ) from error
+    for table, table_schema in schema.TABLES.items():  # a table whose schema grew (failures' uniprotAccession)
+        relative = layout.schema_file(table)
+        if not pq.read_schema(layout.path(relative), filesystem=layout.fs).equals(table_schema, check_metadata=False):
+            layout.write_parquet_atomic(table_schema.empty_table(), relative)
 
 
 def _create_views(
@@ -84,7 +99,10 @@ def _create_views(
     temporary: str = "",
     visible: dict[str, list[SegmentFile]] | None = None,
 ) -> None:
-    visible = visible or layout.visible_parts(schema.TABLES)
+    if visible is None:
+        visible, damage = layout.checked_parts(schema.TABLES)
+        if not temporary:  # catalog.duckdb says what its views leave out, for every reader that opens it
+            _record_left_out(connection, damage)
     for table in schema.TABLES:
         name = table + _RAW_SUFFIX if table == "failures" else table
         connection.execute(f"CREATE OR REPLACE {temporary} VIEW {name} AS {_table_sql(layout, table, visible[table])}")
@@ -98,6 +116,12 @@ def _create_views(
         chunk = rows[start : start + 500]
         values = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
         connection.execute(f"INSERT INTO {TABLE_FILES} VALUES {values}", [v for row in chunk for v in row])
+
+
+def _record_left_out(connection: duckdb.DuckDBPyConnection, damage: list[Damage]) -> None:
+    connection.execute(f"CREATE OR REPLACE TABLE {LEFT_OUT} (file VARCHAR, problem VARCHAR, unit VARCHAR)")
+    for item in damage:
+        connection.execute(f"INSERT INTO {LEFT_OUT} VALUES (?, ?, ?)", [item.file, item.problem, item.unit])
 
 
 def _table_sql(layout: DatabaseLayout, table: str, parts: list[SegmentFile]) -> str:
@@ -155,8 +179,34 @@ def connect(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
     if not layout.exists():
         raise FileNotFoundError(f"{layout.location} is not a structome database (no catalog)")
     if layout.is_local:
-        return _open(layout, read_only=True)
+        connection = _open(layout, read_only=True)
+        if not _lists_damaged_files(connection, layout):
+            return connection
+        connection.close()  # damaged since the views were written: list the healthy files now
     return connect_detached(layout)
+
+
+def _lists_damaged_files(connection: duckdb.DuckDBPyConnection, layout: DatabaseLayout) -> bool:
+    """Whether a file the catalog's views read is damaged now (the quick check of storage.integrity); warns about
+    what the views already leave out."""
+    try:
+        left_out = connection.execute(f"SELECT file, problem, unit FROM {LEFT_OUT}").fetchall()
+        listed = [file for (file,) in connection.execute(f"SELECT DISTINCT file FROM {TABLE_FILES}").fetchall()]
+    except duckdb.CatalogException:  # a catalog written by an older structome: nothing recorded to check
+        return False
+    if left_out:
+        named = "; ".join(f"{unit} ({file}: {problem})" for file, problem, unit in left_out[:5])
+        more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+        logger.warning(
+            "damaged, left out of every query: %s%s; `structome verify --db %s --repair` quarantines them",
+            named,
+            more,
+            layout.location,
+        )
+    damaged = layout.damaged_files([*listed, *(layout.schema_file(table) for table in schema.TABLES)])
+    if damaged:
+        logger.info("%s lists files damaged since it was written: reading the healthy files directly", layout.catalog)
+    return bool(damaged)
 
 
 def connect_detached(
@@ -167,6 +217,7 @@ def connect_detached(
     the files to list (DatabaseLayout.visible_parts of every table), when the caller has just listed them."""
     if not layout.exists():
         raise FileNotFoundError(f"{layout.location} is not a structome database (no catalog)")
+    _ensure_schema_files(layout)
     connection = connect_files(layout)
     _create_views(connection, layout, temporary="TEMPORARY", visible=visible)
     return connection
@@ -191,17 +242,59 @@ def _configure(connection: duckdb.DuckDBPyConnection, layout: DatabaseLayout) ->
 
 
 def _open(layout: DatabaseLayout, *, read_only: bool, attempts: int = 50) -> duckdb.DuckDBPyConnection:
-    """Open catalog.duckdb, retrying for a few seconds while another process briefly holds its file lock."""
+    """Open catalog.duckdb, retrying for a few seconds while another process briefly holds its file lock; an
+    unreadable one (garbage, truncated: nobody holds its lock) is rebuilt, since it holds only derived views."""
+    rebuilt = False
     for attempt in range(attempts):
         try:
             connection = duckdb.connect(str(layout.catalog), read_only=read_only)
             break
-        except duckdb.IOException:
+        except duckdb.IOException as error:
+            if not rebuilt and not _locked_by_another_process(layout.catalog):
+                _rebuild(layout, error)
+                rebuilt = True
+                continue
             if attempt == attempts - 1:
                 raise
             time.sleep(0.1)
     _configure(connection, layout)
     return connection
+
+
+def _locked_by_another_process(path: Path) -> bool:
+    """Whether another process holds a DuckDB write lock (an fcntl lock) on the file."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB, 0, 0)
+        fcntl.lockf(descriptor, fcntl.LOCK_UN, 0, 0)
+        return False
+    except OSError:  # EAGAIN/EACCES: a conflicting lock
+        return True
+    finally:
+        os.close(descriptor)
+
+
+def _rebuild(layout: DatabaseLayout, error: duckdb.Error) -> None:
+    """Write a new catalog.duckdb (views over the visible files) beside the unreadable one, then replace it."""
+    logger.warning("%s is unreadable (%s): rebuilding it (it holds only views)", layout.catalog, error)
+
+    def write(temporary: Path) -> None:
+        connection = duckdb.connect(str(temporary))
+        try:
+            _configure(connection, layout)
+            connection.execute("BEGIN TRANSACTION")
+            _create_views(connection, layout)
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+
+    _ensure_schema_files(layout)
+    with _REFRESHING:
+        layout.catalog.with_name(layout.catalog.name + ".wal").unlink(missing_ok=True)  # the old file's log, if any
+        replace_atomically(layout.catalog, write)
 
 
 def _duckdb_file_system(layout: DatabaseLayout):
@@ -239,8 +332,9 @@ def _duckdb_file_system(layout: DatabaseLayout):
     return DuckDBFileSystem(layout.fs)
 
 
-def query(layout: DatabaseLayout, sql: str, parameters: list | None = None) -> pa.Table:
-    connection = connect(layout)
+def query(layout: DatabaseLayout, sql: str, parameters: list | None = None, *, detached: bool = False) -> pa.Table:
+    """The result of `sql` as a table; `detached`: through `connect_detached` (no file lock held while it runs)."""
+    connection = connect_detached(layout) if detached else connect(layout)
     try:
         relation = connection.sql(sql, params=parameters) if parameters else connection.sql(sql)
         return relation.to_arrow_table() if relation is not None else pa.table({})

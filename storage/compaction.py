@@ -27,18 +27,19 @@ import secrets
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from structome.storage import catalog, formats, schema
 from structome.storage.atomic import publish_file
 from structome.storage.formats import FormatError
-from structome.storage.key_index import key_ranges
+from structome.storage.integrity import digest_file
 from structome.storage.layout import DatabaseLayout
+from structome.storage.parts import PartWriter
 from structome.storage.segments import (
-    PART_KEYS,
     SEGMENT_TABLES,
     SORT_KEYS,
     Segment,
@@ -53,15 +54,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["CompactionPolicy", "CompactionReport", "collect_garbage", "compact", "plan_compaction"]
 
 _COLLECTED = "tables/collected.json"  # {"generation": g}: the shard files generation g covers are removed
-# Rows per Parquet row group: a point lookup reads one group of each column it returns, so groups stay small
-# for the lean tables; residues (hundreds of rows per entry) take larger ones.
-# Entries and files: one group decodes in ~1-3 ms (the server's lookups read one; benchmarks/bench_serve_index.py).
-ROW_GROUP_ROWS = {"entries": 4_096, "residues": 131_072, "files": 8_192, "failures": 16_384}
-# Small data pages: DuckDB decodes only the pages that hold a point query's rows (SQL lookups on long columns).
-DATA_PAGE_BYTES = 16_384
-# Row groups per part file of a segment (storage.segments): a cold point lookup parses one part's footer per
-# segment (entries: 262k entries, ~1 MB of footer), whatever the segment's size.
-ROW_GROUPS_PER_PART = 64
 
 
 @dataclass(frozen=True)
@@ -177,12 +169,17 @@ def compact(layout: DatabaseLayout, policy: CompactionPolicy = CompactionPolicy(
         raise FormatError(f"{layout.location} is at layout {layout.layout_version}: run `structome migrate` first")
     manifest = layout.table_manifest()
     level0 = layout.uncompacted_shards(manifest)
-    plan = plan_compaction(manifest, level0, _entries_of(layout, level0.values()), policy)
+    # Damaged shards and segments are neither merged nor marked compacted: they wait for `structome verify --repair`.
+    damage = layout.unit_damage(manifest, level0)
+    level0 = {shard: folder for shard, folder in level0.items() if shard not in {d.shard for d in damage}}
+    damaged = tuple(s for s in manifest.segments if s.segment_id in {d.segment for d in damage})
+    healthy = replace(manifest, segments=tuple(s for s in manifest.segments if s not in damaged))
+    plan = plan_compaction(healthy, level0, _entries_of(layout, level0.values()), policy)
     written = []
     if not plan.empty:
         with _Scratch(layout, policy) as scratch:
             written = [scratch.write_segment(merge, manifest.generation + 1) for merge in plan.merges]
-        manifest = manifest.successor([*plan.kept, *written], set(level0))
+        manifest = manifest.successor([*damaged, *plan.kept, *written], set(level0))
         layout.write_table_manifest(manifest)
         logger.info("%s: generation %d, %d segments", layout.location, manifest.generation, len(manifest.segments))
     catalog.refresh_catalog(layout)  # before any removal: the views must list only current files
@@ -239,30 +236,32 @@ class _Scratch:
             staged = self.folder / table
             rows[table], files = self._sort_into(table, sources, staged)
             written = []
-            for number, file in enumerate(files):
-                ranges = key_ranges(str(file), pq.ParquetFile(file).metadata, PART_KEYS[table])
-                size += file.stat().st_size
-                written.append(SegmentFile(part_path(table, segment_id, number), ranges))
+            for number, (file, ranges) in enumerate(files):
+                digest = digest_file(pafs.LocalFileSystem(), str(file), parquet=True)  # what `verify` checks
+                size += digest.size
+                written.append(SegmentFile(part_path(table, segment_id, number), ranges, digest))
                 self._publish(file, written[-1].path)
             parts[table] = tuple(written)
         shards = len(merge.shards) + sum(s.shards for s in merge.segments)
         logger.info("segment %s: %d entries from %d shards", segment_id, rows["entries"], shards)
         return Segment(segment_id, rows["entries"], shards, rows, size, parts)
 
-    def _sort_into(self, table: str, sources: list[str], target: Path) -> tuple[int, list[Path]]:
-        """Sort the sources' rows into part files in the folder `target`: the row count, and the parts in key
-        order (at least one, empty when there are no rows)."""
+    def _sort_into(self, table: str, sources: list[str], target: Path) -> tuple[int, list[tuple[Path, dict]]]:
+        """Sort the sources' rows into part files in the folder `target` (storage.parts): the row count, and the
+        parts with their key ranges in key order (at least one, empty when there are no rows). DuckDB sorts
+        (spilling beyond its memory limit) and streams the sorted rows to the part writer."""
         columns = ", ".join(f'"{name}"' for name in schema.TABLES[table].names)
         listing = catalog.sql_listing(self.layout, [self.layout.schema_file(table), *sources])
         order = ", ".join(f'"{key}"' for key in SORT_KEYS[table])
-        written = self.connection.execute(
-            f"COPY (SELECT {columns} FROM read_parquet([{listing}], union_by_name = true) ORDER BY {order}) "
-            f"TO '{catalog.quote(target)}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS[table]}, "
-            f"DATA_PAGE_SIZE_LIMIT {DATA_PAGE_BYTES}, ROW_GROUPS_PER_FILE {ROW_GROUPS_PER_PART}, RETURN_FILES true)"
-        ).fetchone()
-        assert written is not None  # COPY answers with the number of rows and the files it wrote
-        files = sorted((Path(f) for f in written[1]), key=_part_number)
-        return int(written[0]), files
+        target.mkdir(parents=True, exist_ok=True)
+        writer = PartWriter(table, lambda number: target / f"{number:04d}.parquet")
+        reader = self.connection.sql(
+            f"SELECT {columns} FROM read_parquet([{listing}], union_by_name = true) ORDER BY {order}"
+        ).to_arrow_reader(writer.group_rows)
+        for batch in reader:
+            writer.write(batch)
+        parts = writer.close()
+        return writer.rows, parts
 
     def _publish(self, staged: Path, relative: str) -> None:
         if self.layout.is_local:
@@ -311,17 +310,13 @@ def _shard_files_to_remove(layout: DatabaseLayout, settled: TableManifest) -> li
         if previous in layout.manifest_generations():
             done = layout.table_manifest(previous).compacted_shards
     folders = layout.committed_shards()
+    current = layout.table_manifest().compacted_shards  # a shard a repair gave back to level 0 keeps its tables
     return [
         f"{folders[shard]}/{table}.parquet"
-        for shard in sorted(settled.compacted_shards - done)
+        for shard in sorted((settled.compacted_shards & current) - done)
         if shard in folders
         for table in SEGMENT_TABLES
     ]
-
-
-def _part_number(path: Path) -> int:
-    """DuckDB names the files of one COPY data_0.parquet, data_1.parquet, ... in the order it writes them."""
-    return int(path.stem.rsplit("_", 1)[-1])
 
 
 def _is_segment_file(relative: str) -> bool:

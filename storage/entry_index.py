@@ -28,6 +28,7 @@ from structome.storage.archive import FILE_COLUMNS, FileLocation
 from structome.storage.key_index import SortedTable
 from structome.storage.layout import DatabaseLayout
 from structome.storage.plddt import FRACTION_COLUMNS
+from structome.storage.reader import lookup_spellings
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +169,15 @@ class EntryIndex:
     # --- the AFDB API
 
     def prediction_json(self, identifier: str) -> bytes | None:
-        """The AFDB API answer (a JSON list) for an accession or an entryId; None when unknown."""
+        """The AFDB API answer (a JSON list) for an accession or an entryId, as given or upper-cased; None when
+        unknown."""
+        for spelling in lookup_spellings(identifier):
+            answer = self._prediction_json(spelling)
+            if answer is not None:
+                return answer
+        return None
+
+    def _prediction_json(self, identifier: str) -> bytes | None:
         answer = self._answers.get(identifier)
         if answer is _MISS:
             records = self._records_of(identifier)

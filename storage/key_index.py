@@ -1,24 +1,29 @@
 """Point reads of a table sorted by a key: the few row groups whose key range holds the key, read with pyarrow.
 
 A compacted segment is sorted by its key (storage.segments.SORT_KEYS) in row groups of a few thousand rows
-(storage.compaction.ROW_GROUP_ROWS); a committed shard that no segment covers yet is one small file in any order.
+(storage.parts.ROW_GROUP_ROWS); a committed shard that no segment covers yet is one small file in any order.
 A `SortedTable` keeps, for every row group of its files, the min and max of its key columns from the Parquet
 footers' statistics (about 2,500 ranges per key at 10M entries, nothing per entry). A lookup bisects those ranges,
 reads the wanted columns of the matching groups only and filters them: no SQL planning, no view, no read of any
-other group. A file without a column reads it as null (like the catalog's `union_by_name` views).
+other group. Where a group's key column has a Bloom filter (segment parts: storage.parts), an equality lookup
+checks it first and skips the group it rules out. A file without a column reads it as null (like the catalog's
+`union_by_name` views).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+import struct
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import xxhash
 
-__all__ = ["SortedTable", "key_ranges"]
+__all__ = ["SortedTable", "key_ranges", "may_contain"]
 
 # A string maximum this long may be a truncated one (a writer's statistics limit): no upper bound then.
 _TRUNCATED = 64
@@ -96,13 +101,16 @@ class SortedTable:
             return []
         present = [c for c in dict.fromkeys([key, *columns]) if c in file.columns]
         with self.fs.open_input_file(file.path) as handle:
+            chunk = file.metadata.row_group(group).column(file.metadata.schema.names.index(key))
+            if low == high and not may_contain(lambda offset, length: handle.read_at(length, offset), chunk, low):
+                return []  # the group's Bloom filter (storage.parts): the key is not there
             reader = pq.ParquetFile(handle, metadata=file.metadata)
-            # The key column first: overlapping segments put the key in the range of one group of each, and
-            # mostly only one holds it; the other columns (the sequence is 90% of a group) only for that one.
-            hits = _matching_rows(reader.read_row_group(group, columns=[key]).column(key), low, high)
+            # The key column first: a false positive of the filter, or a range query, may find nothing here;
+            # the other columns (the sequence is 90% of a group) are read only where the key is.
+            hits = _matching_rows(reader.read_row_group(group, columns=[key], use_threads=False).column(key), low, high)
             if not hits:
                 return []
-            table = reader.read_row_group(group, columns=present)
+            table = reader.read_row_group(group, columns=present, use_threads=False)
         wanted = [table.slice(i, 1) for i in hits]
         rows = [row for part in wanted for row in part.select([c for c in present if c in columns]).to_pylist()]
         missing = [c for c in columns if c not in file.columns]
@@ -113,14 +121,30 @@ class SortedTable:
 
 
 def _matching_rows(keys: pa.ChunkedArray, low: str, high: str) -> list[int]:
-    """The rows whose key lies in [low, high]. An equality lookup first looks for the key's bytes in the column's
-    string data (C speed; no false negatives) and decodes the column only where they occur: most groups a lookup
-    reads (one per overlapping segment) do not hold the key. No pyarrow.compute: its first call imports pandas."""
-    if low == high and keys.type == pa.string():
-        data = b"".join(chunk.buffers()[2].to_pybytes() for chunk in keys.chunks if chunk.buffers()[2] is not None)
-        if low.encode() not in data:
-            return []
-    return [i for i, value in enumerate(keys.to_pylist()) if value is not None and low <= value <= high]
+    """The rows whose key lies in [low, high]. An equality lookup finds the key's bytes in the column's string
+    data and maps each occurrence that is a whole value to its row through the offsets (C speed, nothing
+    decoded); a range decodes the column. No pyarrow.compute: its first call imports pandas."""
+    if low != high or keys.type != pa.string():
+        return [i for i, value in enumerate(keys.to_pylist()) if value is not None and low <= value <= high]
+    wanted, hits, base = low.encode(), [], 0
+    for chunk in keys.chunks:
+        _, offsets_buffer, data_buffer = chunk.buffers()
+        if data_buffer is not None:
+            offsets = np.frombuffer(offsets_buffer, np.int32, len(chunk) + 1, chunk.offset * 4)
+            data = data_buffer.to_pybytes()
+            at = data.find(wanted)
+            while at >= 0:
+                row = int(np.searchsorted(offsets, at))
+                if (
+                    row < len(chunk)
+                    and offsets[row] == at
+                    and offsets[row + 1] - at == len(wanted)
+                    and chunk[row].is_valid
+                ):
+                    hits.append(base + row)
+                at = data.find(wanted, at + 1)
+        base += len(chunk)
+    return hits
 
 
 def _open(fs: pafs.FileSystem, path: str) -> _File:
@@ -163,3 +187,67 @@ def key_ranges(path: str, metadata: pq.FileMetaData, keys: Iterable[str]) -> dic
         if known and len(known) == len(bounds):
             ranges[key] = (min(low for low, _ in known), max(high for _, high in known))
     return ranges
+
+
+# --- Bloom filters (parquet-format BloomFilter.md: split-block, 256-bit blocks of eight 32-bit words)
+
+_SALTS = (0x47B6137B, 0x44974D91, 0x8824AD5B, 0xA2B7289D, 0x705495C7, 0x2DF1424B, 0x9EFC4947, 0x5C6BFB31)
+_HEADER_MAX = 64  # a BloomFilterHeader is a few bytes of Thrift
+
+
+def may_contain(read: Callable[[int, int], bytes], chunk: pq.ColumnChunkMetaData, value: str) -> bool:
+    """False only when the column chunk's Bloom filter proves `value` (a string) absent; True when it may be there
+    or the chunk has no filter. `read(offset, length)` reads bytes of the chunk's file."""
+    offset = chunk.bloom_filter_offset
+    if offset is None:
+        return True
+    data = read(offset, chunk.bloom_filter_length or _HEADER_MAX)
+    header = _bitset_start(data)
+    if header is None:
+        return True  # a header we do not understand: no pruning
+    start, size = header
+    if len(data) < start + size:
+        data += read(offset + len(data), start + size - len(data))
+    return _bitset_holds(memoryview(data)[start : start + size], xxhash.xxh64_intdigest(value.encode()))
+
+
+def _bitset_holds(bitset: memoryview, digest: int) -> bool:
+    blocks = len(bitset) // 32
+    block = ((digest >> 32) * blocks) >> 32
+    key = digest & 0xFFFFFFFF
+    words = struct.unpack_from("<8I", bitset, block * 32)
+    return all(word >> (((key * salt) & 0xFFFFFFFF) >> 27) & 1 for word, salt in zip(words, _SALTS, strict=True))
+
+
+def _bitset_start(data: bytes) -> tuple[int, int] | None:
+    """(where the bitset starts, its bytes) after the Thrift compact BloomFilterHeader at the start of `data`:
+    field 1 numBytes (i32), then three structs holding one empty union member each (algorithm BLOCK, hash XXHASH,
+    compression UNCOMPRESSED)."""
+    position, size, depth = 0, None, 0
+    while position < len(data):
+        byte = data[position]
+        position += 1
+        kind = byte & 0x0F
+        if kind == 0:  # stop: the end of a struct
+            if depth == 0:
+                return (position, size) if size else None
+            depth -= 1
+        elif kind == 5 and depth == 0 and size is None:  # i32 numBytes, zigzag varint
+            raw, position = _varint(data, position)
+            size = (raw >> 1) ^ -(raw & 1)
+        elif kind == 12:
+            depth += 1
+        else:
+            return None
+    return None
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+        shift += 7

@@ -5,11 +5,13 @@
       catalog.duckdb                 views over the Parquet files below (local databases only)
       shards/<shard>/                one committed shard:
         entries.parquet residues.parquet files.parquet failures.parquet archive.tar
+        checksums.json               what was written (storage.integrity), checked by `structome verify`
       failures/<build>.parquet       failures of one build no shard holds (ingest, never-committed shards)
       builds/<build>.parquet         one row per build; builds/<build>.report.json its report,
                                      .manifest.json its planned shards, .events.jsonl shard progress
       schema/<table>.parquet         an empty, typed file per table
       tables/                        compacted segments and their manifests (storage.segments)
+      quarantine/                    damaged files that `structome verify --repair` moved out of view (storage.verify)
       .staging/                      shards being written; never read
       .compaction/                   segments being written (the compaction's scratch); never read
       .build.lock                    held by the build that is writing
@@ -29,11 +31,12 @@ the build lock) and `structome migrate` write its marker and run any pending lay
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
-import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +45,16 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from structome.storage import formats
-from structome.storage.atomic import publish_folder, write_bytes_atomic, write_parquet_atomic
+from structome.storage.atomic import (
+    make_unique_folder,
+    permission_denied,
+    publish_folder,
+    sync_folder,
+    write_bytes_atomic,
+    write_parquet_atomic,
+)
 from structome.storage.formats import MARKER_NAME, FormatError, new_marker, parse_marker
+from structome.storage.integrity import Damage, parquet_problem
 from structome.storage.locks import BuildLock, DatabaseLockedError, LeaseLock, lease_is_fresh
 from structome.storage.segments import (
     MANIFESTS,
@@ -53,6 +64,8 @@ from structome.storage.segments import (
     generation_of,
     manifest_path,
 )
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DatabaseLayout",
@@ -73,6 +86,8 @@ _TABLE_GLOBS = {
     "builds": ("builds/*.parquet",),
 }
 _LOOSE_TABLES = {"failures": "failures", "builds": "builds"}  # tables with files outside shards
+_REMOTE_CHECKS = 16  # files checked at once on an object store
+_WARNED: set[tuple[str, Damage]] = set()  # damage already reported by this process
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,7 @@ class DatabaseLayout:
 
     def __init__(self, location: str | os.PathLike):
         text = os.fspath(location)
+        self.uri = text if "://" in text else None  # with its query (the store's options)
         if "://" in text:
             self.fs, base = pafs.FileSystem.from_uri(text)
             self.location = text.split("?", 1)[0].rstrip("/")
@@ -212,6 +228,10 @@ class DatabaseLayout:
         """Append-only log of shard state changes (started, committed, retried, failed)."""
         return f"builds/{build_id}.events.jsonl"
 
+    def build_progress(self, build_id: str) -> str:
+        """The latest progress reading of a running build (proteins folded, rate, ETA), rewritten periodically."""
+        return f"builds/{build_id}.progress.json"
+
     def build_failures(self, build_id: str) -> str:
         """Failures of a build not held by any shard file (ingest, and shards that never committed)."""
         return f"failures/{build_id}.parquet"
@@ -240,16 +260,22 @@ class DatabaseLayout:
         self.migrate()
 
     def read_bytes(self, relative: str) -> bytes:
-        with self.fs.open_input_stream(self.path(relative)) as stream:
-            return stream.read()
+        try:
+            with self.fs.open_input_stream(self.path(relative)) as stream:
+                return stream.read()
+        except PermissionError as error:
+            raise permission_denied(error, "read", self.path(relative)) from error
 
     def read_text(self, relative: str) -> str:
         return self.read_bytes(relative).decode()
 
     def read_range(self, relative: str, offset: int, length: int) -> bytes:
         """One ranged read (a single GET with a Range header on object stores)."""
-        with self.fs.open_input_file(self.path(relative)) as handle:
-            return handle.read_at(length, offset)
+        try:
+            with self.fs.open_input_file(self.path(relative)) as handle:
+                return handle.read_at(length, offset)
+        except PermissionError as error:
+            raise permission_denied(error, "read", self.path(relative)) from error
 
     def list_files(self, folder: str) -> list[str]:
         """Paths (relative to the database) of every file under a folder, recursively, sorted."""
@@ -283,10 +309,14 @@ class DatabaseLayout:
             return
         text = "".join(line + "\n" for line in lines)
         if self.is_local:
-            with open(self.path(relative), "a") as handle:
+            path = Path(self.path(relative))
+            created = not path.exists()
+            with open(path, "a") as handle:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
+            if created:  # the new file's entry in its folder
+                sync_folder(path.parent)
             return
         self.write_text_atomic(text, f"{relative}.parts/{time.time_ns():020d}-{secrets.token_hex(3)}")
 
@@ -300,9 +330,12 @@ class DatabaseLayout:
     def begin_shard(self, shard_id: str) -> ShardTarget:
         """A private folder for one attempt at writing a shard."""
         if self.is_local:
-            Path(self.staging).mkdir(parents=True, exist_ok=True)
-            folder = tempfile.mkdtemp(prefix=f"{shard_id}.", dir=self.staging)
-            return ShardTarget(shard_id, folder, self.shard(shard_id))
+            try:
+                Path(self.staging).mkdir(parents=True, exist_ok=True)
+                folder = make_unique_folder(self.staging, prefix=f"{shard_id}.")
+            except PermissionError as error:
+                raise permission_denied(error, "write a shard into", self.staging) from error
+            return ShardTarget(shard_id, str(folder), self.shard(shard_id))
         relative = f"shards/{shard_id}/{secrets.token_hex(6)}"
         return ShardTarget(shard_id, self.path(relative), relative)
 
@@ -375,20 +408,74 @@ class DatabaseLayout:
         return {table: [part.path for part in parts] for table, parts in self.visible_parts(tables).items()}
 
     def visible_parts(self, tables) -> dict[str, list[SegmentFile]]:
-        """visible_files with what is known of each file's key ranges (a segment's parts; none for shards)."""
+        """visible_files with what is known of each file's key ranges (a segment's parts; none for shards).
+
+        A damaged shard or segment (a table file missing, truncated or not Parquet: storage.integrity) is left out
+        whole, with a warning naming it, so the healthy rest stays readable (`checked_parts` says what was left out)."""
+        return self.checked_parts(tables)[0]
+
+    def checked_parts(self, tables) -> tuple[dict[str, list[SegmentFile]], list[Damage]]:
+        """visible_parts, and the damaged files whose units (a shard, a segment, a loose file) it left out."""
         manifest = self.table_manifest()
-        shards = list(self.uncompacted_shards(manifest).values())
+        shards = self.uncompacted_shards(manifest)
+        damage = self.unit_damage(manifest, shards)
+        bad_shards = {d.shard for d in damage}
+        bad_segments = {d.segment for d in damage}
+        segments = [segment for segment in manifest.segments if segment.segment_id not in bad_segments]
+        folders = [folder for shard, folder in shards.items() if shard not in bad_shards]
         visible = {}
         for table in tables:
             files = []
             if table in SHARD_TABLES:
-                files = [part for segment in manifest.segments for part in segment.table_files(table)]
-                files += [SegmentFile(f"{folder}/{table}.parquet") for folder in shards]
+                files = [part for segment in segments for part in segment.table_files(table)]
+                files += [SegmentFile(f"{folder}/{table}.parquet") for folder in folders]
             if table in _LOOSE_TABLES:
                 listing = self.list_files(_LOOSE_TABLES[table])
-                files += [SegmentFile(f) for f in listing if f.count("/") == 1 and f.endswith(".parquet")]
+                loose = [f for f in listing if f.count("/") == 1 and f.endswith(".parquet")]
+                broken = self.damaged_files(loose)
+                damage += broken
+                files += [SegmentFile(f) for f in loose if f not in {d.file for d in broken}]
             visible[table] = files
-        return visible
+        for item in damage:
+            if (self.location, item) not in _WARNED:  # once per process (a server re-lists every reload)
+                _WARNED.add((self.location, item))
+                logger.warning(
+                    "%s is damaged and left out of every query: %s; `structome verify --db %s --repair` quarantines it",
+                    item.unit,
+                    f"{item.file}: {item.problem}",
+                    self.location,
+                )
+        return visible, damage
+
+    def unit_damage(self, manifest: TableManifest, shards: dict[str, str]) -> list[Damage]:
+        """The quick check (storage.integrity.parquet_problem) of every table file of the given level-0 shards
+        (shard id -> folder) and of the manifest's segments."""
+        shard_files = {f"{folder}/{table}.parquet": shard for shard, folder in shards.items() for table in SHARD_TABLES}
+        segment_files = {
+            part.path: (segment.segment_id, part.digest.size if part.digest else None)
+            for segment in manifest.segments
+            for table in SHARD_TABLES
+            for part in segment.table_files(table)
+        }
+        damage = [Damage(d.file, d.problem, shard=shard_files[d.file]) for d in self.damaged_files(list(shard_files))]
+        expected = {path: size for path, (_, size) in segment_files.items()}
+        for found in self.damaged_files(list(segment_files), expected):
+            damage.append(Damage(found.file, found.problem, segment=segment_files[found.file][0]))
+        return damage
+
+    def damaged_files(self, files: list[str], sizes: dict[str, int | None] | None = None) -> list[Damage]:
+        """The quick check of each file (relative paths); in parallel on object stores (one ranged read each)."""
+        sizes = sizes or {}
+
+        def check(relative: str) -> str | None:
+            return parquet_problem(self.fs, self.path(relative), sizes.get(relative))
+
+        if self.is_local or len(files) < 2:
+            problems = list(map(check, files))
+        else:
+            with ThreadPoolExecutor(_REMOTE_CHECKS) as pool:
+                problems = list(pool.map(check, files))
+        return [Damage(file, problem) for file, problem in zip(files, problems, strict=True) if problem is not None]
 
     # ---- compacted tables (storage.segments) ----------------------------------------------------------
 
@@ -435,14 +522,14 @@ class DatabaseLayout:
         self.read_layout_version()  # a newer layout or a corrupt marker is refused before any lock is taken
         if self.is_local:
             return BuildLock(Path(self._path(_LOCK)))
-        return LeaseLock(self.fs, self._path(_LOCK), self.location)
+        return LeaseLock(self.fs, self._path(_LOCK), self.location, uri=self.uri)
 
     def compaction_lock(self) -> BuildLock | LeaseLock:
         """Held while compacting: a build may commit shards meanwhile (compaction merges only shards it listed)."""
         self.read_layout_version()
         if self.is_local:
             return BuildLock(Path(self._path(_COMPACTION_LOCK)), "compaction")
-        return LeaseLock(self.fs, self._path(_COMPACTION_LOCK), self.location, "compaction")
+        return LeaseLock(self.fs, self._path(_COMPACTION_LOCK), self.location, "compaction", uri=self.uri)
 
     def build_running(self) -> bool:
         """True while some process holds the build lock."""

@@ -4,12 +4,21 @@ On a file system it is an flock on `.build.lock` (released by the kernel when th
 stores have no locks: there it is a lease object that the holder renews every few seconds; a lease not
 renewed for LEASE_SECONDS belongs to a dead build and may be taken over. A lease names its format
 (LEASE_FORMAT); one without is version 1, and a newer one is refused (a newer structome holds it).
+
+On S3 (with boto3 installed) the lease is taken and renewed with conditional writes: created only if absent
+(`If-None-Match: *`), replaced only if unchanged since read (`If-Match: <etag>`), so two builds can never both
+hold it, and a holder whose lease was taken over learns it at its next renewal. Elsewhere (GCS, or S3 without
+boto3) it is written, then read back after SETTLE_SECONDS: two builds that take a stale lease within that delay
+of each other's write may both believe they hold it. Either way a holder that cannot renew for LOST_AFTER_SECONDS
+(half of LEASE_SECONDS, so before anyone may take over) counts the lease as lost: `ensure_held` then raises
+LeaseLostError, and the build stops writing.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import secrets
 import socket
@@ -17,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.fs as pafs
 
@@ -24,9 +34,12 @@ from structome.storage.formats import check_format, format_tag
 
 LEASE_SECONDS = 60.0  # a lease older than this was left by a dead build
 RENEW_SECONDS = 10.0
+LOST_AFTER_SECONDS = LEASE_SECONDS / 2  # a holder unable to renew this long stops, well before a takeover
 SETTLE_SECONDS = 1.0  # wait before re-reading a new lease, so a racing writer's lease shows
 LEASE_VERSION = 1
 LEASE_FORMAT = format_tag("lease", LEASE_VERSION)
+
+logger = logging.getLogger(__name__)
 
 
 class DatabaseLockedError(RuntimeError):
@@ -65,6 +78,9 @@ class BuildLock:
             self._handle.close()
             self._handle = None
 
+    def ensure_held(self) -> None:
+        """An flock cannot be lost while its holder lives: nothing to check."""
+
     def held_by_another(self) -> bool:
         """True while some process holds the lock (checked without taking it for long)."""
         if not self.path.exists():
@@ -78,26 +94,28 @@ class BuildLock:
         return False
 
 
-class LeaseLock:
-    """A renewed lease object: taken when absent or stale, verified after a settle delay, renewed by a thread."""
+class LeaseLostError(DatabaseLockedError):
+    """This build's lease is gone (not renewed in time, or taken over): it must stop writing."""
 
-    def __init__(self, fs: pafs.FileSystem, path: str, where: str, activity: str = "build"):
-        self.fs, self.path, self.where, self.activity = fs, path, where, activity
+
+class LeaseLock:
+    """A renewed lease object: taken when absent or stale, renewed by a thread; `ensure_held` says if it is lost."""
+
+    def __init__(self, fs: pafs.FileSystem, path: str, where: str, activity: str = "build", uri: str | None = None):
+        self.where, self.activity = where, activity
+        self.store = lease_object(fs, path, uri)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._version: str | None = None  # the lease object's version as this holder last wrote it
+        self._renewed = 0.0  # time.time() of the last successful write
+        self._lost: str | None = None  # why the lease is lost
 
     def __enter__(self) -> LeaseLock:
-        current = read_lease(self.fs, self.path)
+        current, version = self.store.read()
         if current is not None and _fresh(current):
             raise _refusal(self.where, f"lease held by {current['owner']}", self.activity)
-        self._write()
-        time.sleep(SETTLE_SECONDS)
-        current = read_lease(self.fs, self.path)
-        if current is None or current["owner"] != self.owner:
-            raise _refusal(
-                self.where, f"lease taken by {current['owner'] if current else 'another writer'}", self.activity
-            )
+        self._take(current, version)
         self._renewer = threading.Thread(target=self._renew, name="structome-lease", daemon=True)
         self._renewer.start()
         return self
@@ -106,29 +124,178 @@ class LeaseLock:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        current = read_lease(self.fs, self.path)
+        current, _ = self.store.read()
         if current is not None and current["owner"] == self.owner:
-            self.fs.delete_file(self.path)
+            self.store.delete()
 
-    def _write(self) -> None:
-        with self.fs.open_output_stream(self.path) as stream:
-            stream.write(json.dumps({"format": LEASE_FORMAT, "owner": self.owner, "renewedAt": time.time()}).encode())
+    def ensure_held(self) -> None:
+        """Raise LeaseLostError once the lease is lost; a build calls it before it goes on writing."""
+        if self._lost is not None:
+            raise LeaseLostError(
+                f"lost the {self.activity} lease on {self.where}: {self._lost}; stopped writing. Run the "
+                f"{self.activity} again to resume (what was committed is kept)"
+            )
+
+    def _take(self, current: dict | None, version: str | None) -> None:
+        """Write our lease over the absent or stale one; without conditional writes, read it back after a delay."""
+        body = self._body()
+        taken = self.store.create(body) if current is None else self.store.replace(body, version)
+        if taken is None:
+            raise _refusal(self.where, "lease taken by another writer at the same moment", self.activity)
+        self._version, self._renewed = taken, time.time()
+        if self.store.conditional:
+            return
+        time.sleep(SETTLE_SECONDS)
+        current, _ = self.store.read()
+        if current is None or current["owner"] != self.owner:
+            raise _refusal(
+                self.where, f"lease taken by {current['owner'] if current else 'another writer'}", self.activity
+            )
+
+    def _body(self) -> bytes:
+        return json.dumps({"format": LEASE_FORMAT, "owner": self.owner, "renewedAt": time.time()}).encode()
 
     def _renew(self) -> None:
-        while not self._stop.wait(RENEW_SECONDS):
-            self._write()
+        """Renew every RENEW_SECONDS; a failed write is tried again until LOST_AFTER_SECONDS have passed."""
+        error: Exception | None = None
+        while self._lost is None and not self._stop.wait(RENEW_SECONDS):
+            try:
+                self._renew_once()
+                error = None
+            except OSError as failure:
+                error = failure
+                logger.warning("could not renew the lease on %s: %s", self.where, failure)
+            if self._lost is None and time.time() - self._renewed > LOST_AFTER_SECONDS:
+                self._lose(f"it could not be renewed for {time.time() - self._renewed:.0f} s ({error})")
+
+    def _renew_once(self) -> None:
+        if not self.store.conditional:  # look first: the write itself cannot tell
+            current, _ = self.store.read()
+            if current is not None and current["owner"] != self.owner:
+                self._lose(f"{current['owner']} took it over")
+                return
+        version = self.store.replace(self._body(), self._version)
+        if version is None:
+            self._lose("another writer took it over")
+            return
+        self._version, self._renewed = version, time.time()
+
+    def _lose(self, reason: str) -> None:
+        logger.error(
+            "lost the %s lease on %s: %s; the %s stops writing", self.activity, self.where, reason, self.activity
+        )
+        self._lost = reason
+
+
+class _PlainLeaseObject:
+    """The lease through pyarrow's file system: plain reads and writes (no conditions)."""
+
+    conditional = False
+
+    def __init__(self, fs: pafs.FileSystem, path: str):
+        self.fs, self.path = fs, path
+
+    def read(self) -> tuple[dict | None, str | None]:
+        return read_lease(self.fs, self.path), None
+
+    def create(self, body: bytes) -> str | None:
+        return self.replace(body, None)
+
+    def replace(self, body: bytes, version: str | None) -> str | None:
+        """Write BODY whatever is there; the version is unknown ("")."""
+        with self.fs.open_output_stream(self.path) as stream:
+            stream.write(body)
+        return ""
+
+    def delete(self) -> None:
+        self.fs.delete_file(self.path)
+
+
+class _S3LeaseObject:
+    """The lease on S3 through boto3's conditional PUTs; versions are ETags. Store errors become OSError."""
+
+    conditional = True
+
+    def __init__(self, client, path: str):
+        self.client = client
+        self.bucket, self.key = path.split("/", 1)
+
+    def read(self) -> tuple[dict | None, str | None]:
+        try:
+            answer = self._call(self.client.get_object, Bucket=self.bucket, Key=self.key)
+        except FileNotFoundError:
+            return None, None
+        return parse_lease(answer["Body"].read(), f"s3://{self.bucket}/{self.key}"), answer["ETag"]
+
+    def create(self, body: bytes) -> str | None:
+        return self._put(body, IfNoneMatch="*")
+
+    def replace(self, body: bytes, version: str | None) -> str | None:
+        """Write BODY only if the object is still at VERSION; None if it changed."""
+        return self._put(body, IfMatch=version) if version else None
+
+    def delete(self) -> None:
+        self._call(self.client.delete_object, Bucket=self.bucket, Key=self.key)
+
+    def _put(self, body: bytes, **condition) -> str | None:
+        """The new ETag; None when the condition does not hold (another writer was first)."""
+        try:
+            return self._call(self.client.put_object, Bucket=self.bucket, Key=self.key, Body=body, **condition)["ETag"]
+        except _ConditionFailed:
+            return None
+
+    @staticmethod
+    def _call(method, **arguments):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return method(**arguments)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                raise _ConditionFailed(code) from error
+            if code in ("NoSuchKey", "404"):
+                raise FileNotFoundError(arguments.get("Key")) from error
+            raise OSError(f"S3 {code}: {error}") from error
+        except BotoCoreError as error:
+            raise OSError(str(error)) from error
+
+
+class _ConditionFailed(Exception):
+    """A conditional write found the object changed (or present)."""
+
+
+def lease_object(fs: pafs.FileSystem, path: str, uri: str | None) -> _PlainLeaseObject | _S3LeaseObject:
+    """Conditional writes on S3 when boto3 is installed; plain writes otherwise."""
+    if uri is None or not uri.startswith("s3://") or not isinstance(fs, pafs.S3FileSystem):
+        return _PlainLeaseObject(fs, path)
+    try:
+        import boto3
+    except ImportError:
+        logger.info("boto3 is not installed: the lease on %s is taken without conditional writes", uri)
+        return _PlainLeaseObject(fs, path)
+    options = {k: v[-1] for k, v in parse_qs(urlsplit(uri).query).items()}
+    endpoint = options.get("endpoint_override")
+    if endpoint and "://" not in endpoint:
+        endpoint = f"{options.get('scheme', 'https')}://{endpoint}"
+    return _S3LeaseObject(boto3.client("s3", endpoint_url=endpoint, region_name=options.get("region")), path)
 
 
 def read_lease(fs: pafs.FileSystem, path: str) -> dict | None:
     """The lease at `path`, None if there is none; FormatError for a lease of a newer structome."""
     try:
         with fs.open_input_stream(path) as stream:
-            lease = json.loads(stream.read())
+            return parse_lease(stream.read(), path)
     except FileNotFoundError:
         return None
+
+
+def parse_lease(data: bytes, where: str) -> dict:
+    try:
+        lease = json.loads(data)
     except json.JSONDecodeError:  # not ours to judge: treat as held until it goes stale
         return {"owner": "unreadable lease", "renewedAt": time.time()}
-    check_format(lease, "lease", LEASE_VERSION, path)
+    check_format(lease, "lease", LEASE_VERSION, where)
     return lease
 
 

@@ -79,16 +79,29 @@ def resolve_entry(layout: DatabaseLayout, identifier: str) -> str:
 
 
 def _resolve_entry(connection: duckdb.DuckDBPyConnection, layout: DatabaseLayout, identifier: str) -> str:
-    # Two equality lookups, not one `OR`: each reads only the parts whose key range holds the identifier.
-    if _point_rows(connection, "entries", "entryId", identifier, "1"):
-        return identifier
-    found = _point_rows(connection, "entries", "uniprotAccession", identifier, "entryId", "ORDER BY fragment, entryId")
-    entry_ids = [entry_id for (entry_id,) in found]
-    if not entry_ids:
+    """The identifier as given, then upper-cased (accessions and entry ids are upper case: p0dpd0 finds P0DPD0)."""
+    for spelling in lookup_spellings(identifier):
+        entry_ids = _entry_ids_of(connection, spelling)
+        if entry_ids:
+            break
+    else:
         raise EntryNotFoundError(f"no entry or accession {identifier!r} in {layout.location}")
     if len(entry_ids) > 1:
         raise AmbiguousEntryError(identifier, entry_ids)
     return entry_ids[0]
+
+
+def lookup_spellings(identifier: str) -> tuple[str, ...]:
+    """How an accession or entry id given by a user is looked up, in order: as given, then upper-cased."""
+    return tuple(dict.fromkeys((identifier, identifier.upper())))
+
+
+def _entry_ids_of(connection: duckdb.DuckDBPyConnection, identifier: str) -> list[str]:
+    # Two equality lookups, not one `OR`: each reads only the parts whose key range holds the identifier.
+    if _point_rows(connection, "entries", "entryId", identifier, "1"):
+        return [identifier]
+    found = _point_rows(connection, "entries", "uniprotAccession", identifier, "entryId", "ORDER BY fragment, entryId")
+    return [entry_id for (entry_id,) in found]
 
 
 def _point_rows(

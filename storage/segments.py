@@ -28,6 +28,7 @@ import json
 from dataclasses import dataclass, field
 
 from structome.storage.formats import FormatError, check_format, format_tag
+from structome.storage.integrity import FileDigest
 
 __all__ = [
     "MANIFESTS",
@@ -71,17 +72,20 @@ class SegmentFile:
 
     path: str
     ranges: dict[str, tuple[str, str]] = field(default_factory=dict)
+    digest: FileDigest | None = None  # size, rows and SHA-256 as written (parts written before digests: None)
 
     def may_hold(self, column: str, value: str) -> bool:
         bounds = self.ranges.get(column)
         return bounds is None or bounds[0] <= value <= bounds[1]
 
     def to_json(self) -> dict:
-        return {"path": self.path, "ranges": {column: list(bounds) for column, bounds in self.ranges.items()}}
+        ranges = {column: list(bounds) for column, bounds in self.ranges.items()}
+        return {"path": self.path, "ranges": ranges, **({"digest": self.digest.to_json()} if self.digest else {})}
 
     @classmethod
     def from_json(cls, item: dict) -> SegmentFile:
-        return cls(item["path"], {column: (low, high) for column, (low, high) in item["ranges"].items()})
+        digest = FileDigest.from_json(item["digest"]) if "digest" in item else None
+        return cls(item["path"], {column: (low, high) for column, (low, high) in item["ranges"].items()}, digest)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from structome.storage import rows
 from structome.storage.catalog import refresh_catalog
 from structome.storage.compaction import CompactionPolicy, compact
 from structome.storage.layout import DatabaseLayout, DatabaseLockedError
+from structome.storage.verify import refuse_damaged
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +54,16 @@ def run_build(request: BuildRequest) -> dict:
             raise FileNotFoundError(f"input {path} is a folder, not a FASTA file")
         check_input(path, allow_empty=request.build_settings.ingest.allow_empty)  # before the model or Ray
     layout = DatabaseLayout(request.db)
-    with layout.lock():
+    with layout.lock() as lock:
         layout.create()  # a new database, or an older one brought to this layout (its marker written)
         layout.clear_staging()
+        refuse_damaged(layout)  # DamagedDatabaseError naming the files; `structome verify --repair` quarantines them
         provenance = describe_model(request.model, request.weights, request.model_settings)
         plan = plan_build(request.inputs, layout, request.build_settings, provenance)
-        return _execute(plan, layout, request)
+        return _execute(plan, layout, request, lock.ensure_held)
 
 
-def _execute(plan: BuildPlan, layout: DatabaseLayout, request: BuildRequest) -> dict:
+def _execute(plan: BuildPlan, layout: DatabaseLayout, request: BuildRequest, check_lock: Callable[[], None]) -> dict:
     started = dt.datetime.now(dt.UTC).replace(microsecond=0)
     context = WriteContext(layout=layout, provenance=plan.provenance, build_id=plan.build_id, created=started.date())
     spec = ModelSpec(
@@ -70,7 +73,7 @@ def _execute(plan: BuildPlan, layout: DatabaseLayout, request: BuildRequest) -> 
         plan.provenance.settings_key(),
         loader=request.loader,
     )
-    runner = RayBuildRunner(plan, context, spec, request.runner)
+    runner = RayBuildRunner(plan, context, spec, request.runner, check_lock)
     _record(layout, plan, runner.counters, "running", started, finished=None)
     _write_build_failures(layout, plan, runner.counters)
     refresh_catalog(layout)

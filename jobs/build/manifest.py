@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from structome.pipelines.build import BuildPlan
-from structome.storage.formats import check_format, format_tag
+from structome.storage.formats import FormatError, check_format, format_tag
 from structome.storage.layout import DatabaseLayout
 
 STATES = ("started", "committed", "retried", "failed")
@@ -99,9 +99,7 @@ def read_progress(layout: DatabaseLayout, build_id: str, *, running: bool = Fals
     path = layout.build_manifest(build_id)
     if not layout.exists(path):
         return None
-    manifest = json.loads(layout.read_text(path))
-    check_format(manifest, "manifest", MANIFEST_VERSION, f"{layout.location}/{path}")
-    sizes = {s["shard"]: s for s in manifest["shards"]}
+    manifest, sizes = _read_manifest(layout, path)
     events = layout.build_events(build_id)
     latest, counts, last_time = _replay(layout.read_lines(events), f"{layout.location}/{events}")
     done = [shard for shard, state in latest.items() if state == "committed"]
@@ -120,6 +118,25 @@ def read_progress(layout: DatabaseLayout, build_id: str, *, running: bool = Fals
             0.0, (time.time() if running else last_time or manifest["startedAt"]) - manifest["startedAt"]
         ),
     )
+
+
+def _read_manifest(layout: DatabaseLayout, path: str) -> tuple[dict, dict[str, dict]]:
+    """The manifest and its shards by id; FormatError naming the file when it is not one (damaged, truncated)."""
+    where = f"{layout.location}/{path}"
+    try:
+        manifest = json.loads(layout.read_text(path))
+    except ValueError as error:  # not JSON, or not UTF-8
+        raise FormatError(f"{where} is not a readable build manifest (damaged?): {error}") from error
+    if not isinstance(manifest, dict) or not _MANIFEST_FIELDS <= manifest.keys():
+        raise FormatError(f"{where} is not a readable build manifest (damaged?): it lacks {sorted(_MANIFEST_FIELDS)}")
+    check_format(manifest, "manifest", MANIFEST_VERSION, where)
+    try:
+        return manifest, {s["shard"]: s for s in manifest["shards"]}
+    except (KeyError, TypeError) as error:
+        raise FormatError(f"{where} is not a readable build manifest (damaged?): a shard lacks {error}") from error
+
+
+_MANIFEST_FIELDS = {"shards", "entries", "residues", "startedAt"}
 
 
 def _replay(lines: list[str], where: str) -> tuple[dict[str, str], Counter, float | None]:

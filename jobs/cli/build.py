@@ -10,6 +10,8 @@ from structome.jobs.cli.options import (
     ALLOW_EMPTY_OPTION,
     DB_OPTION,
     NUM_RECYCLES_OPTION,
+    POSITIVE,
+    POSITIVE_FRACTION,
     build_settings,
     sharding_options,
 )
@@ -31,7 +33,7 @@ _RUNNER = RunnerSettings()
 @sharding_options
 @click.option(
     "--batch-tokens",
-    type=int,
+    type=POSITIVE,
     help="Cap on padded residues per model call (count x longest); batches are planned by the cost "
     "model within the device's memory either way.",
 )
@@ -50,11 +52,11 @@ _RUNNER = RunnerSettings()
     show_default=True,
     help="Folding-trunk arithmetic; a protein with NaN/inf output is folded again in fp32.",
 )
-@click.option("--chunk-size", type=int, help="Force the trunk chunk size (default: by length).")
-@click.option("--workers", type=int, help="Predictor actors (default: one per GPU, else one per 4 CPUs).")
+@click.option("--chunk-size", type=POSITIVE, help="Force the trunk chunk size (default: by length).")
+@click.option("--workers", type=POSITIVE, help="Predictor actors (default: one per GPU, else one per 4 CPUs).")
 @click.option(
     "--gpus-per-worker",
-    type=float,
+    type=POSITIVE_FRACTION,
     default=_RUNNER.gpus_per_worker,
     show_default=True,
     help="GPUs per predictor actor; fractions share a GPU.",
@@ -67,7 +69,14 @@ _RUNNER = RunnerSettings()
     help="auto: GPU workers if the cluster has GPUs at start; cuda: always (lets an autoscaler add GPU nodes).",
 )
 @click.option("--address", help="Ray cluster address (default: start Ray in-process).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help="No progress bar: a progress line every --progress-interval.")
+@click.option(
+    "--progress-interval",
+    type=POSITIVE_FRACTION,
+    default=_RUNNER.progress_interval_s,
+    show_default=True,
+    help="Seconds between progress lines when there is no bar (no terminal, or --no-progress).",
+)
 @click.option(
     "--no-compact", is_flag=True, help="Leave the new shards uncompacted (`structome compact` merges them later)."
 )
@@ -91,6 +100,7 @@ def build_command(
     device,
     address,
     no_progress,
+    progress_interval,
     no_compact,
 ) -> None:
     """Predict every protein of the FASTA INPUTS (files or streams; plain, gzip, bzip2, xz or zstd) into the
@@ -105,6 +115,8 @@ def build_command(
     from structome.jobs.build.runner import BuildError
     from structome.models.esmfold import default_device
 
+    if PRESETS[model].untrained:
+        click.echo(output.untrained_warning(model), err=True)
     try:
         request = BuildRequest(
             inputs=tuple(inputs),
@@ -127,10 +139,13 @@ def build_command(
                 gpus_per_worker=gpus_per_worker,
                 device=device,
                 progress=not no_progress,
+                progress_interval_s=progress_interval,
             ),
             compaction=None if no_compact else BUILD_COMPACTION,
         )
         report = run_build(request)
     except (ValueError, FileNotFoundError, DatabaseLockedError, BuildError) as error:
         raise click.ClickException(str(error)) from error
-    click.echo(output.build_summary(report), err=True)
+    click.echo(output.build_summary(report, db), err=True)
+    if output.nothing_built(report):
+        raise click.ClickException(f"every protein of this build failed; nothing was written to {db}")

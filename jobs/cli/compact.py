@@ -6,7 +6,7 @@ import json
 
 import click
 
-from structome.jobs.cli.options import DB_OPTION
+from structome.jobs.cli.options import DB_OPTION, POSITIVE
 from structome.storage import formats
 from structome.storage.compaction import CompactionPolicy, compact
 from structome.storage.layout import DatabaseLayout, DatabaseLockedError
@@ -19,16 +19,22 @@ _POLICY = CompactionPolicy()
 @click.option("--full", is_flag=True, help="Merge everything into one segment (rewrites the whole database).")
 @click.option(
     "--grace",
-    type=float,
+    type=click.FloatRange(min=0),
     default=_POLICY.grace_s,
     show_default=True,
     help="Seconds that superseded files stay on disk for readers that listed them before the switch.",
 )
 @click.option(
-    "--fanout", type=int, default=_POLICY.fanout, show_default=True, help="Segments of a tier merged at once."
+    "--fanout",
+    type=click.IntRange(min=2),
+    default=_POLICY.fanout,
+    show_default=True,
+    help="Segments of a tier merged at once.",
 )
 @click.option("--memory-limit", default=_POLICY.memory_limit, show_default=True, help="DuckDB's, while sorting.")
-@click.option("--max-merge", type=int, help="Leave tier merges of more entries than this for later (default: none).")
+@click.option(
+    "--max-merge", type=POSITIVE, help="Leave tier merges of more entries than this for later (default: none)."
+)
 def compact_command(db, full, grace, fanout, memory_limit, max_merge) -> None:
     """Compact the database: incremental (only new shards and full tiers are rewritten), atomic, safe to kill.
 

@@ -14,6 +14,7 @@ import click
 import duckdb
 
 from structome.jobs.cli.options import DB_OPTION
+from structome.jobs.serve.sql_sandbox import SqlError, check_statement
 from structome.storage import catalog
 from structome.storage.atomic import copy_chunks, write_chunks_atomic
 from structome.storage.export import ExportError, UnknownEntriesError, entry_ids_of, export_files, stream_tar
@@ -53,11 +54,12 @@ def export_command(db, query, out, kinds) -> None:
     """Write the files of every entry QUERY selects into one tar (AFDB bulk layout, manifest.json first)."""
     layout = DatabaseLayout(db)
     try:
-        entry_ids = entry_ids_of(catalog.query(layout, query))
+        check_statement(query)  # a SELECT, as for `structome sql`: COPY ... TO would write files
+        entry_ids = entry_ids_of(catalog.query(layout, query, detached=True))
         if not entry_ids:
             raise click.ClickException("the query returned no rows: nothing to export")
         files = export_files(layout, entry_ids, parse_kinds(kinds))
-    except (duckdb.Error, FileNotFoundError, ExportError, UnknownEntriesError) as error:
+    except (duckdb.Error, SqlError, FileNotFoundError, ExportError, UnknownEntriesError) as error:
         raise click.ClickException(str(error).strip()) from error
     chunks = stream_tar(layout, files)
     try:

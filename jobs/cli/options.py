@@ -1,8 +1,13 @@
-"""Command-line options shared by several commands; their defaults are read from the settings dataclasses."""
+"""Command-line options shared by several commands; their defaults are read from the settings dataclasses.
+
+Every numeric option is range-checked here by click (a count of at least 1, a fraction above 0), so a bad value
+is refused before any work starts instead of failing every protein later.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
@@ -13,14 +18,27 @@ _INGEST = IngestSettings()
 _BUILD = BuildSettings()
 _MODEL = EsmFoldSettings()
 
+POSITIVE = click.IntRange(min=1)  # counts and sizes: at least 1
+NON_NEGATIVE = click.IntRange(min=0)
+POSITIVE_FRACTION = click.FloatRange(min=0, min_open=True)  # e.g. GPUs per worker: above 0
+
+
+def _database_location(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """A local --db must be a folder (or not exist yet); an object-store URI is taken as it is."""
+    if "://" not in value and Path(value).exists() and not Path(value).is_dir():
+        raise click.BadParameter(f"{value} is a file, not a database folder")
+    return value
+
+
 DB_OPTION = click.option(
     "--db",
     "db",
     required=True,
+    callback=_database_location,
     help="Database: a folder, or an object-store URI (s3://bucket/prefix, gs://bucket/prefix).",
 )
 
-NUM_RECYCLES_OPTION = click.option("--num-recycles", type=int, default=_MODEL.num_recycles, show_default=True)
+NUM_RECYCLES_OPTION = click.option("--num-recycles", type=NON_NEGATIVE, default=_MODEL.num_recycles, show_default=True)
 
 
 ALLOW_EMPTY_OPTION = click.option(
@@ -34,16 +52,16 @@ def sharding_options(command: Callable) -> Callable:
         (
             click.option(
                 "--max-length",
-                type=int,
+                type=POSITIVE,
                 default=_INGEST.max_length,
                 show_default=True,
                 help="Longer sequences are fragmented.",
             ),
-            click.option("--fragment-window", type=int, default=_INGEST.fragment_window, show_default=True),
-            click.option("--fragment-step", type=int, default=_INGEST.fragment_step, show_default=True),
+            click.option("--fragment-window", type=POSITIVE, default=_INGEST.fragment_window, show_default=True),
+            click.option("--fragment-step", type=POSITIVE, default=_INGEST.fragment_step, show_default=True),
             click.option(
                 "--shard-size",
-                type=int,
+                type=POSITIVE,
                 default=_BUILD.shard_size,
                 show_default=True,
                 help="Unique sequences per shard, at most.",

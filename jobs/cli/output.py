@@ -13,7 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from structome.storage import catalog
+from structome.storage.formats import FormatError
 from structome.storage.layout import DatabaseLayout
+from structome.storage.verify import damage_summary, quick_check
 
 SQL_FORMATS = ("table", "csv", "json", "parquet")
 MAX_CELL = 60  # characters shown per cell in the table format
@@ -73,14 +75,36 @@ def _cell(value, limit: int | None = MAX_CELL) -> str:
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
-def build_summary(report: dict) -> str:
-    reasons = ", ".join(f"{k}: {v}" for k, v in report["failuresByReason"].items()) or "none"
+def untrained_warning(model: str) -> str:
     return (
+        f"WARNING: {model} has UNTRAINED random weights: its structures and confidence scores are meaningless "
+        "(it exists to try structome on a CPU). For real structures: --model esmfold."
+    )
+
+
+def build_summary(report: dict, db: str) -> str:
+    """The build's one summary line, then how to list its failures and a reminder of untrained weights."""
+    reasons = ", ".join(f"{k}: {v}" for k, v in report["failuresByReason"].items()) or "none"
+    lines = [
         f"build {report['build']} {report['status']} in {report['wallSeconds']:.1f} s: "
         f"{report['records']} records, {report['entriesWritten']} entries written, "
         f"{report['entriesSkipped']} already present, {report['predictions']} sequences folded; "
         f"failures {report['failures']} ({reasons})"
-    )
+    ]
+    if report["failures"]:
+        lines.append(
+            f"{report['failures']:,} record(s) failed; list them with: structome sql --db {db} "
+            f"\"SELECT recordId, reason, message FROM failures WHERE build = '{report['build']}'\""
+        )
+    if report.get("untrained"):
+        lines.append(untrained_warning(report["model"]))
+    return "\n".join(lines)
+
+
+def nothing_built(report: dict) -> bool:
+    """Every protein this build tried failed (or every record was refused): such a build must not exit 0."""
+    tried = report["entriesPlanned"] > 0 or report["entriesSkipped"] == 0
+    return report["failures"] > 0 and report["entriesWritten"] == 0 and tried
 
 
 def status_text(layout: DatabaseLayout) -> str:
@@ -92,6 +116,9 @@ def status_text(layout: DatabaseLayout) -> str:
     progress = _latest_progress(layout, running)
     if progress:
         sections.append(progress)
+    damage = quick_check(layout)
+    if damage:  # damaged table files are left out of the counts below
+        sections.append("\nDAMAGED: " + damage_summary(layout, damage))
     for title, query in _STATUS_QUERIES:
         table = catalog.query(layout, query, [running] if "?" in query else None)
         sections.append(f"\n{title}\n" + as_text_table(table))
@@ -101,17 +128,23 @@ def status_text(layout: DatabaseLayout) -> str:
 def _latest_progress(layout: DatabaseLayout, running: bool) -> str | None:
     """The newest build's shard progress from its manifest: done/planned, rate, ETA."""
     from structome.jobs.build.manifest import read_progress
+    from structome.jobs.build.progress import read_folding_progress
 
     manifests = [f for f in layout.list_files("builds") if f.endswith(".manifest.json")]
     if not manifests:
         return None
     build_id = manifests[-1].removeprefix("builds/").removesuffix(".manifest.json")
-    progress = read_progress(layout, build_id, running=running)
+    try:
+        progress = read_progress(layout, build_id, running=running)
+    except FormatError as error:
+        return f"\nlatest build {build_id}: progress unknown: {error}"
     if progress is None:
         return None
     rate, eta = progress.residues_per_second, progress.eta_seconds
+    folding = read_folding_progress(layout, build_id) if running else None
     return (
-        f"\nlatest build {progress.build}: {progress.shards_committed}/{progress.shards_planned} shards, "
+        (f"\nnow: {folding['line']}" if folding else "")
+        + f"\nlatest build {progress.build}: {progress.shards_committed}/{progress.shards_planned} shards, "
         f"{progress.entries_done}/{progress.entries_planned} entries, {progress.residues_done:,} residues"
         + (f", {rate:,.0f} residues/s" if rate else "")
         + (f", ETA {eta:,.0f} s" if running and eta is not None else "")

@@ -6,7 +6,13 @@ import json
 
 import click
 
-from structome.jobs.cli.options import ALLOW_EMPTY_OPTION, NUM_RECYCLES_OPTION, build_settings, sharding_options
+from structome.jobs.cli.options import (
+    ALLOW_EMPTY_OPTION,
+    NUM_RECYCLES_OPTION,
+    POSITIVE,
+    build_settings,
+    sharding_options,
+)
 from structome.models.registry import PRESETS
 from structome.pipelines.calibration import DEVICES
 from structome.pipelines.estimate import estimate_build, format_estimate_table
@@ -18,12 +24,17 @@ FORMATS = ("table", "json")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @ALLOW_EMPTY_OPTION
 @click.option("--model", type=click.Choice(sorted(PRESETS)), default="esmfold", show_default=True)
-@click.option("--gpus", type=int, default=1, show_default=True, help="Devices the build would run on.")
+@click.option("--gpus", type=POSITIVE, default=1, show_default=True, help="Devices the build would run on.")
 @click.option("--gpu-type", type=click.Choice(list(DEVICES)), default="h100", show_default=True)
 @NUM_RECYCLES_OPTION
 @sharding_options
-@click.option("--baseline-batch-size", type=int, help="Fixed batch size of the baseline (default: the planner's mean).")
+@click.option(
+    "--baseline-batch-size", type=POSITIVE, help="Fixed batch size of the baseline (default: the planner's mean)."
+)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option(
+    "--list-over-memory", is_flag=True, help="Name every sequence that may not fit the device (default: the first few)."
+)
 def plan_command(
     inputs,
     allow_empty,
@@ -37,6 +48,7 @@ def plan_command(
     shard_size,
     baseline_batch_size,
     fmt,
+    list_over_memory,
 ) -> None:
     """Print what `build` would do with the FASTA INPUTS and what it would cost, without running anything."""
     try:
@@ -53,5 +65,6 @@ def plan_command(
     except (ValueError, FileNotFoundError) as error:
         raise click.ClickException(str(error)) from error
     click.echo(
-        json.dumps(report.as_dict(), indent=2) if fmt == "json" else format_estimate_table(report), nl=fmt == "json"
+        json.dumps(report.as_dict(), indent=2) if fmt == "json" else format_estimate_table(report, list_over_memory),
+        nl=fmt == "json",
     )

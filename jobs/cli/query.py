@@ -10,6 +10,7 @@ import duckdb
 
 from structome.jobs.cli import output
 from structome.jobs.cli.options import DB_OPTION
+from structome.jobs.serve.sql_sandbox import SqlError, SqlRefused, check_statement
 from structome.storage import catalog
 from structome.storage.layout import DatabaseLayout
 from structome.storage.reader import DOWNLOAD_KINDS, AmbiguousEntryError, EntryNotFoundError, read_entry_file
@@ -19,12 +20,22 @@ from structome.storage.reader import DOWNLOAD_KINDS, AmbiguousEntryError, EntryN
 @DB_OPTION
 @click.option("--format", "fmt", type=click.Choice(output.SQL_FORMATS), default="table", show_default=True)
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+@click.option(
+    "--allow-writes", is_flag=True, help="Run any statement (COPY ... TO a file, several statements), not one SELECT."
+)
 @click.argument("query")
-def sql(db, fmt, out, query) -> None:
-    """Run a read-only SQL QUERY over the catalog (tables: entries, residues, files, failures, builds)."""
+def sql(db, fmt, out, allow_writes, query) -> None:
+    """Run a read-only SQL QUERY over the catalog (tables: entries, residues, files, failures, builds).
+
+    One SELECT-type statement, as on the server's /api/sql; the catalog is read without holding its file lock, so a
+    long query never stops a build from refreshing it."""
     try:
-        table = catalog.query(DatabaseLayout(db), query)
-    except (duckdb.Error, FileNotFoundError) as error:
+        if not allow_writes:
+            check_statement(query)
+        table = catalog.query(DatabaseLayout(db), query, detached=True)
+    except SqlRefused as error:
+        raise click.ClickException(f"{error} (`structome sql` is read-only; --allow-writes runs it)") from error
+    except (SqlError, duckdb.Error, FileNotFoundError) as error:
         raise click.ClickException(str(error).strip()) from error
     output.write_table(table, fmt, out)
 
@@ -60,7 +71,9 @@ def get(db, kind, out, identifier) -> None:
         sys.stdout.buffer.write(stored.data)
         return
     target = out / stored.file_name if out.is_dir() else out
-    target.write_bytes(stored.data)
+    if not target.parent.is_dir():
+        raise click.ClickException(f"folder {target.parent} does not exist (-o takes a file or an existing folder)")
+    target.write_bytes(stored.data)  # a full disk or a name too long: a one-line message (cli.main)
     click.echo(f"wrote {target} ({len(stored.data):,} bytes)", err=True)
 
 

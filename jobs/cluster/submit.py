@@ -41,6 +41,10 @@ PATH_OPTIONS = ("--db", "--weights")  # `build` options whose values are paths o
 ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 CONNECT_TIMEOUT_S = 10.0
+# Right after `ray start` the head answers submissions with HTTP 500 "No available agent to submit job" until its
+# job agent is up. Ray raises a bare RuntimeError, so its text is all there is to tell this case apart.
+AGENT_NOT_READY = "No available agent to submit job"
+AGENT_WAITS_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # back-off between submission attempts (one minute in all)
 
 
 class SubmitError(Exception):
@@ -131,11 +135,30 @@ def submit_build(client, job: BuildJob) -> str:
     with tempfile.TemporaryDirectory(prefix="structome-submit-") as scratch:
         package = _call(stage_package, Path(scratch))
         return _call(
-            client.submit_job,
+            _submit_when_agent_ready,
+            client,
             entrypoint=job.entrypoint,
             runtime_env={"py_modules": [str(package)]},
             metadata={"structome": "build"},
         )
+
+
+def _submit_when_agent_ready(client, waits_s: Sequence[float] = AGENT_WAITS_S, **job) -> str:
+    """client.submit_job, again after each of WAITS_S while the head's job agent is not up yet."""
+    for wait in (*waits_s, None):
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as error:
+            if AGENT_NOT_READY not in str(error):
+                raise
+            if wait is None:
+                raise SubmitError(
+                    f"the cluster's job agent did not come up within {sum(waits_s):.0f} s (Ray answers "
+                    f'"{AGENT_NOT_READY}"): is the head node still starting? Try again, or check `ray status` there'
+                ) from error
+            logger.warning("the cluster's job agent is not ready yet; submitting again in %.0f s", wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def job_state(client, job_id: str) -> JobState:

@@ -1,9 +1,11 @@
 """`structome serve`: AlphaFold-DB-compatible HTTP API, file downloads, read-only SQL, entry pages, bulk export.
 
 Starlette on uvicorn. Entries and file locations are looked up by point queries on the catalog's views
-(storage.entry_index), off the event loop; a file download is one ranged read of its archive member. SQL runs in sandboxed worker processes
-(structome.jobs.serve.sql_sandbox). Every route answers a client error as JSON (API, files) or a small HTML page, never a
-stack trace; file names are looked up in the index and never joined to a path.
+(storage.entry_index), off the event loop; a file download is one ranged read of its archive member, in a thread
+(NFS and object stores block), and rendered files (PNG, PDB) are made in a small bounded pool of threads. SQL runs
+in sandboxed worker processes (structome.jobs.serve.sql_sandbox). Every route answers a client error as JSON (API,
+files) or a small HTML page, never a stack trace; file names are looked up in the index and never joined to a path.
+With an access token, every route answers only requests that show it (structome.jobs.serve.auth).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+import anyio
 import duckdb
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -25,10 +28,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from structome.jobs.serve import pages
+from structome.jobs.serve.auth import TokenRequired
 from structome.jobs.serve.http_files import (
     ByteRange,
+    InvalidRange,
     RangeNotSatisfiable,
     accepts_gzip,
     etag_matches,
@@ -66,6 +72,7 @@ CONTENT_SECURITY_POLICY = (
     "object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
 )
 MAX_SQL_BYTES = 100_000
+RENDER_THREADS = 2  # files rendered at once (PNG, PDB: CPU work); more requests for them wait their turn
 SQL_ERROR_STATUS = {SqlRefused: 400, SqlTimeout: 504, SqlResourceError: 503}  # any other SqlError (bad SQL): 400
 
 
@@ -90,8 +97,14 @@ class StructomeServer:
         sql: SqlSandbox | None = None,
         reload_interval_s: float = 0.0,
         viewer: ViewerAssets | None = None,
+        renderers: Mapping[str, Callable[[bytes], bytes]] = RENDERERS,
+        auth_token: str | None = None,
+        public_url: str | None = None,
     ):
         self.layout, self.index, self.sql = layout, index, sql
+        self.public_url = public_url.rstrip("/") if public_url else None  # else the client's Host header
+        self.renderers = renderers
+        self._render_limiter: anyio.CapacityLimiter | None = None  # made on the event loop, at first use
         if viewer is None:
             viewer = ViewerAssets.missing("this server was made without viewer files")
         self.viewer = viewer
@@ -99,20 +112,21 @@ class StructomeServer:
         self._state = visible_state(layout) if reload_interval_s > 0 else None
         self.archives = ArchiveReader(layout)
         self._rendered = functools.lru_cache(maxsize=64)(self._render)  # per server, bounded
-        self.app = Starlette(
+        self.routes = Starlette(
             routes=[
                 Route("/", self.search, methods=["GET"]),
-                Route("/entry/{accession}", self.entry_page, methods=["GET"]),
-                Route("/api/prediction/{accession}", self.prediction, methods=["GET"]),
+                Route("/entry/{accession:path}", self.entry_page, methods=["GET"]),
+                Route("/api/prediction/{accession:path}", self.prediction, methods=["GET"]),
                 Route("/api/sql", self.run_sql, methods=["GET", "POST"]),
-                Route("/files/{name}", self.download, methods=["GET", "HEAD"]),
+                Route("/files/{name:path}", self.download, methods=["GET", "HEAD"]),
                 Route("/export", self.export_tar, methods=["GET"]),
                 Route("/static/{name}", self.static, methods=["GET", "HEAD"]),
-            ],
+            ],  # `:path`: an accession may hold a `/` (sent as %2F, which the route sees decoded)
             exception_handlers=self._exception_handlers(),
             lifespan=self._lifespan,
         )
-        self.app.router.redirect_slashes = False  # an unknown path is a 404, never a redirect to a guess
+        self.routes.router.redirect_slashes = False  # an unknown path is a 404, never a redirect to a guess
+        self.app: ASGIApp = TokenRequired(self.routes, auth_token) if auth_token else self.routes  # what uvicorn runs
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
@@ -154,7 +168,7 @@ class StructomeServer:
             return _json_error(404, f"no entry for {request.path_params['accession']!r}")
         # Absolute URLs, as AFDB gives them, so that scripts can fetch entry["cifUrl"] as it is. The pattern is a
         # whole `"key": "/files/` (inside a JSON string every quote is escaped, so text cannot match it).
-        base = str(request.base_url).rstrip("/").encode()
+        base = (self.public_url or str(request.base_url).rstrip("/")).encode()
         return Response(answer.replace(b'": "/files/', b'": "' + base + b"/files/"), media_type="application/json")
 
     async def download(self, request: Request) -> Response:
@@ -177,6 +191,8 @@ class StructomeServer:
             return Response(status_code=304, headers=headers)
         try:
             byte_range = _requested_range(request, representation)
+        except InvalidRange as error:
+            return _json_error(400, str(error))
         except RangeNotSatisfiable:
             return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{representation.size}"})
         part = byte_range or ByteRange(0, representation.size)
@@ -194,7 +210,7 @@ class StructomeServer:
         if (location := await run_in_threadpool(index.stored_file, name)) is not None:
             return self._stored_representation(location, media_type, send_gzip)
         if (derived := await run_in_threadpool(index.derived_file, name)) is not None:
-            content = await self._blocking(self._rendered, derived)
+            content = await self._rendering(derived)
             return Representation(
                 len(content),
                 f'"{derived.source.sha256}{derived.suffix}"',
@@ -205,8 +221,14 @@ class StructomeServer:
         return None
 
     async def _blocking(self, function, *args):
-        """Local page-cache reads of a few KB cost less than a thread hop; object-store reads go to a thread."""
-        return function(*args) if self.layout.is_local else await run_in_threadpool(function, *args)
+        """Reads (a cold page, an NFS folder, an object store) and gunzip, off the event loop (Starlette's pool)."""
+        return await run_in_threadpool(function, *args)
+
+    async def _rendering(self, derived: DerivedFile) -> bytes:
+        """A rendered file (cached), made in at most RENDER_THREADS threads: a 1,400-residue PNG takes a while."""
+        if self._render_limiter is None:
+            self._render_limiter = anyio.CapacityLimiter(RENDER_THREADS)
+        return await anyio.to_thread.run_sync(self._rendered, derived, limiter=self._render_limiter)
 
     def _stored_representation(self, location: FileLocation, media_type: str, send_gzip: bool) -> Representation:
         etag = f'"{location.sha256}"'
@@ -234,7 +256,7 @@ class StructomeServer:
         return self.archives.read_verified(location.archive, location.offset, location.length, location.sha256)
 
     def _render(self, derived: DerivedFile) -> bytes:
-        return RENDERERS[derived.suffix](decode(self._stored_bytes(derived.source), derived.source.encoding))
+        return self.renderers[derived.suffix](decode(self._stored_bytes(derived.source), derived.source.encoding))
 
     # --- SQL and export
 
@@ -268,7 +290,10 @@ class StructomeServer:
             return _json_error(400, "the export query selected no entries")
         try:
             position = export.entry_id_position(result.columns)
-            files = await run_in_threadpool(export.export_files, self.layout, [row[position] for row in result.rows])
+            entry_ids = [row[position] for row in result.rows]
+            if not all(entry_id is None or isinstance(entry_id, str) for entry_id in entry_ids):  # NULL: unknown
+                return _json_error(400, f"the entryId column must be text, not {result.types[position]}")
+            files = await run_in_threadpool(export.export_files, self.layout, entry_ids)
         except (export.ExportError, export.UnknownEntriesError) as error:
             return _json_error(400, str(error))
         return StreamingResponse(
@@ -333,6 +358,7 @@ class StructomeServer:
 
 async def _sql_text(request: Request) -> str | Response:
     """The query of a GET (?q= or ?sql=) or POST (JSON {"sql": ...}, a form, or the raw body)."""
+    sql: object
     if request.method == "GET":
         sql = request.query_params.get("q") or request.query_params.get("sql")
     else:
@@ -340,12 +366,15 @@ async def _sql_text(request: Request) -> str | Response:
         if len(body) > MAX_SQL_BYTES:
             return _json_error(413, f"the query is longer than {MAX_SQL_BYTES} bytes")
         sql = _sql_from_body(body, request.headers.get("content-type", ""))
-    if not sql or not sql.strip():
+    if sql is not None and not isinstance(sql, str):
+        return _json_error(400, f'"sql" must be the query as a string, not {type(sql).__name__}')
+    if not isinstance(sql, str) or not sql.strip():
         return _json_error(400, 'give the query as ?q=..., or POST {"sql": "..."}')
     return sql
 
 
-def _sql_from_body(body: bytes, content_type: str) -> str | None:
+def _sql_from_body(body: bytes, content_type: str) -> object:
+    """The query text, None, or what a JSON body gave instead of text (the caller refuses it)."""
     text = body.decode("utf-8", errors="replace")
     if content_type.startswith("application/json"):
         try:
@@ -386,10 +415,14 @@ def create_server(
     sql_limits: SqlLimits | None = None,
     viewer_assets=None,
     reload_interval_s: float = 0.0,
+    auth_token: str | None = None,
+    public_url: str | None = None,
 ) -> StructomeServer:
     """Load the index, the viewer files and start the SQL workers (sql_workers=0 turns off SQL and export).
 
     `viewer_assets`: an offline folder with the viewer files (else `$STRUCTOME_VIEWER_ASSETS`, else the cache).
+    `auth_token`: every request must show it (structome.jobs.serve.auth); None serves everyone.
+    `public_url`: the base of the absolute URLs in API answers (else the request's own, from its Host header).
     """
     viewer = ViewerAssets.load(viewer_assets)  # logs why, when the pages must go without the 3D viewer
     layout = DatabaseLayout(location)
@@ -401,4 +434,4 @@ def create_server(
         logger.warning("no SQL endpoint for %s: the SQL sandbox needs a local database", location)
     elif sql_workers:
         sql = SqlSandbox(layout, sql_limits or SqlLimits(), workers=sql_workers)
-    return StructomeServer(layout, index, sql, reload_interval_s, viewer)
+    return StructomeServer(layout, index, sql, reload_interval_s, viewer, auth_token=auth_token, public_url=public_url)

@@ -8,8 +8,15 @@ from dataclasses import dataclass
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
+_MAX_DIGITS = 18  # a byte position past 10^18 is no file's; int() of 5,000 digits raises
+
+
 class RangeNotSatisfiable(ValueError):
     """The requested range starts past the end of the representation (HTTP 416)."""
+
+
+class InvalidRange(ValueError):
+    """A Range header this server will not read (HTTP 400): numbers of more than _MAX_DIGITS digits."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,8 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if not match or match.groups() == ("", ""):
         return None
     first, last = match.groups()
+    if max(len(first), len(last)) > _MAX_DIGITS:
+        raise InvalidRange(f"the Range header's positions have more than {_MAX_DIGITS} digits")
     if first == "":  # suffix: the last n bytes
         length = min(int(last), size)
         if length == 0:

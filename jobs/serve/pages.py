@@ -200,9 +200,9 @@ def download_links(entry: Mapping[str, Any]) -> str:
     ):
         url = entry.get(key)
         if url:
-            name = str(url).rsplit("/", 1)[-1]
+            name = str(url).rpartition("/files/")[2]  # an accession may hold a `/`
             links.append(
-                f'<li><a href="{esc(url)}" download="{esc(name)}">{html.escape(label)}</a> '
+                f'<li><a href="{esc(quote(str(url), safe="/:"))}" download="{esc(name)}">{html.escape(label)}</a> '
                 f'<span class="file">{esc(name)}</span></li>'
             )
     return "".join(links)

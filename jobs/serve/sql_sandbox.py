@@ -2,11 +2,17 @@
 
 `check_statement` admits one SELECT-typed statement (`FROM t`, VALUES, WITH, DESCRIBE, SHOW, SUMMARIZE included;
 PIVOT, EXPLAIN, COPY, SET, ... refused): a locked DuckDB still lets `COPY ... TO` write in its allowed folder.
-Queries run in spawned worker processes (a forked child of a process holding the DuckDB file fails) that chdir
-into the database folder (DuckDB checks relative paths, the views' too, against the working directory), build
-the catalog's views in memory (holding no lock on catalog.duckdb, so builds can refresh it while the server
-runs), allow files only below that folder, disable spilling and lock the configuration, under an
-address-space limit (DuckDB's memory_limit misses strings such as `repeat('x', 3e9)`). A worker interrupts its
+`structome sql` applies the same rule. What the endpoint exposes is the catalog's tables and nothing of the
+machine: `check_catalog_query` walks the statement's syntax tree and admits reads of those tables (and of the
+query's own CTEs), pure table functions (range, unnest, ...) and no function that shows settings (the
+database's absolute path is in several); file-reading table functions and replacement scans (`FROM 'x.parquet'`)
+are refused. Beneath that rule, DuckDB itself can open only the views' files (`allowed_paths`, external access
+off), so no other file of the database folder (catalog.duckdb, archives, manifests) is readable even by a query
+the rule missed. Queries run in spawned worker processes (a forked child of a process holding the DuckDB file
+fails) that chdir into the database folder (DuckDB checks relative paths, the views' too, against the working
+directory), build the catalog's views in memory (holding no lock on catalog.duckdb, so builds can refresh it
+while the server runs), disable spilling and lock the configuration, under an address-space limit (DuckDB's
+memory_limit misses strings such as `repeat('x', 3e9)`). Error messages name the database folder `<database>`. A worker interrupts its
 query at the timeout; the parent replaces a worker that dies or stays silent past a grace period. Replies are
 JSON (a subverted worker cannot run code in the server through pickle), capped in rows and bytes: dates and times
 ISO strings, Decimal float, NaN/inf None, bytes base64, UUIDs and intervals strings, map keys strings.
@@ -31,8 +37,9 @@ from dataclasses import dataclass
 
 import duckdb
 
-from structome.storage import catalog
+from structome.storage import catalog, schema
 from structome.storage.layout import DatabaseLayout
+from structome.storage.segments import SegmentFile
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +48,13 @@ DEFAULT_SQL_WORKERS = 2  # sandboxed processes answering /api/sql and /export
 _GRACE_S = 2.0  # how long past the timeout a worker may take to answer before it is killed
 _START_TIMEOUT_S = 60.0  # a worker's start-up (imports, opening the catalog)
 _PARSER_LOCK = threading.Lock()
+
+CATALOG_TABLES = tuple(schema.TABLES)  # what the endpoint reads (the failures view, not its raw rows)
+PURE_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest", "repeat", "json_each", "json_tree"})
+SETTING_FUNCTIONS = frozenset({"current_setting", "write_log"})  # show (or write) the server's own state
+_SHOW_TABLES = frozenset({'"tables"', "__show_tables_expanded"})  # SHOW TABLES, SHOW ALL TABLES / DESCRIBE
+_QUALIFIERS = frozenset({"", "temp", "main"})  # where the worker's views live
+DATABASE_FOLDER = "<database>"  # the database folder's absolute path, as error messages show it
 
 
 class SqlError(Exception):
@@ -117,6 +131,62 @@ def check_statement(sql: str, parser: duckdb.DuckDBPyConnection | None = None) -
         raise SqlRefused(f"only SELECT queries are allowed, not {kind.name}")
 
 
+def check_catalog_query(sql: str, parser: duckdb.DuckDBPyConnection) -> None:
+    """Raise SqlRefused unless the SELECT `sql` reads only CATALOG_TABLES (and CTEs of its own), calls only pure
+    table functions and no SETTING_FUNCTIONS. Works on DuckDB's own syntax tree (json_serialize_sql), so that
+    quoting, comments, subqueries and CTE scopes are read as DuckDB reads them."""
+    ((serialized,),) = parser.execute("SELECT json_serialize_sql($1)", [sql]).fetchall()
+    tree = json.loads(serialized)
+    if tree.get("error"):
+        raise SqlRefused(f"this query form is not supported here: {tree.get('error_message')}")
+    try:
+        for statement in tree["statements"]:
+            _check_node(statement["node"], frozenset())
+    except RecursionError:
+        raise SqlRefused("the query is nested too deeply") from None
+
+
+def _check_node(node, ctes: frozenset[str]) -> None:
+    """Check one syntax-tree node and its children; `ctes` are the CTE names visible at this node."""
+    if isinstance(node, list):
+        for item in node:
+            _check_node(item, ctes)
+        return
+    if not isinstance(node, dict):
+        return
+    for cte in (node.get("cte_map") or {}).get("map") or []:  # each CTE sees itself and those before it
+        ctes = ctes | {cte["key"].lower()}
+        _check_node(cte["value"], ctes)
+    kind = node.get("type")
+    if kind == "BASE_TABLE":
+        _check_table(node, ctes)
+    elif kind == "TABLE_FUNCTION":
+        name = str((node.get("function") or {}).get("function_name", "")).lower()
+        if name not in PURE_TABLE_FUNCTIONS:
+            raise SqlRefused(
+                f"table function {name}() is not available here: read the database through its tables "
+                f"({', '.join(CATALOG_TABLES)}); {', '.join(sorted(PURE_TABLE_FUNCTIONS))} work"
+            )
+    elif kind == "SHOW_REF" and node.get("query") is None and node.get("table_name") not in _SHOW_TABLES:
+        raise SqlRefused("only SHOW TABLES, DESCRIBE and SUMMARIZE of the tables are available here")
+    if node.get("class") == "FUNCTION" and str(node.get("function_name", "")).lower() in SETTING_FUNCTIONS:
+        raise SqlRefused(f"{node['function_name']}() is not available here")
+    for key, value in node.items():
+        if key != "cte_map":
+            _check_node(value, ctes)
+
+
+def _check_table(node: dict, ctes: frozenset[str]) -> None:
+    name = str(node.get("table_name", "")).lower()
+    qualified = node.get("schema_name") or node.get("catalog_name")
+    if not qualified and name in ctes:
+        return
+    if {str(node.get("schema_name", "")).lower(), str(node.get("catalog_name", "")).lower()} <= _QUALIFIERS:
+        if name in CATALOG_TABLES:
+            return
+    raise SqlRefused(f"{node.get('table_name')!r} is not a table here: queries read {', '.join(CATALOG_TABLES)}")
+
+
 def json_safe(value):
     """A DuckDB Python value as something `json.dumps(..., allow_nan=False)` accepts."""
     if value is None or isinstance(value, (bool, int, str)):
@@ -137,10 +207,27 @@ def json_safe(value):
 # --- the worker process ---------------------------------------------------------------------------------------
 
 
-def _lock_down(connection: duckdb.DuckDBPyConnection, root: str, limits: SqlLimits) -> None:
+def open_locked_catalog(root: str, limits: SqlLimits) -> duckdb.DuckDBPyConnection:
+    """A worker's connection (run in the database folder): the catalog's views in memory (no lock on
+    catalog.duckdb: builds go on), only the views' files readable, the configuration locked."""
+    layout = DatabaseLayout(root)
+    visible = layout.visible_parts(schema.TABLES)
+    connection = catalog.connect_detached(layout, visible)
+    _lock_down(connection, _view_files(layout, visible), limits)
+    return connection
+
+
+def _view_files(layout: DatabaseLayout, visible: dict[str, list[SegmentFile]]) -> list[str]:
+    """Every file the catalog's views read (storage.catalog lists them the same way: schema file, then parts)."""
+    return [layout.schema_file(table) for table in visible] + [
+        part.path for parts in visible.values() for part in parts
+    ]
+
+
+def _lock_down(connection: duckdb.DuckDBPyConnection, files: list[str], limits: SqlLimits) -> None:
     for setting, value in [
         ("temp_directory", ""),
-        ("allowed_directories", [root]),
+        ("allowed_paths", files),
         ("enable_external_access", False),
         ("autoinstall_known_extensions", False),
         ("autoload_known_extensions", False),
@@ -153,6 +240,7 @@ def _lock_down(connection: duckdb.DuckDBPyConnection, root: str, limits: SqlLimi
 
 def _answer(connection: duckdb.DuckDBPyConnection, sql: str, limits: SqlLimits) -> dict:
     check_statement(sql, connection)
+    check_catalog_query(sql, connection)
     timer = threading.Timer(limits.timeout_s, connection.interrupt)
     timer.start()
     try:
@@ -197,8 +285,7 @@ def _serve(pipe, root: str, limits: SqlLimits) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C of `structome serve`: the parent stops us
     resource.setrlimit(resource.RLIMIT_AS, (limits.address_space_bytes, limits.address_space_bytes))
     os.chdir(root)
-    connection = catalog.connect_detached(DatabaseLayout(root))  # no lock on catalog.duckdb: builds go on
-    _lock_down(connection, root, limits)
+    connection = open_locked_catalog(root, limits)
     pipe.send_bytes(b"{}")  # ready
     try:
         while True:  # a query comes as b"Q" + its text (b"" would be an empty query)
@@ -303,7 +390,7 @@ class SqlSandbox:
         if failure is not None or message is None:
             raise failure or SqlResourceError("the SQL worker sent no answer")
         if "error" in message:
-            raise _ERRORS[message["error"]](message["message"])
+            raise _ERRORS[message["error"]](message["message"].replace(self._root, DATABASE_FOLDER))
         return SqlResult(**message, elapsed_s=time.perf_counter() - started)
 
     def renew(self) -> None:

@@ -67,12 +67,15 @@ def pytest_runtest_setup(item):
 
 
 class ThreadedServer:
-    """uvicorn serving an ASGI app from a thread, on a free loopback port."""
+    """uvicorn serving an ASGI app from a thread, on a free loopback port, configured as `structome serve` runs it
+    (OPTIONS: of structome.jobs.serve.launch.uvicorn_config)."""
 
-    def __init__(self, app):
+    def __init__(self, app, **options):
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        from structome.jobs.serve.launch import uvicorn_config
+
+        self.server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=0, **options))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:

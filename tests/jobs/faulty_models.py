@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -70,6 +71,46 @@ class RaiseOnLength(_Wrapped):
         if any(len(r.sequence) == self.length for r in requests):
             raise RuntimeError(f"injected: length {self.length}")
         return self.inner.predict(requests)
+
+
+class NanOnLength(_Wrapped):
+    """The real model, whose raw output turns NaN for the sequences of exactly this length in a batch (the others
+    stay as folded); with `only_reduced`, only while the trunk runs below fp32 (an fp16 overflow). Counts the
+    model's forward calls."""
+
+    def __init__(self, inner, length: int, only_reduced: bool = False):
+        super().__init__(inner)
+        self.length, self.only_reduced, self.forward_calls = length, only_reduced, 0
+        forward = inner.model.forward
+
+        def poisoned_forward(*args, **kwargs):
+            self.forward_calls += 1
+            output = forward(*args, **kwargs)
+            if not self.only_reduced or inner.reduced_precision:
+                rows = kwargs["attention_mask"].sum(dim=1) == self.length
+                output["positions"][:, rows] = float("nan")
+            return output
+
+        inner.model.forward = poisoned_forward
+
+    def predict(self, requests):
+        return self.inner.predict(requests)
+
+
+class HangOnce(_Wrapped):
+    """Hangs (sleeps for an hour) in its first prediction, once per build (a marker file remembers): a GPU stuck
+    in a kernel."""
+
+    def predict(self, requests):
+        marker = Path(os.environ["STRUCTOME_TEST_HANG_MARKER"])
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            time.sleep(3600)
+        return self.inner.predict(requests)
+
+
+def hang_once(name, weights, settings):
+    return HangOnce(load_predictor(name, weights, settings))
 
 
 def oom_above(name, weights, settings):

@@ -37,6 +37,8 @@ BUILD_OPTIONS = [
     "--shard-size",
     "16",
     "--no-progress",
+    "--progress-interval",
+    "1",
 ]
 
 
@@ -74,12 +76,30 @@ def inputs(data_dir) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, inputs) -> tuple[Path, dict]:
+def build_run(tmp_path_factory, inputs) -> tuple[Path, str]:
+    """The database and what `build` wrote to stderr."""
     db = tmp_path_factory.mktemp("e2e") / "db"
     result = structome("build", *map(str, inputs), "--db", str(db), *BUILD_OPTIONS)
     assert "completed" in result.stderr
+    return db, result.stderr
+
+
+@pytest.fixture(scope="module")
+def built(build_run) -> tuple[Path, dict]:
+    db, _ = build_run
     (report,) = [json.loads(p.read_text()) for p in (db / "builds").glob("*.report.json")]
     return db, report
+
+
+def test_progress_lines_follow_proteins_as_they_fold(build_run, built):
+    """Without a bar, a line every --progress-interval: proteins and residues folded, residues/s, an ETA."""
+    _, stderr = build_run
+    _, report = built
+    lines = [line for line in stderr.splitlines() if line.startswith("folded ")]
+    assert len(lines) >= 2 and "residues/s" in lines[-1]
+    assert lines[-1].startswith(f"folded {report['predictions']:,}/{report['predictions']:,} proteins (100%)")
+    assert any("ETA " in line for line in lines)
+    assert "UNTRAINED" in stderr.splitlines()[0] and "UNTRAINED" in stderr.splitlines()[-1]
 
 
 def test_every_record_is_an_entry_or_a_failure(built, inputs):

@@ -93,10 +93,11 @@ def test_stdout_and_kinds(db, tmp_path):
         ("SELECT entryId FROM entries WHERE taxId = -1", "the query returned no rows"),
         ("SELECT entryId FROM no_such_table", "no_such_table"),
         ("SELECT 'SM-NOPE-F1' AS entryId UNION ALL SELECT 'SM-Q1-F1'", "1 requested entries are not in"),
+        ("COPY (SELECT 'SM-Q1-F1' AS entryId) TO '{tmp}/copied.csv'", "only SELECT queries are allowed, not COPY"),
     ],
 )
 def test_bad_queries_are_clear_errors_and_write_nothing(db, tmp_path, query, message):
-    result = export("--db", str(db), "--sql", query, "-o", str(tmp_path / "out.tar"))
+    result = export("--db", str(db), "--sql", query.format(tmp=tmp_path), "-o", str(tmp_path / "out.tar"))
     assert result.exit_code == 1 and message in result.stderr
     assert list(tmp_path.iterdir()) == []
 

@@ -12,7 +12,7 @@ import pytest
 
 from structome.jobs.build.job import BuildRequest, run_build
 from structome.jobs.build.settings import RunnerSettings
-from structome.models.types import EsmFoldSettings
+from structome.models.types import EsmFoldSettings, PredictionRequest
 from structome.pipelines.settings import BuildSettings
 from structome.storage import catalog
 from structome.storage.layout import DatabaseLayout, DatabaseLockedError
@@ -66,6 +66,31 @@ def test_a_worker_killed_mid_shard_is_replaced_and_its_shard_retried(tmp_path):
     assert not worker.endswith(f"pid{killed_pid}")
 
 
+@pytest.mark.slow  # a minute of hang at least: the floor must exceed a first call on a loaded CI machine (~45 s seen)
+def test_a_hung_worker_is_killed_at_its_shards_deadline_and_the_shard_retried(tmp_path, monkeypatch):
+    monkeypatch.setenv("STRUCTOME_TEST_HANG_MARKER", str(tmp_path / "hung"))
+    started = time.monotonic()
+    report, layout = build(tmp_path, "tests.jobs.faulty_models:hang_once", shard_deadline_floor_s=60.0)
+    assert (tmp_path / "hung").exists(), "the fault was not injected"
+    assert time.monotonic() - started < 600, report  # not the hour the predictor sleeps
+    assert report["status"] == "completed" and report["hungWorkers"] == 1 and report["retriedShards"] == 1, report
+    assert entries(layout) == sorted(f"SM-{name}-F1" for name in SEQUENCES) and failures(layout) == []
+    (worker,) = report["workers"]  # the replacement did every shard
+    assert not worker.endswith(f"pid{(tmp_path / 'hung').read_text()}")
+
+
+def test_a_shard_past_its_deadline_on_its_last_attempt_goes_to_the_ledger_as_such():
+    from fake_database import entry
+
+    from structome.jobs.build.runner import ShardDeadlineError, _shard_failures
+    from structome.pipelines.sharding import cut_shards
+
+    record = entry("SM-T0-F1", "T0", SEQUENCES["T0"], "p0")
+    (shard,) = cut_shards([record], [PredictionRequest("p0", SEQUENCES["T0"])], shard_size=1)
+    (failure,) = _shard_failures(shard, ShardDeadlineError("no result after 40 s (deadline 30 s)"), 3)
+    assert failure.reason == "deadline_exceeded" and "3 time(s)" in failure.message and "deadline" in failure.message
+
+
 def test_a_poison_shard_goes_to_the_ledger_after_its_retries(tmp_path, monkeypatch):
     monkeypatch.setenv("STRUCTOME_TEST_DIE_LENGTH", "41")  # T3
     report, layout = build(tmp_path, "tests.jobs.faulty_models:die_on_length", shard_retries=1)
@@ -92,6 +117,27 @@ def test_out_of_memory_fails_only_the_protein_that_does_not_fit(tmp_path, monkey
     assert failures(layout) == [("SM-T6-F1", "out_of_memory")]
     assert len(entries(layout)) == len(SEQUENCES) - 1
     assert report["failuresByReason"] == {"out_of_memory": 1}
+
+
+@pytest.mark.parametrize(("only_reduced", "rescued"), [(True, True), (False, False)])
+def test_a_protein_with_non_finite_output_costs_its_batch_nothing(tiny_weights, only_reduced, rescued):
+    from faulty_models import NanOnLength
+
+    from structome.models.registry import ESMFOLD_V1_CONFIG, load_predictor
+    from structome.models.types import PredictionRequest
+    from structome.pipelines.batching import Batcher, DeviceBudget
+    from structome.pipelines.cost_model import CostModel
+    from structome.pipelines.predict import predict_shard
+    from structome.pipelines.sharding import Shard
+
+    settings = EsmFoldSettings(num_recycles=0, trunk_precision="bf16")
+    predictor = NanOnLength(load_predictor("esmfold-tiny", str(tiny_weights), settings), 27, only_reduced)
+    requests = tuple(PredictionRequest(f"p{i}", SEQUENCES[f"T{i}"]) for i in reversed(range(4)))  # 41 ... 20 aa
+    one_batch = Batcher(CostModel.from_config(ESMFOLD_V1_CONFIG), DeviceBudget(1e30, 1e30, 1e30))
+    result = predict_shard(predictor, Shard("s0", requests, ()), one_batch)
+    assert predictor.forward_calls == 2  # the batch once, then only the culprit, alone and in fp32
+    folded = sorted(p.prediction_id for p in result.predictions)
+    assert folded == (["p0", "p1", "p2", "p3"] if rescued else ["p0", "p2", "p3"])
 
 
 def test_a_second_build_on_the_same_database_is_refused(tmp_path):
@@ -128,3 +174,27 @@ def test_a_second_build_on_the_same_database_is_refused(tmp_path):
         with DatabaseLayout(db).lock():
             with DatabaseLayout(db).lock():
                 pass
+
+
+def test_a_build_that_lost_its_lease_stops_before_it_dispatches_more(tmp_path):
+    from types import SimpleNamespace
+
+    from structome.jobs.build.runner import _Loop
+    from structome.pipelines.build import BuildCounters
+    from structome.storage.locks import LeaseLostError
+
+    def lost() -> None:
+        raise LeaseLostError("lost the build lease on s3://b/db: it could not be renewed for 31 s")
+
+    dispatched = []
+    runner = SimpleNamespace(
+        counters=BuildCounters(),
+        plan=SimpleNamespace(shards=("s1", "s2"), entries_planned=2),
+        settings=RunnerSettings(progress=False),
+        start_workers=lambda: [],
+        check_lock=lost,
+        shard_deadline_s=lambda shard: dispatched.append(shard) or 1.0,
+    )
+    with pytest.raises(LeaseLostError, match="could not be renewed"):
+        _Loop(runner, manifest=None).run()
+    assert dispatched == []

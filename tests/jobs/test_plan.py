@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import random
 
 import click
 import pytest
@@ -60,6 +62,7 @@ def test_table_says_when_the_time_is_an_assumption(slice_fasta):
     assert result.exit_code == 0, result.output
     assert "no measured calibration for esmfold on a100" in result.output
     assert "ESTIMATE, not measured" in result.output
+    assert "model calls only: starting Ray, loading the model and writing come on top" in result.output
     for label in ("token efficiency", "FLOP efficiency", "unique sequences", "shards", "fixed"):
         assert label in result.output
 
@@ -114,6 +117,33 @@ def test_interpolated_rates():
 
 def test_bad_options_are_one_line_errors(slice_fasta):
     result = CliRunner().invoke(cli, ["plan", slice_fasta, "--gpus", "0"])
-    assert result.exit_code != 0 and "--gpus must be at least 1" in result.output
+    assert result.exit_code == 2 and "Invalid value for '--gpus': 0 is not in the range x>=1" in result.output
     result = CliRunner().invoke(cli, ["plan", slice_fasta, "--gpu-type", "tpu"])
     assert result.exit_code != 0
+
+
+def test_sequences_that_may_not_fit_are_one_summary_not_a_warning_each(tmp_path, caplog):
+    """On a 24 GB A10G ~950 residues fit alone at fp32; 12 longer proteins are one summary naming the first
+    five (all with --list-over-memory), what would fit them, and not 12 log warnings."""
+    rng = random.Random(0)
+    lengths = {f"Q{i:05d}": 1000 + 80 * i for i in range(12)} | {f"P{i:05d}": 100 + i for i in range(20)}
+    fasta = tmp_path / "long.fasta"
+    fasta.write_text(
+        "".join(
+            f">sp|{acc}|X_YEAST\n{''.join(rng.choices('ACDEFGHIKLMNPQRSTVWY', k=n))}\n" for acc, n in lengths.items()
+        )
+    )
+    with caplog.at_level(logging.WARNING):
+        result = run_plan(str(fasta), "--gpu-type", "a10g")
+    assert result.exit_code == 0, result.output
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    summary = [line for line in result.output.splitlines() if line.startswith("may not fit")]
+    assert len(summary) == 1 and "12 sequence(s) up to 1,880 residues exceed one a10g's memory" in summary[0]
+    assert "--stem-precision bf16 fits" in result.output and "all fit on: " in result.output
+    longest_first = [f"Q{i:05d}" for i in reversed(range(12))]
+    assert f"{', '.join(longest_first[:5])} and 7 more (--list-over-memory names all)" in result.output
+    listed = run_plan(str(fasta), "--gpu-type", "a10g", "--list-over-memory").output
+    assert ", ".join(longest_first) in listed and "more" not in listed
+    report = json.loads(run_plan(str(fasta), "--gpu-type", "a10g", "--format", "json").output)
+    assert report["over_memory"]["sequences"] == 12 and report["over_memory"]["accessions"] == longest_first
+    assert "may not fit" not in run_plan(str(fasta), "--gpu-type", "h200").output

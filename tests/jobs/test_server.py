@@ -238,12 +238,16 @@ def test_sql_endpoint_answers_selects_as_json(server_url):
         "PIVOT entries ON gene USING count(*)",
         "SELECT * FROM read_csv('/etc/passwd')",
         "DROP VIEW entries",
+        "SELECT * FROM duckdb_settings()",
+        "SELECT current_setting('file_search_path')",
+        "SELECT * FROM read_blob('catalog.duckdb')",
     ],
 )
 def test_sql_endpoint_refuses_everything_but_one_read_only_select(server_url, served_database, sql):
     before = sorted(served_database.list_files("."))
     status, result = get_json(server_url, "/api/sql", method="POST", body=sql.encode())
     assert status == 400 and result["error"] and "Traceback" not in result["error"]
+    assert str(served_database.root) not in result["error"]
     assert sorted(served_database.list_files(".")) == before
     assert get_json(server_url, "/api/sql?q=SELECT%201%20AS%20one")[1]["rows"] == [[1]]
 

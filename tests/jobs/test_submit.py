@@ -264,3 +264,44 @@ def test_unreachable_address_fails_clearly():
 def test_bad_arguments_fail_before_connecting(args, message):
     result = structome("submit", "--address", "http://127.0.0.1:1", *args, check=False)
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+
+
+class FlakyJobClient:
+    """A JobSubmissionClient whose head answers "No available agent" (HTTP 500) to the first `failures` submissions."""
+
+    def __init__(self, failures: int):
+        self.failures, self.attempts = failures, 0
+
+    def submit_job(self, **job) -> str:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise RuntimeError(
+                "Request failed with status code 500: No available agent to submit job, please try again later.."
+            )
+        return "raysubmit_ok"
+
+
+@pytest.fixture()
+def waits(monkeypatch) -> list[float]:
+    from structome.jobs.cluster import submit
+
+    slept: list[float] = []
+    monkeypatch.setattr(submit.time, "sleep", slept.append)
+    return slept
+
+
+def test_submit_waits_for_the_job_agent_with_a_bounded_back_off(waits):
+    from structome.jobs.cluster.submit import AGENT_WAITS_S, BuildJob, submit_build
+
+    client = FlakyJobClient(failures=3)
+    assert submit_build(client, BuildJob(("build", "/x.fasta"))) == "raysubmit_ok"
+    assert client.attempts == 4 and waits == list(AGENT_WAITS_S[:3])
+
+
+def test_submit_gives_up_clearly_when_the_job_agent_never_comes(waits):
+    from structome.jobs.cluster.submit import AGENT_WAITS_S, BuildJob, SubmitError, submit_build
+
+    client = FlakyJobClient(failures=10**6)
+    with pytest.raises(SubmitError, match="job agent did not come up within 60 s"):
+        submit_build(client, BuildJob(("build", "/x.fasta")))
+    assert client.attempts == len(AGENT_WAITS_S) + 1 and sum(waits) == 60

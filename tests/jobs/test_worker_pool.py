@@ -18,11 +18,14 @@ def test_one_actor_per_gpu_and_fractions_share_a_gpu():
     assert half.count == 16 and half.actor_options["num_gpus"] == 0.5
 
 
-def test_cpu_only_clusters_get_one_actor_per_four_cpus_using_the_cores():
+def test_cpu_only_clusters_get_one_actor_per_four_cpus_using_the_cores_a_writer_leaves():
+    """Folding threads leave one CPU to the writers: torch threads that share cores with them spin and stall."""
     pool = plan_workers(RunnerSettings(), {"CPU": 16}, shards=100)
-    assert (pool.count, pool.device, pool.threads) == (4, "cpu", 4)
+    assert (pool.count, pool.device, pool.threads) == (4, "cpu", 3)
     assert "num_gpus" not in pool.actor_options
-    assert plan_workers(RunnerSettings(), {"CPU": 2}, shards=100).count == 1
+    laptop = plan_workers(RunnerSettings(), {"CPU": 2}, shards=100)
+    assert (laptop.count, laptop.threads) == (1, 1)
+    assert plan_workers(RunnerSettings(), {"CPU": 1}, shards=100).threads == 1
 
 
 def test_never_more_actors_than_shards_and_explicit_choices_win():
@@ -57,3 +60,20 @@ def test_cpu_workers_plan_batches_by_the_cost_model_with_the_measured_cap_and_th
     assert all(len(b.indices) == 1 for b in batcher.batch([190] * 4).batches)  # past the measured cap: alone
     capped = batcher_for(spec, "cpu", batch_tokens=60).batch([30] * 8).batches
     assert all(len(b.indices) * b.padded_length <= 60 for b in capped)
+
+
+def test_a_shards_deadline_is_a_multiple_of_its_planned_model_time_and_never_under_the_floor():
+    from structome.pipelines.calibration import find_calibration, load_calibrations
+    from structome.pipelines.cost_model import CostModel
+    from structome.pipelines.estimate import SLOWEST_ASSUMED_FLOPS, planned_shard_seconds
+
+    settings = RunnerSettings(shard_deadline_factor=10, shard_deadline_floor_s=60)
+    assert settings.shard_deadline_s(1.0) == 60 and settings.shard_deadline_s(30.0) == 300
+    cost = CostModel.for_preset("esmfold", 4)
+    planned = planned_shard_seconds([400, 300], cost, None, "cuda")  # no GPU calibration: the slowest assumed
+    assert planned == pytest.approx((cost.flops(400) + cost.flops(300)) / SLOWEST_ASSUMED_FLOPS["cuda"])
+    tiny = CostModel.for_preset("esmfold-tiny", 0)
+    measured = find_calibration(load_calibrations(), "esmfold-tiny", "cpu")
+    assert planned_shard_seconds([50], tiny, measured, "cpu") == pytest.approx(measured.seconds(tiny.flops(50)))
+    with pytest.raises(ValueError, match="deadline"):
+        RunnerSettings(shard_deadline_factor=0.5)

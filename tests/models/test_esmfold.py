@@ -154,3 +154,51 @@ def test_each_trunk_policy_folds_and_its_full_precision_fallback_is_fp32(tiny_we
     if trunk in ("bf16", "fp16"):  # autocast changes the arithmetic; TF32 only changes CUDA matmuls
         assert 1e-3 < deviation < 5.0, deviation
     assert torch.get_float32_matmul_precision() == "highest"
+
+
+def test_a_hub_id_is_described_from_the_hubs_metadata_without_downloading_the_weights(tiny_weights, monkeypatch):
+    """The digest equals the one of the same files in a local folder (so the workers' check agrees); only the
+    small git-kept file (config.json) is fetched, never the LFS weights."""
+    import hashlib
+
+    import huggingface_hub
+    from huggingface_hub.hf_api import ModelInfo
+
+    from structome.jobs.build.runner import ModelSpec, with_weights_digest
+    from structome.models.esmfold import describe_esmfold
+
+    weights = tiny_weights / "model.safetensors"
+    sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
+    size = weights.stat().st_size
+    siblings = [  # as the hub's API answers (ModelInfo parses it)
+        {"rfilename": "README.md", "size": 10, "blobId": "b0"},
+        {"rfilename": "config.json", "size": 400, "blobId": "b1"},
+        {
+            "rfilename": "model.safetensors",
+            "size": size,
+            "blobId": "b2",
+            "lfs": {"size": size, "sha256": sha256, "pointerSize": 0},
+        },
+        {"rfilename": "onnx/model.json", "size": 1, "blobId": "b3"},  # not top level: never downloaded, not hashed
+    ]
+    asked, fetched = [], []
+
+    def model_info(self, repo_id, *, files_metadata=False, **kwargs):
+        asked.append((repo_id, files_metadata))
+        return ModelInfo(id=repo_id, sha="c0ffee", siblings=siblings)
+
+    def hf_hub_download(repo_id, filename, *, revision=None, **kwargs):
+        fetched.append((filename, revision))
+        return str(tiny_weights / filename)
+
+    def no_snapshot(*args, **kwargs):
+        raise AssertionError("the weights were downloaded")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_snapshot)
+    provenance = describe_esmfold("structome/esmfold-tiny", EsmFoldSettings(num_recycles=0), untrained=True)
+    assert provenance.weights_sha256 == weights_sha256(tiny_weights)
+    assert asked == [("structome/esmfold-tiny", True)] and fetched == [("config.json", "c0ffee")]
+    spec = ModelSpec("esmfold-tiny", "structome/esmfold-tiny", EsmFoldSettings(), provenance.settings_key())
+    assert with_weights_digest(spec).weights_digest is None  # the driver never hashes a hub id's files

@@ -10,7 +10,7 @@ import torch
 
 from structome.models.chunking import CHUNK_LADDER
 from structome.models.registry import ESMFOLD_V1_CONFIG
-from structome.models.types import Entry, NonFiniteOutputError, Prediction, PredictionRequest
+from structome.models.types import Entry, NonFiniteOutput, Prediction, PredictionRequest
 from structome.pipelines.batching import Batcher, DeviceBudget
 from structome.pipelines.cost_model import CostModel
 from structome.pipelines.predict import predict_shard
@@ -74,9 +74,12 @@ class ScriptedPredictor:
         if any(len(r.sequence) == self.oom_length for r in requests):
             if self.chunk_fix is None or self.chunk_size is None or self.chunk_size > self.chunk_fix:
                 raise torch.OutOfMemoryError("scripted: this protein does not fit")
-        if any(len(r.sequence) == self.nan_length for r in requests) and (self.nan_in_fp32 or not self.in_fp32):
-            raise NonFiniteOutputError("scripted NaN")
-        return [_prediction(r) for r in requests]
+        return [self._result(r) for r in requests]
+
+    def _result(self, request):
+        if len(request.sequence) == self.nan_length and (self.nan_in_fp32 or not self.in_fp32):
+            return NonFiniteOutput(request.prediction_id, "scripted NaN")
+        return _prediction(request)
 
 
 def _prediction(request: PredictionRequest) -> Prediction:
@@ -131,7 +134,7 @@ def test_non_finite_output_is_isolated_to_its_protein():
     result = predict_shard(predictor, _shard([40, 33, 20]), batcher())
     assert len(result.predictions) == 2
     assert [f.reason for f in result.failures] == ["non_finite_output"]
-    assert predictor.calls == [3, 1, 2, 1, 1, 1]  # split, then the NaN protein alone, then once more in fp32
+    assert predictor.calls == [3, 1]  # the batch once, then the NaN protein alone in fp32 (no split, no refold)
 
 
 def test_a_protein_that_overflows_in_reduced_precision_is_folded_again_in_fp32():
@@ -139,6 +142,13 @@ def test_a_protein_that_overflows_in_reduced_precision_is_folded_again_in_fp32()
     result = predict_shard(predictor, _shard([40, 33, 20]), batcher())
     assert sorted(p.prediction_id for p in result.predictions) == ["p0", "p1", "p2"] and not result.failures
     assert not predictor.in_fp32  # back to the build's precision afterwards
+    assert predictor.calls == [3, 1]
+
+
+def test_a_protein_rescued_by_smaller_chunks_is_still_checked_for_non_finite_output():
+    predictor = ScriptedPredictor(oom_length=80, chunk_fix=CHUNK_LADDER[1], nan_length=80)
+    result = predict_shard(predictor, _shard([80]), batcher())
+    assert [f.reason for f in result.failures] == ["non_finite_output"] and not result.predictions
 
 
 def test_in_fp32_already_there_is_nothing_to_fall_back_to():
@@ -168,3 +178,17 @@ def test_the_planner_batches_within_its_token_cap_and_lowers_the_chunk_of_a_prot
     assert chunks[0] == (1, 64)  # the long protein alone, chunked so that it fits
     assert all(count * 40 <= 100 for count, _ in chunks[1:]) and sum(c for c, _ in chunks) == 4
     assert predictor.chunk_size is None  # back to the length rule afterwards
+
+
+def test_each_folded_batch_is_reported_as_it_ends():
+    """Progress follows proteins as they fold, not only shards as they commit."""
+    heard = []
+    predictor = ScriptedPredictor()
+    original = predictor.predict
+    predictor.predict = lambda requests: (heard.append("call"), original(requests))[1]
+    shard = _shard([50, 40, 40, 30, 30, 30])
+    result = predict_shard(predictor, shard, batcher(batch_tokens=100), on_batch=heard.append)
+    batches = [item for item in heard if item != "call"]
+    assert heard == ["call", batches[0], "call", batches[1], "call", batches[2]]  # each batch right after its call
+    assert sum(len(b.indices) for b in batches) == 6 == len(result.predictions)
+    assert sum(b.residues for b in batches) == 220

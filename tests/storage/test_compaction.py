@@ -19,7 +19,7 @@ import pytest
 from fake_database import add_entries
 from processes import kill_all
 
-from structome.storage import catalog, compaction
+from structome.storage import catalog, parts
 from structome.storage.compaction import CompactionPolicy, collect_garbage, compact, plan_compaction
 from structome.storage.layout import DatabaseLayout
 from structome.storage.reader import read_entry_file
@@ -75,8 +75,8 @@ def test_compaction_keeps_every_answer_and_sorts_by_entry(tmp_path):
 
 
 def test_a_segment_in_parts_holds_disjoint_sorted_ranges_and_a_lookup_reads_one_part(tmp_path, monkeypatch):
-    monkeypatch.setitem(compaction.ROW_GROUP_ROWS, "entries", 2048)  # DuckDB's smallest row group: a vector
-    monkeypatch.setattr(compaction, "ROW_GROUPS_PER_PART", 1)
+    monkeypatch.setitem(parts.ROW_GROUP_ROWS, "entries", 2048)
+    monkeypatch.setattr(parts, "ROW_GROUPS_PER_PART", 1)
     db = tmp_path / "db"
     make_database(db, 5000)  # synthetic: 79 shards of 64 random accessions, one template archive
     before = fingerprints(db)
@@ -84,16 +84,16 @@ def test_a_segment_in_parts_holds_disjoint_sorted_ranges_and_a_lookup_reads_one_
     assert fingerprints(db) == before
     layout = DatabaseLayout(db)
     (segment,) = layout.table_manifest().segments
-    parts = segment.table_files("entries")
-    assert len(parts) == 3
-    ids = [i for p in parts for i in pq.read_table(layout.path(p.path)).column("entryId").to_pylist()]
+    in_parts = segment.table_files("entries")
+    assert len(in_parts) == 3
+    ids = [i for p in in_parts for i in pq.read_table(layout.path(p.path)).column("entryId").to_pylist()]
     assert ids == sorted(ids) and len(ids) == 5000
-    bounds = [p.ranges["entryId"] for p in parts]
+    bounds = [p.ranges["entryId"] for p in in_parts]
     assert all(high < next_low for (_, high), (next_low, _) in zip(bounds, bounds[1:], strict=False))
-    probe = parts[1].ranges["uniprotAccession"][0]
+    probe = in_parts[1].ranges["uniprotAccession"][0]
     connection = catalog.connect(layout)
     try:
-        assert catalog.key_files(connection, "entries", "uniprotAccession", probe) == [parts[1].path]
+        assert catalog.key_files(connection, "entries", "uniprotAccession", probe) == [in_parts[1].path]
         assert catalog.key_files(connection, "entries", "uniprotAccession", "A00000") == []  # below every range
     finally:
         connection.close()

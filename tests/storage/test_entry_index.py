@@ -156,6 +156,13 @@ def test_records_fragments_urls_and_derived_files():
     assert index.stored_file("../../etc/passwd") is None and index.derived_file("x.png") is None
 
 
+def test_accessions_and_entry_ids_are_found_in_any_case():
+    index = index_of([record("P1", 1), record("P1", 2, uniprotStart=2, uniprotEnd=3)], [])
+    assert index.prediction_json("p1") == index.prediction_json("P1") is not None
+    assert index.predictions("sm-p1-f2") == index.predictions("SM-P1-F2") != []
+    assert index.prediction_json("q1") is None
+
+
 def test_every_stored_file_name_gives_its_entry_id():
     names = entry_file_names("AF-Q8-2-F12", 4)
     files = [location("AF-Q8-2-F12", kind, name.removeprefix("AF-Q8-2-F12")) for kind, name in names.items()]

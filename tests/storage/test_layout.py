@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from structome import __version__
@@ -80,20 +81,32 @@ def _put(layout, target, name: str, data: bytes) -> None:
         stream.write(data)
 
 
+def _put_tables(layout, target, tag: str) -> None:
+    """A shard's four table files, each a one-row Parquet file holding `tag`."""
+    for table in ("entries", "residues", "files", "failures"):
+        with layout.fs.open_output_stream(f"{target.folder}/{table}.parquet") as stream:
+            pq.write_table(pa.table({"tag": [tag]}), stream)
+
+
+def _tag(layout, relative: str) -> str:
+    with layout.fs.open_input_file(layout.path(relative)) as handle:
+        return pq.read_table(handle).column("tag")[0].as_py()
+
+
 def test_only_committed_attempts_are_visible_and_leftovers_are_cleared(any_layout):
     layout = any_layout
     crashed = layout.begin_shard("s1")  # a writer that died before its commit
     _put(layout, crashed, "entries.parquet", b"half")
     assert layout.committed_shards() == {} and layout.table_files("entries") == []
     first = layout.begin_shard("s1")
-    _put(layout, first, "entries.parquet", b"one")
+    _put_tables(layout, first, "one")
     assert layout.commit_shard(first)
     assert layout.committed_shards() == {"s1": first.relative}
     assert layout.table_files("entries") == [f"{first.relative}/entries.parquet"]
     late = layout.begin_shard("s1")
-    _put(layout, late, "entries.parquet", b"two")
+    _put_tables(layout, late, "two")
     assert not layout.commit_shard(late)  # committed once: never rewritten
-    assert layout.read_bytes(layout.table_files("entries")[0]) == b"one"
+    assert _tag(layout, layout.table_files("entries")[0]) == "one"
     layout.clear_staging()
     leftovers = [f for f in layout.list_files("") if "entries.parquet" in f]
     assert leftovers == [f"{first.relative}/entries.parquet"]
@@ -186,7 +199,7 @@ def test_a_database_from_before_markers_is_read_as_layout_1_and_migrated_once(an
     layout = any_layout
     layout.fs.delete_file(layout.path(formats.MARKER_NAME))
     shard = layout.begin_shard("s1")
-    _put(layout, shard, "entries.parquet", b"one")
+    _put_tables(layout, shard, "one")
     layout.commit_shard(shard)
     old = DatabaseLayout(any_location)
     assert old.layout_version == 1 and old.table_files("entries") == [f"{shard.relative}/entries.parquet"]

@@ -1,0 +1,187 @@
+"""A damaged database: a shard or segment part missing, truncated or garbage is left out by name and the healthy
+rest answers; catalog.duckdb and the schema files are rebuilt; `verify` names every damaged file and `repair`
+quarantines or re-derives, so the database holds exactly its healthy entries (and the damaged ones can be re-folded)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+from fake_database import add_entries
+
+from structome.storage import catalog
+from structome.storage.compaction import CompactionPolicy, collect_garbage, compact
+from structome.storage.integrity import DamagedDatabaseError
+from structome.storage.layout import DatabaseLayout
+from structome.storage.reader import EntryNotFoundError, committed_entries, read_entry_file
+from structome.storage.verify import QUARANTINE, quick_check, refuse_damaged, repair, verify
+
+FINGERPRINT = {
+    "entries": "SELECT entryId, hash(COLUMNS(*)) FROM entries ORDER BY entryId",
+    "residues": "SELECT entryId, residueNumber, hash(COLUMNS(*)) FROM residues ORDER BY ALL",
+    "files": "SELECT fileName, hash(COLUMNS(*)) FROM files ORDER BY fileName",
+}
+
+
+def fingerprint(layout: DatabaseLayout) -> dict:
+    return {table: catalog.query(layout, sql).to_pylist() for table, sql in FINGERPRINT.items()}
+
+
+def entry_ids(layout: DatabaseLayout) -> set[str]:
+    return set(catalog.query(layout, "SELECT entryId FROM entries").column("entryId").to_pylist())
+
+
+def shard_entries(layout: DatabaseLayout, shard: str) -> set[str]:
+    rows = catalog.query(layout, "SELECT entryId FROM entries WHERE shard = ?", [shard])
+    return set(rows.column("entryId").to_pylist())
+
+
+@pytest.fixture()
+def database(tmp_path) -> DatabaseLayout:
+    """8 entries in 4 shards of 2."""
+    add_entries(tmp_path / "db", 0, 8, shard_size=2)
+    return DatabaseLayout(tmp_path / "db")
+
+
+def truncate(path, size: int = 100) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(size)
+
+
+def garble(path) -> None:
+    Path(path).write_bytes(b"not parquet at all " * 20)
+
+
+def flip_inside(path, offset: int) -> None:
+    """Change bytes inside a file, keeping its size and both ends."""
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("damage", [os.remove, truncate, garble], ids=["missing", "truncated", "garbage"])
+@pytest.mark.parametrize("table", ["entries", "residues"])
+def test_a_damaged_shard_is_left_out_by_name_and_the_healthy_rest_answers(database, damage, table, caplog):
+    layout = database
+    shard = sorted(layout.committed_shards())[1]
+    lost = shard_entries(layout, shard)
+    healthy = entry_ids(layout) - lost
+    damage(layout.root / "shards" / shard / f"{table}.parquet")
+    with caplog.at_level(logging.WARNING):
+        assert entry_ids(layout) == healthy  # the stale catalog notices, and reads the healthy files
+        catalog.refresh_catalog(layout)  # a build's refresh: no DuckDB error, the shard left out
+        assert entry_ids(layout) == healthy
+    assert f"shard {shard} is damaged" in caplog.text and f"shards/{shard}/{table}.parquet" in caplog.text
+    assert read_entry_file(layout, sorted(healthy)[0]).data.startswith(b"data_")
+    with pytest.raises(EntryNotFoundError):
+        read_entry_file(layout, sorted(lost)[0])
+    with pytest.raises(DamagedDatabaseError, match=f"shards/{shard}/{table}.parquet") as refused:
+        refuse_damaged(layout)  # what a build does first
+    assert "structome verify" in str(refused.value)
+
+
+def test_a_garbage_catalog_is_rebuilt(database, caplog):
+    layout = database
+    expected = fingerprint(layout)
+    layout.catalog.write_bytes(b"garbage" * 1000)
+    with caplog.at_level(logging.WARNING):
+        assert fingerprint(layout) == expected
+    assert "unreadable" in caplog.text and "rebuilding" in caplog.text
+    layout.catalog.write_bytes(b"")
+    catalog.refresh_catalog(layout)  # the writer's way in rebuilds it too
+    assert fingerprint(layout) == expected
+
+
+@pytest.mark.parametrize("damage", [truncate, garble, os.remove])
+def test_a_damaged_schema_file_is_rewritten(database, damage):
+    layout = database
+    expected = fingerprint(layout)
+    damage(layout.root / "schema" / "entries.parquet")
+    assert fingerprint(layout) == expected
+    assert quick_check(layout) == []
+
+
+def test_a_damaged_segment_part_is_left_out_and_repair_re_derives_it_from_its_shards(database):
+    layout = database
+    expected = fingerprint(layout)
+    with layout.compaction_lock():
+        compact(layout, CompactionPolicy(grace_s=600))  # the shards' own tables stay for the grace period
+    (segment,) = layout.table_manifest().segments
+    part = segment.table_files("files")[0].path
+    truncate(layout.root / part)
+    assert entry_ids(layout) == set()  # the whole segment is left out: no entry without its files
+    report = verify(layout)
+    assert [(d.file, d.segment) for d in report.damage] == [(part, segment.segment_id)]
+    time.sleep(0.5)  # the repair's generation is younger than the compaction's by at least this
+    repaired = repair(layout)
+    assert any("back to level 0" in line for line in repaired.repaired)
+    assert fingerprint(layout) == expected and verify(layout).ok
+    assert (layout.root / QUARANTINE).is_dir() and not (layout.root / part).exists()
+    # a collection while only the compaction's generation has settled: the shards given back keep their tables
+    compacted = layout.table_manifest(layout.manifest_generations()[0]).created
+    age = (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(compacted)).total_seconds()
+    with layout.compaction_lock():
+        collect_garbage(layout, grace_s=age - 0.25)
+    assert fingerprint(layout) == expected and verify(layout).ok
+    with layout.compaction_lock():
+        compact(layout, CompactionPolicy(grace_s=0))  # compacts them again; the collection keeps every answer
+    assert fingerprint(layout) == expected and verify(layout).ok
+
+
+def test_repair_quarantines_a_segment_whose_shards_tables_are_gone(database):
+    layout = database
+    with layout.compaction_lock():
+        compact(layout, CompactionPolicy(grace_s=0))  # the shards' own tables are removed
+    everything = entry_ids(layout)
+    (segment,) = layout.table_manifest().segments
+    flip_inside(layout.root / segment.table_files("entries")[0].path, 40)  # both ends intact: only a checksum sees it
+    report = verify(layout)
+    assert [d.segment for d in report.damage] == [segment.segment_id]
+    assert "checksum" in report.damage[0].problem
+    repair(layout)
+    assert entry_ids(layout) == set() and verify(layout).ok
+    assert committed_entries(layout, everything) == {}  # a build re-folds all of them
+    assert layout.table_manifest().compacted_shards == frozenset() and layout.committed_shards() == {}
+
+
+def test_verify_names_each_damaged_file_and_repair_quarantines_exactly_their_shards(database):
+    layout = database
+    assert verify(layout).ok and verify(layout).members_checked == 8 * 3
+    shards = sorted(layout.committed_shards())
+    truncated, flipped, member = shards[0], shards[1], shards[2]
+    lost = set().union(*(shard_entries(layout, s) for s in (truncated, flipped, member)))
+    before = entry_ids(layout)
+    row = catalog.query(layout, 'SELECT archive, "offset" FROM files WHERE archive LIKE ?', [f"%{member}%"])
+    truncate(layout.root / "shards" / truncated / "archive.tar", 3000)
+    flip_inside(layout.root / "shards" / flipped / "entries.parquet", 20)
+    flip_inside(layout.root / row["archive"][0].as_py(), row["offset"][0].as_py() + 10)
+    report = verify(layout)
+    assert {(d.file.split("/")[-1], d.shard) for d in report.damage} == {
+        ("archive.tar", truncated),
+        ("entries.parquet", flipped),
+        ("archive.tar", member),
+    }
+    assert {d.shard for d in quick_check(layout)} == {truncated}  # what a glance sees: the truncated archive
+    repair(layout)
+    assert entry_ids(layout) == before - lost and verify(layout).ok
+    quarantined = {p.name for p in (layout.root / QUARANTINE).glob("*/shards/*")}
+    assert quarantined == {truncated, flipped, member}
+    assert committed_entries(layout, lost) == {}
+
+
+def test_compaction_leaves_a_damaged_shard_uncompacted(database):
+    layout = database
+    shard = sorted(layout.committed_shards())[0]
+    os.remove(layout.root / "shards" / shard / "residues.parquet")
+    with layout.compaction_lock():
+        report = compact(layout, CompactionPolicy(grace_s=0))
+    assert report.shards_merged == 3
+    assert shard not in layout.table_manifest().compacted_shards  # repair, not compaction, decides its fate
+    repair(layout)
+    assert verify(layout).ok and shard not in layout.committed_shards()
