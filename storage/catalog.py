@@ -111,17 +111,20 @@ def _create_views(
         f"CREATE OR REPLACE {temporary} TABLE {TABLE_FILES} "
         "(tableName VARCHAR, file VARCHAR, keyColumn VARCHAR, low VARCHAR, high VARCHAR)"
     )
-    rows = _table_files_rows(layout, visible)
-    for start in range(0, len(rows), 500):  # parameters, not executemany (its first call imports pandas)
+    _insert(connection, TABLE_FILES, _table_files_rows(layout, visible))
+
+
+def _insert(connection: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
+    """Rows into a table, 500 a statement (parameters, not executemany: its first call imports pandas)."""
+    for start in range(0, len(rows), 500):  # nothing for no rows
         chunk = rows[start : start + 500]
-        values = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
-        connection.execute(f"INSERT INTO {TABLE_FILES} VALUES {values}", [v for row in chunk for v in row])
+        values = ", ".join([f"({', '.join('?' * len(chunk[0]))})"] * len(chunk))
+        connection.execute(f"INSERT INTO {table} VALUES {values}", [v for row in chunk for v in row])
 
 
 def _record_left_out(connection: duckdb.DuckDBPyConnection, damage: list[Damage]) -> None:
     connection.execute(f"CREATE OR REPLACE TABLE {LEFT_OUT} (file VARCHAR, problem VARCHAR, unit VARCHAR)")
-    for item in damage:
-        connection.execute(f"INSERT INTO {LEFT_OUT} VALUES (?, ?, ?)", [item.file, item.problem, item.unit])
+    _insert(connection, LEFT_OUT, [(item.file, item.problem, item.unit) for item in damage])
 
 
 def _table_sql(layout: DatabaseLayout, table: str, parts: list[SegmentFile]) -> str:
@@ -207,6 +210,36 @@ def _lists_damaged_files(connection: duckdb.DuckDBPyConnection, layout: Database
     if damaged:
         logger.info("%s lists files damaged since it was written: reading the healthy files directly", layout.catalog)
     return bool(damaged)
+
+
+def connect_snapshot(layout: DatabaseLayout) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with a copy of catalog.duckdb's views and tables, which it reads in milliseconds
+    and then lets go: a long query on it never holds the file lock a build's refresh needs, and nothing is listed
+    (`connect_detached` lists every shard: 0.85 s at 10M entries). Object stores: `connect_detached`."""
+    if not layout.is_local or not layout.exists():
+        return connect_detached(layout)
+    source = _open(layout, read_only=True)
+    try:
+        if _lists_damaged_files(source, layout):
+            return connect_detached(layout)
+        views = source.execute(
+            "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal AND NOT temporary AND schema_name = 'main'"
+        ).fetchall()
+        tables = {
+            name: (source.execute(f"SELECT sql FROM duckdb_tables() WHERE table_name = '{name}'").fetchone(),
+                   source.execute(f"SELECT * FROM {name}").fetchall())
+            for (name,) in source.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()
+        }  # fmt: skip
+    finally:
+        source.close()
+    connection = connect_files(layout)
+    for name, (definition, rows) in tables.items():
+        if definition is not None:
+            connection.execute(definition[0])
+            _insert(connection, name, rows)
+    for _, sql in sorted(views, key=lambda view: view[0] == "failures"):  # failures reads the others
+        connection.execute(sql)
+    return connection
 
 
 def connect_detached(
@@ -333,8 +366,8 @@ def _duckdb_file_system(layout: DatabaseLayout):
 
 
 def query(layout: DatabaseLayout, sql: str, parameters: list | None = None, *, detached: bool = False) -> pa.Table:
-    """The result of `sql` as a table; `detached`: through `connect_detached` (no file lock held while it runs)."""
-    connection = connect_detached(layout) if detached else connect(layout)
+    """The result of `sql` as a table; `detached`: through `connect_snapshot` (no file lock held while it runs)."""
+    connection = connect_snapshot(layout) if detached else connect(layout)
     try:
         relation = connection.sql(sql, params=parameters) if parameters else connection.sql(sql)
         return relation.to_arrow_table() if relation is not None else pa.table({})

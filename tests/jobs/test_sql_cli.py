@@ -71,7 +71,7 @@ DatabaseLayout as L; r(L({str(db.root)!r}))"
 
         return reader_in_the_middle_of_a_long_query
 
-    for name in ("connect", "connect_detached"):  # however the command opens the catalog
+    for name in ("connect", "connect_snapshot", "connect_detached"):  # however the command opens the catalog
         monkeypatch.setattr(catalog, name, refreshed_while_open(getattr(catalog, name)))
     result = sql(db, "--format", "csv", "SELECT entryId FROM entries ORDER BY 1")
     assert result.exit_code == 0 and result.output.split() == ["entryId", "SM-P1-F1"], result.output
@@ -88,9 +88,9 @@ def test_no_catalog_connection_draws_progress_bars(db):
 from structome.storage import catalog
 from structome.storage.layout import DatabaseLayout
 layout = DatabaseLayout({str(db.root)!r})
-for open_catalog in (catalog.connect, catalog.connect_detached, catalog.connect_files):
+for open_catalog in (catalog.connect, catalog.connect_snapshot, catalog.connect_detached, catalog.connect_files):
     print(open_catalog(layout).sql("SELECT current_setting('enable_progress_bar')").fetchall()[0][0])
 """
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False"] * 3
+    assert done.stdout.split() == ["False"] * 4
