@@ -182,34 +182,51 @@ def _staged_database(tmp_path):
     return db
 
 
+def _started_work(db, process: subprocess.Popen) -> float:
+    """When the compaction process made its scratch folder (imports and planning done, merging begins)."""
+    deadline = time.monotonic() + 120
+    while not (db / ".compaction").exists():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "the compaction never started merging"
+        time.sleep(0.002)
+    return time.monotonic()
+
+
+def _fresh_copy(staged, folder):
+    """The staged database as a new compaction finds it, without the scratch folder of the runs that staged it."""
+    db = shutil.copytree(staged, folder)
+    shutil.rmtree(db / ".compaction", ignore_errors=True)
+    return db
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_points_leaves_exactly_the_uncompacted_answers(tmp_path):
-    db = _staged_database(tmp_path)
-    expected = fingerprints(db)
-    rehearsal = tmp_path / "rehearsal"
-    shutil.copytree(db, rehearsal)
-    started = time.monotonic()
-    assert _compact_process(rehearsal, uuid.uuid4().hex).wait(120) == 0
-    duration = time.monotonic() - started
+    staged = _staged_database(tmp_path)
+    expected = fingerprints(staged)
+    rehearsal = _fresh_copy(staged, tmp_path / "rehearsal")
+    process = _compact_process(rehearsal, uuid.uuid4().hex)
+    started = _started_work(rehearsal, process)
+    assert process.wait(120) == 0, process.stderr.read()
+    work_s = time.monotonic() - started  # merging, publishing, the manifest switch, the catalog, garbage
     rng = random.Random(11)
-    killed = 0
-    for _ in range(6):
+    killed_mid_way = 0
+    for run in range(4):
+        db = _fresh_copy(staged, tmp_path / f"run-{run}")  # each kill meets a whole run's work, not a rest
         marker = uuid.uuid4().hex
         process = _compact_process(db, marker)
-        time.sleep(rng.uniform(0.2, duration))
-        if process.poll() is None:
-            killed += 1
+        time.sleep(max(0.0, _started_work(db, process) + rng.uniform(0.0, 0.9) * work_s - time.monotonic()))
+        killed_mid_way += process.poll() is None
         kill_all(marker)
         process.wait(30)
         assert fingerprints(db) == expected
-    assert killed >= 3  # most runs died mid-way
-    finished = _compact_process(db, uuid.uuid4().hex)
-    assert finished.wait(120) == 0, finished.stderr.read()
-    assert fingerprints(db) == expected
-    layout = DatabaseLayout(db)
-    listed = set(layout.table_manifest().files)
-    assert {f for f in layout.list_files("tables") if f.endswith(".parquet")} == listed  # no leftovers
-    assert not list((db / "shards").glob("*/*.parquet")) and not list((db / ".compaction").glob("*/*"))
+        finished = _compact_process(db, uuid.uuid4().hex)  # the re-run resumes
+        assert finished.wait(120) == 0, finished.stderr.read()
+        assert fingerprints(db) == expected
+        layout = DatabaseLayout(db)
+        listed = set(layout.table_manifest().files)
+        assert {f for f in layout.list_files("tables") if f.endswith(".parquet")} == listed  # no leftovers
+        assert not list((db / "shards").glob("*/*.parquet")) and not list((db / ".compaction").glob("*/*"))
+    assert killed_mid_way >= 3  # the runs died while merging, not after their end
 
 
 READER = """
