@@ -364,7 +364,66 @@ def _duckdb_file_system(layout: DatabaseLayout):
                 self.known[path] = found
             return found
 
+        def _open(self, path, mode="rb", *args, **kwargs):
+            if mode != "rb":
+                return super()._open(path, mode, *args, **kwargs)
+            return PositionedReads(self.fs.open_input_file(path))
+
     return DuckDBFileSystem(layout.fs)
+
+
+class PositionedReads:
+    """A read-only file whose position is kept per thread, each read one positioned read (`read_at`).
+
+    DuckDB reads one handle from several threads (a seek, then a read, each a Python call): on a plain file
+    object another thread's seek lands between them, or during a read that released the GIL, and a read returns
+    bytes of another offset (seen as "ZSTD Decompression failure" on object-store databases)."""
+
+    def __init__(self, file: pa.NativeFile):
+        self._file = file
+        self._size = file.size()
+        self._positions = threading.local()
+
+    def _position(self) -> int:
+        return getattr(self._positions, "at", 0)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position(), os.SEEK_END: self._size}[whence]
+        self._positions.at = base + offset
+        return self._positions.at
+
+    def tell(self) -> int:
+        return self._position()
+
+    def read(self, size: int = -1) -> bytes:
+        at = self._position()
+        size = self._size - at if size is None or size < 0 else min(size, max(self._size - at, 0))
+        data = self._file.read_at(size, at) if size > 0 else b""
+        self._positions.at = at + len(data)
+        return data
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> PositionedReads:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def query(layout: DatabaseLayout, sql: str, parameters: list | None = None, *, detached: bool = False) -> pa.Table:

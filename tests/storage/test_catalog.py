@@ -3,6 +3,9 @@ files that are written once, and every time for those rewritten under the same n
 
 from __future__ import annotations
 
+import random
+import threading
+
 import pyarrow.parquet as pq
 import pytest
 from fake_database import BUILD_ID, add_entries
@@ -27,6 +30,33 @@ def test_object_store_file_facts_are_kept_only_for_files_written_once(s3_databas
     assert fs.info(shard_file)["type"] == "file" and fs.info(rewritten)["size"] == 8
     with pytest.raises(FileNotFoundError):
         catalog._duckdb_file_system(layout).info(shard_file)  # a new connection asks the store again
+
+
+def test_object_store_reads_from_many_threads_on_one_handle_return_the_bytes_asked_for(s3_database):
+    """DuckDB seeks and reads one handle from several threads (each step a Python call that may yield the GIL):
+    every read must return the bytes at the offset its own thread sought."""
+    layout = DatabaseLayout(s3_database)
+    data = random.Random(3).randbytes(2 << 20)
+    layout.write_bytes_atomic(data, "shards/blob.bin")
+    handle = catalog._duckdb_file_system(layout).open(layout.path("shards/blob.bin"), "rb")
+    wrong: list[tuple[int, int]] = []
+
+    def read_randomly(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(60):
+            at, size = rng.randrange(len(data) - 70_000), rng.randrange(1, 65_536)
+            handle.seek(at)
+            if handle.read(size) != data[at : at + size] or handle.tell() != at + size:
+                wrong.append((at, size))
+
+    threads = [threading.Thread(target=read_randomly, args=(seed,)) for seed in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+    handle.seek(-10, 2)  # from the end, as Parquet readers find the footer
+    assert handle.read() == data[-10:] and handle.read(5) == b""
 
 
 # --- the failures view: every refused record, by input path, with its accession ----------------------------
