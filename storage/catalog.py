@@ -33,6 +33,7 @@ from structome.storage import schema
 from structome.storage.atomic import replace_atomically
 from structome.storage.integrity import Damage
 from structome.storage.layout import DatabaseLayout
+from structome.storage.lru import MISS, LruCache
 from structome.storage.segments import SEGMENTS_FOLDER, SegmentFile
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ TABLE_FILES = "table_files"  # the catalog's table of visible files and their pa
 LEFT_OUT = "damaged_files"  # the catalog's table of damaged files whose shards or segments its views leave out
 _PROTOCOL = "structome"
 _WRITTEN_ONCE = ("shards", "tables", "schema")  # folders whose files are never rewritten under the same name
+_OPEN_FILES = 1024  # files written once kept open by an object-store connection
+_READ_CACHE_BYTES = 64 << 20  # an object-store connection's reads of files written once, kept for its later queries
 _REFRESHING = threading.RLock()  # a refresh may rebuild an unreadable catalog under it
 
 # Failures: the newest row per (input, record, entry, reason), and none for an entry written by the same or a later
@@ -364,12 +367,25 @@ def _duckdb_file_system(layout: DatabaseLayout):
                 self.known[path] = found
             return found
 
+        def modified(self, path):  # what DuckDB's file cache checks on every open: one request less
+            return self.info(path)["mtime"]
+
         def _open(self, path, mode="rb", *args, **kwargs):
             if mode != "rb":
                 return super()._open(path, mode, *args, **kwargs)
-            return PositionedReads(self.fs.open_input_file(path))
+            if not path.startswith(immutable):
+                return PositionedReads(self.fs.open_input_file(path))
+            # Its bytes never change: the opened file (an open is a request) and its reads are kept.
+            opened = self.opened.get(path)
+            if opened is MISS:
+                opened = self.fs.open_input_file(path)
+                self.opened.put(path, opened)
+            return PositionedReads(opened, (self.reads, path))
 
-    return DuckDBFileSystem(layout.fs)
+    file_system = DuckDBFileSystem(layout.fs)
+    file_system.reads = LruCache(_READ_CACHE_BYTES, len)
+    file_system.opened = LruCache(_OPEN_FILES, lambda _: 1)  # an evicted file closes once no reader holds it
+    return file_system
 
 
 class PositionedReads:
@@ -379,10 +395,11 @@ class PositionedReads:
     object another thread's seek lands between them, or during a read that released the GIL, and a read returns
     bytes of another offset (seen as "ZSTD Decompression failure" on object-store databases)."""
 
-    def __init__(self, file: pa.NativeFile):
+    def __init__(self, file: pa.NativeFile, cache: tuple[LruCache, str] | None = None):
         self._file = file
         self._size = file.size()
         self._positions = threading.local()
+        self._cache = cache  # (reads kept by (name, offset, size), this file's name): a file written once
 
     def _position(self) -> int:
         return getattr(self._positions, "at", 0)
@@ -398,8 +415,18 @@ class PositionedReads:
     def read(self, size: int = -1) -> bytes:
         at = self._position()
         size = self._size - at if size is None or size < 0 else min(size, max(self._size - at, 0))
-        data = self._file.read_at(size, at) if size > 0 else b""
+        data = self._read_at(size, at) if size > 0 else b""
         self._positions.at = at + len(data)
+        return data
+
+    def _read_at(self, size: int, at: int) -> bytes:
+        if self._cache is None:
+            return self._file.read_at(size, at)
+        reads, name = self._cache
+        data = reads.get((name, at, size))
+        if data is MISS:
+            data = self._file.read_at(size, at)
+            reads.put((name, at, size), data)
         return data
 
     @property
@@ -417,7 +444,8 @@ class PositionedReads:
         return True
 
     def close(self) -> None:
-        self._file.close()
+        if self._cache is None:  # a kept file stays open for the connection's other readers
+            self._file.close()
 
     def __enter__(self) -> PositionedReads:
         return self

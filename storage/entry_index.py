@@ -15,10 +15,9 @@ import json
 import logging
 import re
 import threading
-from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Hashable
+from collections import defaultdict
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
 
 import duckdb
 
@@ -27,6 +26,8 @@ from structome.storage import catalog, schema
 from structome.storage.archive import FILE_COLUMNS, FileLocation
 from structome.storage.key_index import SortedTable
 from structome.storage.layout import DatabaseLayout
+from structome.storage.lru import MISS as _MISS
+from structome.storage.lru import LruCache
 from structome.storage.plddt import FRACTION_COLUMNS
 from structome.storage.reader import lookup_spellings
 
@@ -58,7 +59,6 @@ _FILE_NAME = re.compile(r"(?P<entry>.+)-(?:model|predicted_aligned_error|confide
 _VIEWS = ("entries", "files")  # the views an index queries
 KEYS = {"entries": ("entryId", "uniprotAccession"), "files": ("entryId",)}  # what each table is looked up by
 _CACHE_BYTES = 64 << 20  # ready answers kept per snapshot
-_MISS = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,40 +81,6 @@ class SearchResults:
     total: int  # accessions matched; a lower bound unless `counted_all`
     counted_all: bool  # False: counting stopped (at SEARCH_COUNT_CAP matching entries, or out of time)
     scanned_all: bool  # False: the substring scan ran out of time; only key matches are in `total`
-
-
-class LruCache:
-    """A thread-safe least-recently-used map bounded by the summed `weigh` of its values."""
-
-    def __init__(self, max_weight: int, weigh: Callable[[Any], int]):
-        self.max_weight, self._weigh = max_weight, weigh
-        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
-        self._weight = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> Any:
-        """The value, or _MISS."""
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                return _MISS
-            self._items.move_to_end(key)
-            return item[0]
-
-    def put(self, key: Hashable, value: Any) -> None:
-        weight = self._weigh(value)
-        if weight > self.max_weight:
-            return
-        with self._lock:
-            if (old := self._items.pop(key, None)) is not None:
-                self._weight -= old[1]
-            self._items[key] = (value, weight)
-            self._weight += weight
-            while self._weight > self.max_weight:
-                self._weight -= self._items.popitem(last=False)[1][1]
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class EntryIndex:

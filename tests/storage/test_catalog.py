@@ -59,6 +59,26 @@ def test_object_store_reads_from_many_threads_on_one_handle_return_the_bytes_ask
     assert handle.read() == data[-10:] and handle.read(5) == b""
 
 
+def test_an_object_store_connection_keeps_reads_of_files_written_once_and_rereads_the_rest(s3_database):
+    layout = DatabaseLayout(s3_database)
+    layout.write_bytes_atomic(b"segment bytes", "tables/part.parquet")
+    layout.write_bytes_atomic(b"build row v1", "builds/x.parquet")
+    fs = catalog._duckdb_file_system(layout)
+
+    def read(relative: str, at: int, size: int) -> bytes:
+        with fs.open(layout.path(relative), "rb") as handle:
+            handle.seek(at)
+            return handle.read(size)
+
+    assert read("tables/part.parquet", 8, 5) == b"bytes" and read("builds/x.parquet", 10, 2) == b"v1"
+    layout.fs.delete_file(layout.path("tables/part.parquet"))  # never rewritten: the bytes read still hold
+    layout.write_bytes_atomic(b"build row v2", "builds/x.parquet")
+    assert read("tables/part.parquet", 8, 5) == b"bytes"  # from the connection's memory, no request
+    assert read("builds/x.parquet", 10, 2) == b"v2"  # a file that is rewritten: asked again
+    with pytest.raises(OSError):
+        read("tables/part.parquet", 0, 7)  # a range never read: the store is asked, and the file is gone
+
+
 # --- the failures view: every refused record, by input path, with its accession ----------------------------
 
 EARLIER, LATER = "20261124T000000Z-000000", "20261126T000000Z-ffffff"  # around fake_database.BUILD_ID
