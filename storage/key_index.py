@@ -6,8 +6,9 @@ A `SortedTable` keeps, for every row group of its files, the min and max of its 
 footers' statistics (about 2,500 ranges per key at 10M entries, nothing per entry). A lookup bisects those ranges,
 reads the wanted columns of the matching groups only and filters them: no SQL planning, no view, no read of any
 other group. Where a group's key column has a Bloom filter (segment parts: storage.parts), an equality lookup
-checks it first and skips the group it rules out. A file without a column reads it as null (like the catalog's
-`union_by_name` views).
+checks it first and skips the group it rules out, and reads a group it holds in one pass (key and columns); a
+range, or a group without a filter, reads its key column first. A file without a column reads it as null (like
+the catalog's `union_by_name` views).
 """
 
 from __future__ import annotations
