@@ -58,6 +58,7 @@ SEARCH_COLUMNS = (
 _FILE_NAME = re.compile(r"(?P<entry>.+)-(?:model|predicted_aligned_error|confidence)_v\d+\.[a-z]+")
 _VIEWS = ("entries", "files")  # the views an index queries
 KEYS = {"entries": ("entryId", "uniprotAccession"), "files": ("entryId",)}  # what each table is looked up by
+_URL_COLUMNS = ("entryId", "kind", "fileName")  # what an API answer shows of the files table
 _CACHE_BYTES = 64 << 20  # ready answers kept per snapshot
 
 
@@ -172,7 +173,8 @@ class EntryIndex:
         if not rows:
             return []
         entry_ids = sorted(r["entryId"] for r in rows)
-        urls = _file_urls(self._files_table.rows("entryId", entry_ids[0], entry_ids[-1], FILE_COLUMNS), set(entry_ids))
+        found = self._files_table.rows("entryId", entry_ids[0], entry_ids[-1], _URL_COLUMNS)
+        urls = _file_urls(found, set(entry_ids))
         rows.sort(key=lambda r: (r["uniprotAccession"], r["fragment"], r["entryId"]))
         return [_api_record(r, urls.get(r["entryId"], {})) for r in rows]
 
@@ -342,15 +344,15 @@ def _search_record(row: dict) -> dict:
 
 def _file_urls(rows: list[dict], entry_ids: set[str]) -> dict[str, dict[str, str]]:
     """entryId -> the API's URL fields of its stored and derived files, in URL_FIELDS' kind order (the order a
-    shard's files are written in); rows of other entries are ignored."""
+    shard's files are written in), from files rows of _URL_COLUMNS; rows of other entries are ignored."""
     urls: dict[str, dict[str, str]] = defaultdict(dict)
     kinds = list(URL_FIELDS)
-    locations = [FileLocation.from_row(row) for row in rows if row["entryId"] in entry_ids]
-    for location in sorted(locations, key=lambda f: (f.entry_id, kinds.index(f.kind))):
-        urls[location.entry_id][URL_FIELDS[location.kind]] = f"/files/{location.file_name}"
-        if location.kind in DERIVED_KINDS:
-            field, _, suffix = DERIVED_KINDS[location.kind]
-            urls[location.entry_id][field] = f"/files/{DerivedFile(location, suffix).file_name}"
+    files = [(row["entryId"], FileKind(row["kind"]), row["fileName"]) for row in rows if row["entryId"] in entry_ids]
+    for entry_id, kind, file_name in sorted(files, key=lambda f: (f[0], kinds.index(f[1]))):
+        urls[entry_id][URL_FIELDS[kind]] = f"/files/{file_name}"
+        if kind in DERIVED_KINDS:
+            field, stored_suffix, suffix = DERIVED_KINDS[kind]
+            urls[entry_id][field] = f"/files/{file_name.removesuffix(stored_suffix)}{suffix}"
     return urls
 
 

@@ -14,7 +14,7 @@ from fake_database import index_tables
 
 from structome.storage import schema
 from structome.storage.afdb_json import entry_file_names
-from structome.storage.archive import FileLocation
+from structome.storage.archive import FILE_COLUMNS, FileLocation
 from structome.storage.entry_index import (
     ENTRY_COLUMNS,
     SEARCH_COUNT_CAP,
@@ -154,6 +154,33 @@ def test_records_fragments_urls_and_derived_files():
     assert index.derived_file("SM-P1-F2-predicted_aligned_error_v1.png").source == files[0]
     assert index.derived_file("SM-P1-F2-predicted_aligned_error_v1.pdb") is None  # no PDB from a PAE file
     assert index.stored_file("../../etc/passwd") is None and index.derived_file("x.png") is None
+
+
+def test_an_api_answer_reads_only_the_files_columns_its_urls_show_and_a_download_the_whole_row(monkeypatch):
+    from structome.storage import key_index
+
+    names = entry_file_names("SM-P1-F1", 1)
+    files = [location("SM-P1-F1", kind, name.removeprefix("SM-P1-F1")) for kind, name in names.items()]
+    index = index_of([record("P1")], files, cache_bytes=0)
+    asked: list[tuple[str, tuple[str, ...]]] = []
+    original = key_index.SortedTable.rows
+    monkeypatch.setattr(
+        key_index.SortedTable,
+        "rows",
+        lambda self, key, low, high=None, columns=(): (
+            asked.append((key, tuple(columns))) or original(self, key, low, high, columns)
+        ),
+    )
+    [answer] = index.predictions("P1")
+    assert asked[-1] == ("entryId", ("entryId", "kind", "fileName"))
+    assert {field: answer[field] for field in ("cifUrl", "pdbUrl", "paeDocUrl", "paeImageUrl", "plddtDocUrl")} == {
+        "cifUrl": "/files/SM-P1-F1-model_v1.cif",
+        "pdbUrl": "/files/SM-P1-F1-model_v1.pdb",
+        "paeDocUrl": "/files/SM-P1-F1-predicted_aligned_error_v1.json",
+        "paeImageUrl": "/files/SM-P1-F1-predicted_aligned_error_v1.png",
+        "plddtDocUrl": "/files/SM-P1-F1-confidence_v1.json",
+    }
+    assert index.stored_file(names["cif"]) == files[0] and asked[-1] == ("entryId", FILE_COLUMNS)
 
 
 def test_accessions_and_entry_ids_are_found_in_any_case():

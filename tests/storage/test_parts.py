@@ -94,3 +94,43 @@ def test_an_equality_match_is_a_whole_value_not_a_substring():
     assert _matching_rows(keys, "A1", "A1") == [0, 4, 6]
     assert _matching_rows(keys.slice(1), "A1", "A1") == [3, 5]  # a sliced chunk keeps its offsets
     assert _matching_rows(keys, "A", "A2") == [0, 1, 4, 6]
+
+
+def test_a_key_the_bloom_filter_holds_is_read_in_one_pass_and_a_range_reads_its_key_first(written, monkeypatch):
+    files, accessions, _ = written
+    table = SortedTable(pafs.LocalFileSystem(), [str(path) for path, _ in files], ("entryId", "uniprotAccession"))
+    reads: list[tuple[int, list[str]]] = []
+    original = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(
+        pq.ParquetFile,
+        "read_row_group",
+        lambda self, group, columns=None, **options: (
+            reads.append((group, columns)) or original(self, group, columns, **options)
+        ),
+    )
+    accession = accessions[1000]  # part 1 (rows 768-1535 of the sorted 2,000), its group 0
+    assert table.rows("uniprotAccession", accession, columns=("entryId", "gene", "uniprotAccession")) == [
+        {"uniprotAccession": accession, "entryId": f"SM-{accession}-F1", "gene": None}
+    ]
+    assert reads == [(0, ["uniprotAccession", "entryId", "gene"])]  # the key and the columns at once, each once
+    reads.clear()
+    assert table.rows("uniprotAccession", "Q00001", columns=("entryId",)) == [] and reads == []  # filters say no
+    low, high = accessions[250], accessions[260]  # a range across groups 0 and 1 of part 0: no Bloom filter
+    found = table.rows("uniprotAccession", low, high, ("entryId",))
+    assert [r["entryId"] for r in found] == [f"SM-{a}-F1" for a in accessions[250:261]]
+    assert reads == [(0, ["uniprotAccession"]), (0, ["entryId"]), (1, ["uniprotAccession"]), (1, ["entryId"])]
+
+
+def test_rows_of_a_key_held_apart_in_one_group_come_in_group_order(tmp_path):
+    path = tmp_path / "blooms.parquet"
+    rows = pa.table(
+        {"entryId": ["a", "b", "a", "c", "a"], "gene": ["g1", "g2", "g3", "g4", "g5"], "n": [1, 2, 3, 4, 5]}
+    )
+    pq.write_table(rows, path, bloom_filter_options={"entryId": {"ndv": 8, "fpp": 0.01}})
+    table = SortedTable(pafs.LocalFileSystem(), [str(path)], ("entryId",))
+    assert table.rows("entryId", "a", columns=("n", "gene")) == [
+        {"n": 1, "gene": "g1"},
+        {"n": 3, "gene": "g3"},
+        {"n": 5, "gene": "g5"},
+    ]
+    assert table.rows("entryId", "b", "c", ("entryId", "n")) == [{"entryId": "b", "n": 2}, {"entryId": "c", "n": 4}]
