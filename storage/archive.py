@@ -12,17 +12,14 @@ import io
 import re
 import tarfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, BinaryIO, Self, TypeVar
 
 from structome.models.types import FileKind
-from structome.storage.schema import FILES
 
 GZIP_LEVEL = 6
 ENCODINGS = {"gzip": ".gz", "identity": ""}  # stored encoding -> suffix of the member name
-FILE_COLUMNS = tuple(FILES.names)  # the files table's columns, in FileLocation's field order
 StoredBytes = TypeVar("StoredBytes", bytes, memoryview)  # a member read alone, or a view into a coalesced read
-FILE_FIELDS = tuple(re.sub(r"(?<=[a-z])([A-Z])", r"_\1", column).lower() for column in FILE_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +52,12 @@ class FileLocation:
     def row(self) -> dict:
         """The files-table row."""
         return {column: getattr(self, name) for column, name in zip(FILE_COLUMNS, FILE_FIELDS, strict=True)}
+
+
+FILE_FIELDS = tuple(field.name for field in fields(FileLocation))
+# The files table's columns (storage.schema.FILES, in this order: tests/storage/test_archive.py), named here from
+# FileLocation's fields so that reading one file's location never imports pyarrow for the schema.
+FILE_COLUMNS = tuple(re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), name) for name in FILE_FIELDS)
 
 
 def file_columns_sql(table: str = "") -> str:

@@ -11,10 +11,10 @@ import os
 import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "DatabasePermissionError",
@@ -97,6 +97,8 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> None:
 
 
 def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> None:
+    import pyarrow.parquet as pq
+
     replace_atomically(path, lambda temporary: pq.write_table(table, temporary, compression="zstd"))
 
 

@@ -14,6 +14,9 @@ shards listed at connect time.
 
 Each table always reads an empty, typed `schema/<table>.parquet` too, so its columns exist before the
 first shard lands.
+
+Reading a local catalog (connect, connect_snapshot, query_rows) imports no pyarrow (~165 ms with numpy): that is
+most of what `structome get` and `structome sql "SELECT 1"` would otherwise spend.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from structome.storage import schema
 from structome.storage.atomic import replace_atomically
@@ -35,6 +39,9 @@ from structome.storage.integrity import Damage
 from structome.storage.layout import DatabaseLayout
 from structome.storage.lru import MISS, LruCache
 from structome.storage.segments import SEGMENTS_FOLDER, SegmentFile
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +87,9 @@ def refresh_catalog(layout: DatabaseLayout) -> None:
 
 def _ensure_schema_files(layout: DatabaseLayout) -> None:
     """The typed empty table files every view reads: written when missing, rewritten when damaged (derived data)."""
-    files = {layout.schema_file(table): table for table in schema.TABLES}
+    import pyarrow.parquet as pq
+
+    files = {layout.schema_file(table): table for table in schema.TABLE_NAMES}
     for damage in layout.damaged_files(list(files)):
         if damage.problem != "missing":
             logger.warning("%s is damaged (%s): rewriting it (an empty typed table)", damage.file, damage.problem)
@@ -105,10 +114,10 @@ def _create_views(
     visible: dict[str, list[SegmentFile]] | None = None,
 ) -> None:
     if visible is None:
-        visible, damage = layout.checked_parts(schema.TABLES)
+        visible, damage = layout.checked_parts(schema.TABLE_NAMES)
         if not temporary:  # catalog.duckdb says what its views leave out, for every reader that opens it
             _record_left_out(connection, damage)
-    for table in schema.TABLES:
+    for table in schema.TABLE_NAMES:
         name = table + _RAW_SUFFIX if table == "failures" else table
         connection.execute(f"CREATE OR REPLACE {temporary} VIEW {name} AS {_table_sql(layout, table, visible[table])}")
     connection.execute(_FAILURES_VIEW.format(temporary=temporary))
@@ -211,7 +220,7 @@ def _lists_damaged_files(connection: duckdb.DuckDBPyConnection, layout: Database
             more,
             layout.location,
         )
-    damaged = layout.damaged_files([*listed, *(layout.schema_file(table) for table in schema.TABLES)])
+    damaged = layout.damaged_files([*listed, *(layout.schema_file(table) for table in schema.TABLE_NAMES)])
     if damaged:
         logger.info("%s lists files damaged since it was written: reading the healthy files directly", layout.catalog)
     return bool(damaged)
@@ -456,10 +465,28 @@ class PositionedReads:
 
 def query(layout: DatabaseLayout, sql: str, parameters: list | None = None, *, detached: bool = False) -> pa.Table:
     """The result of `sql` as a table; `detached`: through `connect_snapshot` (no file lock held while it runs)."""
+    import pyarrow as pa
+
+    with _result(layout, sql, parameters, detached) as relation:
+        return relation.to_arrow_table() if relation is not None else pa.table({})
+
+
+def query_rows(
+    layout: DatabaseLayout, sql: str, parameters: list | None = None, *, detached: bool = False
+) -> tuple[list[str], list[tuple]]:
+    """`query` as column names and rows of Python values, without pyarrow (what the CLI prints)."""
+    with _result(layout, sql, parameters, detached) as relation:
+        return (list(relation.columns), relation.fetchall()) if relation is not None else ([], [])
+
+
+@contextmanager
+def _result(
+    layout: DatabaseLayout, sql: str, parameters: list | None, detached: bool
+) -> Iterator[duckdb.DuckDBPyRelation | None]:
+    """The relation of `sql` (None for a statement without a result) on a connection open while it is used."""
     connection = connect_snapshot(layout) if detached else connect(layout)
     try:
-        relation = connection.sql(sql, params=parameters) if parameters else connection.sql(sql)
-        return relation.to_arrow_table() if relation is not None else pa.table({})
+        yield connection.sql(sql, params=parameters) if parameters else connection.sql(sql)
     finally:
         connection.close()
 

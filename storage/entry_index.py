@@ -113,7 +113,7 @@ class EntryIndex:
     @classmethod
     def load(cls, layout: DatabaseLayout) -> EntryIndex:
         """A snapshot of what is committed now (holding no lock on catalog.duckdb, which a build may refresh)."""
-        visible = layout.visible_parts(schema.TABLES)  # one listing for the lookups and the search views
+        visible = layout.visible_parts(schema.TABLE_NAMES)  # one listing for the lookups and the search views
         tables = {
             table: SortedTable(layout.fs, [layout.path(f.path) for f in visible[table]], KEYS[table])
             for table in _VIEWS

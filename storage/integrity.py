@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from structome.storage.formats import FormatError, check_format, format_tag
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 SHARD_CHECKSUMS = "checksums.json"  # in a shard's folder
 CHECKSUMS_VERSION = 1
@@ -82,6 +84,8 @@ def digest_file(fs: pafs.FileSystem, path: str, *, parquet: bool) -> FileDigest:
             size += len(chunk)
     rows = None
     if parquet:
+        import pyarrow.parquet as pq
+
         with fs.open_input_file(path) as handle:
             rows = pq.ParquetFile(handle).metadata.num_rows
     return FileDigest(size, digest.hexdigest(), rows)
@@ -105,23 +109,32 @@ def parse_shard_checksums(data: bytes, where: str) -> dict[str, FileDigest]:
         raise FormatError(f"{where} is corrupt ({error!r})") from error
 
 
-def parquet_problem(fs: pafs.FileSystem, path: str, expected_size: int | None = None) -> str | None:
+def parquet_problem(fs: pafs.FileSystem | None, path: str, expected_size: int | None = None) -> str | None:
     """What is wrong with a Parquet file at a glance (missing, empty, truncated, not Parquet); None if it looks whole.
 
     One open and two small reads: cheap enough for every listing of the visible files. A file whose both ends are
-    intact but whose inside is damaged passes; `structome verify` finds it (footer, rows, checksums)."""
+    intact but whose inside is damaged passes; `structome verify` finds it (footer, rows, checksums). `fs` None: a
+    local path, read with os (every `structome get` and `sql` checks the catalog's files so, without pyarrow)."""
     try:
-        with fs.open_input_file(path) as handle:
-            size = handle.size()
-            if expected_size is not None and size != expected_size:
-                return f"{size} bytes, {expected_size} recorded (truncated or rewritten)"
-            if size < 12:
-                return f"truncated or not Parquet ({size} bytes)"
-            head, tail = handle.read_at(4, 0), handle.read_at(8, size - 8)
+        if fs is None:
+            descriptor = os.open(path, os.O_RDONLY)
+            try:
+                size = os.fstat(descriptor).st_size
+                head, tail = os.pread(descriptor, 4, 0), os.pread(descriptor, 8, max(size - 8, 0))
+            finally:
+                os.close(descriptor)
+        else:
+            with fs.open_input_file(path) as handle:
+                size = handle.size()
+                head, tail = (handle.read_at(4, 0), handle.read_at(8, size - 8)) if size >= 12 else (b"", b"")
     except FileNotFoundError:
         return "missing"
     except OSError as error:
         return f"unreadable ({error})"
+    if expected_size is not None and size != expected_size:
+        return f"{size} bytes, {expected_size} recorded (truncated or rewritten)"
+    if size < 12:
+        return f"truncated or not Parquet ({size} bytes)"
     if head != _MAGIC or tail[4:] != _MAGIC:
         return "truncated or not Parquet (no Parquet magic at its start or end)"
     (footer,) = struct.unpack("<I", tail[:4])
@@ -135,6 +148,8 @@ def footer_problem(fs: pafs.FileSystem, path: str, recorded: FileDigest | None) 
     quick = parquet_problem(fs, path, recorded.size if recorded else None)
     if quick is not None:
         return quick
+    import pyarrow.parquet as pq
+
     try:
         with fs.open_input_file(path) as handle:
             rows = pq.ParquetFile(handle).metadata.num_rows

@@ -39,10 +39,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from structome.storage import formats
 from structome.storage.atomic import (
@@ -64,6 +61,10 @@ from structome.storage.segments import (
     generation_of,
     manifest_path,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.fs as pafs
 
 logger = logging.getLogger(__name__)
 
@@ -100,19 +101,26 @@ class ShardTarget:
 
 
 class DatabaseLayout:
-    """Names and atomic file operations of one database, on a local folder or an object store."""
+    """Names and atomic file operations of one database, on a local folder or an object store.
+
+    A local folder's pyarrow file system is made on first use of `fs`: what `structome get` and `sql` read (the
+    marker, the quick checks, one ranged read) goes through os, so those commands never import pyarrow (~165 ms).
+    """
 
     def __init__(self, location: str | os.PathLike):
         text = os.fspath(location)
         self.uri = text if "://" in text else None  # with its query (the store's options)
+        self._fs: pafs.FileSystem | None = None
         if "://" in text:
-            self.fs, base = pafs.FileSystem.from_uri(text)
+            import pyarrow.fs as pafs
+
+            self._fs, base = pafs.FileSystem.from_uri(text)
             self.location = text.split("?", 1)[0].rstrip("/")
+            self.is_local = isinstance(self._fs, pafs.LocalFileSystem)  # file:// URIs
         else:
-            self.fs, base = pafs.LocalFileSystem(), str(Path(text).resolve())
-            self.location = base
+            base = self.location = str(Path(text).resolve())
+            self.is_local = True
         self.base = base.rstrip("/")
-        self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
         self._marker: dict | None = None  # structome.json as read; None while unread or absent
         self._layout: int | None = None  # the database's layout; None: no database here (yet)
         self._marker_read = False
@@ -120,6 +128,15 @@ class DatabaseLayout:
 
     def __repr__(self) -> str:
         return f"DatabaseLayout({self.location!r})"
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        """The database's pyarrow file system."""
+        if self._fs is None:
+            import pyarrow.fs as pafs
+
+            self._fs = pafs.LocalFileSystem()
+        return self._fs
 
     @property
     def root(self) -> Path:
@@ -153,12 +170,9 @@ class DatabaseLayout:
 
     def _read_marker(self) -> tuple[dict | None, int | None]:
         try:
-            with self.fs.open_input_stream(self._path(MARKER_NAME)) as stream:
-                marker = parse_marker(stream.read(), f"{self.location}/{MARKER_NAME}")
+            marker = parse_marker(self._read(self._path(MARKER_NAME)), f"{self.location}/{MARKER_NAME}")
         except FileNotFoundError:
-            content = any(
-                self.fs.get_file_info(self._path(f)).type != pafs.FileType.NotFound for f in ("shards", "builds")
-            )
+            content = any(self._exists(self._path(f)) for f in ("shards", "builds"))
             return None, (1 if content else None)  # a database from before markers is layout 1
         return marker, marker["layout"]
 
@@ -249,7 +263,14 @@ class DatabaseLayout:
         """Whether a file exists; without an argument, whether this is a structome database."""
         if relative is None:
             return self.catalog.exists() if self.is_local else self.exists(self.schema_file("entries"))
-        return self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound
+        return self._exists(self.path(relative))
+
+    def _exists(self, path: str) -> bool:
+        if self.is_local:
+            return os.path.exists(path)
+        import pyarrow.fs as pafs
+
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 
     def create(self) -> None:
         """Make the database, or bring an existing one to this layout (under the build lock if it may hold data)."""
@@ -261,10 +282,16 @@ class DatabaseLayout:
 
     def read_bytes(self, relative: str) -> bytes:
         try:
-            with self.fs.open_input_stream(self.path(relative)) as stream:
-                return stream.read()
+            return self._read(self.path(relative))
         except PermissionError as error:
             raise permission_denied(error, "read", self.path(relative)) from error
+
+    def _read(self, path: str) -> bytes:
+        if self.is_local:
+            with open(path, "rb") as file:
+                return file.read()
+        with self.fs.open_input_stream(path) as stream:
+            return stream.read()
 
     def read_text(self, relative: str) -> str:
         return self.read_bytes(relative).decode()
@@ -272,6 +299,9 @@ class DatabaseLayout:
     def read_range(self, relative: str, offset: int, length: int) -> bytes:
         """One ranged read (a single GET with a Range header on object stores)."""
         try:
+            if self.is_local:
+                with open(self.path(relative), "rb", buffering=0) as file:
+                    return os.pread(file.fileno(), length, offset)
             with self.fs.open_input_file(self.path(relative)) as handle:
                 return handle.read_at(length, offset)
         except PermissionError as error:
@@ -279,6 +309,8 @@ class DatabaseLayout:
 
     def list_files(self, folder: str) -> list[str]:
         """Paths (relative to the database) of every file under a folder, recursively, sorted."""
+        import pyarrow.fs as pafs
+
         selector = pafs.FileSelector(self.path(folder), recursive=True, allow_not_found=True)
         prefix = len(self.base) + 1
         return sorted(info.path[prefix:] for info in self.fs.get_file_info(selector) if info.is_file)
@@ -301,6 +333,8 @@ class DatabaseLayout:
         if self.is_local:
             write_parquet_atomic(table, self.path(relative))
         else:
+            import pyarrow.parquet as pq
+
             pq.write_table(table, self.path(relative), filesystem=self.fs, compression="zstd")
 
     def append_lines(self, lines: list[str], relative: str) -> None:
@@ -468,7 +502,7 @@ class DatabaseLayout:
         sizes = sizes or {}
 
         def check(relative: str) -> str | None:
-            return parquet_problem(self.fs, self.path(relative), sizes.get(relative))
+            return parquet_problem(None if self.is_local else self.fs, self.path(relative), sizes.get(relative))
 
         if self.is_local or len(files) < 2:
             problems = list(map(check, files))

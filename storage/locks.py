@@ -25,12 +25,13 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from urllib.parse import parse_qs, urlsplit
 
-import pyarrow.fs as pafs
-
 from structome.storage.formats import check_format, format_tag
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 LEASE_SECONDS = 60.0  # a lease older than this was left by a dead build
 RENEW_SECONDS = 10.0
@@ -267,6 +268,8 @@ class _ConditionFailed(Exception):
 
 def lease_object(fs: pafs.FileSystem, path: str, uri: str | None) -> _PlainLeaseObject | _S3LeaseObject:
     """Conditional writes on S3 when boto3 is installed; plain writes otherwise."""
+    import pyarrow.fs as pafs
+
     if uri is None or not uri.startswith("s3://") or not isinstance(fs, pafs.S3FileSystem):
         return _PlainLeaseObject(fs, path)
     try:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ _EDGES = tuple(band.lower for band in PLDDT_BANDS[1:])
 
 def band_indices(values: Iterable[float] | np.ndarray) -> np.ndarray:
     """Index into PLDDT_BANDS of each finite pLDDT value (0-100); non-finite values raise ValueError."""
+    import numpy as np  # here, not on import: the schema's column names (FRACTION_COLUMNS) come from this module
+
     array = values.astype(np.float64) if isinstance(values, np.ndarray) else np.fromiter(values, np.float64)
     if not np.isfinite(array).all():
         raise ValueError("pLDDT values must be finite")

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import duckdb
-import pyarrow as pa
 
 from structome.models.types import FileKind
 from structome.storage import catalog
@@ -32,6 +31,8 @@ def committed_entries(layout: DatabaseLayout, entry_ids: Iterable[str]) -> dict[
     """entryId -> predictionId of those of `entry_ids` that are committed (read straight from Parquet, no catalog
     lock). Memory follows the ids asked for, not the database: DuckDB streams the entries files' two key columns
     through a semi join with the ids (at 10M entries, ~4,400 ids: benchmarks/bench_scale.py)."""
+    import pyarrow as pa
+
     files = layout.table_files("entries")
     wanted = pa.table({"entryId": pa.array(sorted(set(entry_ids)), pa.string())})
     if not files or not len(wanted):

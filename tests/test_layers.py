@@ -94,7 +94,8 @@ def test_writer_processes_never_import_torch():
 
 def test_no_command_module_imports_torch_ray_or_transformers():
     """No command module imports torch, Ray, transformers or pandas: the commands that fold or submit import them
-    when they run (issue 11: `structome sql "SELECT 1"` and `get` in < 0.5 s)."""
+    when they run (issue 11: `structome sql "SELECT 1"` and `get` in < 0.5 s; that those two, run, import not even
+    pyarrow or numpy: tests/jobs/test_cli_usability.py)."""
     code = (
         "import importlib, sys; from structome.jobs.cli.main import COMMANDS;"
         "[importlib.import_module(target.partition(':')[0]) for target in COMMANDS.values()];"

@@ -29,15 +29,22 @@ def sql(db, fmt, out, allow_writes, query) -> None:
 
     One SELECT-type statement, as on the server's /api/sql; the catalog is read without holding its file lock, so a
     long query never stops a build from refreshing it."""
+    layout = DatabaseLayout(db)
     try:
         if not allow_writes:
             check_statement(query)
-        table = catalog.query(DatabaseLayout(db), query, detached=True)
+        if fmt == "parquet":  # the one format that needs Arrow's types (and pyarrow)
+            table = catalog.query(layout, query, detached=True)
+        else:
+            columns, rows = catalog.query_rows(layout, query, detached=True)
     except SqlRefused as error:
         raise click.ClickException(f"{error} (`structome sql` is read-only; --allow-writes runs it)") from error
     except (SqlError, duckdb.Error, FileNotFoundError) as error:
         raise click.ClickException(str(error).strip()) from error
-    output.write_table(table, fmt, out)
+    if fmt == "parquet":
+        output.write_parquet(table, out)
+    else:
+        output.write_rows(columns, rows, fmt, out)
 
 
 @click.command()

@@ -49,7 +49,7 @@ _GRACE_S = 2.0  # how long past the timeout a worker may take to answer before i
 _START_TIMEOUT_S = 60.0  # a worker's start-up (imports, opening the catalog)
 _PARSER_LOCK = threading.Lock()
 
-CATALOG_TABLES = tuple(schema.TABLES)  # what the endpoint reads (the failures view, not its raw rows)
+CATALOG_TABLES = schema.TABLE_NAMES  # what the endpoint reads (the failures view, not its raw rows)
 PURE_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest", "repeat", "json_each", "json_tree"})
 SETTING_FUNCTIONS = frozenset({"current_setting", "write_log"})  # show (or write) the server's own state
 _SHOW_TABLES = frozenset({'"tables"', "__show_tables_expanded"})  # SHOW TABLES, SHOW ALL TABLES / DESCRIBE
@@ -211,7 +211,7 @@ def open_locked_catalog(root: str, limits: SqlLimits) -> duckdb.DuckDBPyConnecti
     """A worker's connection (run in the database folder): the catalog's views in memory (no lock on
     catalog.duckdb: builds go on), only the views' files readable, the configuration locked."""
     layout = DatabaseLayout(root)
-    visible = layout.visible_parts(schema.TABLES)
+    visible = layout.visible_parts(schema.TABLE_NAMES)
     connection = catalog.connect_detached(layout, visible)
     _lock_down(connection, _view_files(layout, visible), limits)
     return connection

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -127,6 +129,42 @@ def test_get_finds_accessions_and_entry_ids_in_any_case(database):
     assert upper.exit_code == 0 and upper.output.startswith("data_")
     for spelling in ("p1", "sm-p1-f1"):
         assert structome("get", "--db", str(database.location), spelling).output == upper.output
+
+
+# What a command may import only when it needs it (issue 11: `get` and `sql "SELECT 1"` in < 0.5 s): pyarrow and
+# numpy cost ~165 ms, fsspec and pandas more, torch, Ray and transformers seconds.
+HEAVY_MODULES = ("pyarrow", "numpy", "pandas", "fsspec", "torch", "ray", "transformers")
+
+
+@pytest.mark.parametrize(
+    "args, printed",
+    [
+        (["get", "P1"], "data_"),
+        (["get", "sm-p1-f1", "--format", "confidence"], '{"residueNumber"'),
+        (["sql", "SELECT 1 AS one"], "one"),
+        (
+            ["sql", "--format", "json", "SELECT entryId, globalMetricValue, modelCreatedDate FROM entries"],
+            '[{"entryId"',
+        ),
+        (["sql", "--format", "csv", "SELECT * FROM builds"], "build,"),
+    ],
+)
+def test_get_and_sql_import_no_heavy_module(database, args, printed):
+    """The commands run as a user runs them (a fresh process); what they imported is read at their end."""
+    code = (
+        "import sys; from structome.jobs.cli import main\n"
+        "try:\n    main(sys.argv[1:], standalone_mode=False)\n"
+        f"finally:\n    print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY_MODULES)!r}), file=sys.stderr)"
+    )
+    command, *rest = args
+    done = subprocess.run(
+        [sys.executable, "-c", code, command, "--db", str(database.location), *rest],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.startswith(printed), done.stderr
+    assert done.stderr.splitlines()[-1] == "[]", f"`structome {' '.join(args)}` imported {done.stderr}"
 
 
 def test_get_into_a_missing_folder_or_with_a_too_long_name_is_one_line(database, tmp_path):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import tarfile
 
 import pytest
 
 from structome.models.types import FileKind
+from structome.storage import schema
 from structome.storage.archive import (
-    FILE_FIELDS,
+    FILE_COLUMNS,
     ArchiveChecksumError,
     ArchiveWriter,
     FileLocation,
@@ -64,7 +64,7 @@ def test_uncompressed_members_and_a_corrupted_read(tmp_path):
 
 
 def test_a_location_is_a_files_row_and_round_trips_through_the_table(tmp_path):
-    assert FILE_FIELDS == tuple(field.name for field in dataclasses.fields(FileLocation))
+    assert FILE_COLUMNS == tuple(schema.FILES.names)  # named from FileLocation's fields, in the schema's order
     path = tmp_path / "archive.tar"
     location = write_archive(path, lambda archive: archive.add("SM-P-F1", "confidence", "c.json", b"{}"))
     assert location.kind is FileKind.CONFIDENCE and location.archive == "archive.tar" and location.member == "c.json.gz"
