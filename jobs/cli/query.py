@@ -10,7 +10,6 @@ import duckdb
 
 from structome.jobs.cli import output
 from structome.jobs.cli.options import DB_OPTION
-from structome.jobs.serve.sql_sandbox import SqlError, SqlRefused, check_statement
 from structome.storage import catalog
 from structome.storage.layout import DatabaseLayout
 from structome.storage.reader import DOWNLOAD_KINDS, AmbiguousEntryError, EntryNotFoundError, read_entry_file
@@ -29,6 +28,8 @@ def sql(db, fmt, out, allow_writes, query) -> None:
 
     One SELECT-type statement, as on the server's /api/sql; the catalog is read without holding its file lock, so a
     long query never stops a build from refreshing it."""
+    from structome.jobs.serve.sql_sandbox import SqlError, SqlRefused, check_statement  # not for `get`: ~10 ms
+
     layout = DatabaseLayout(db)
     try:
         if not allow_writes:

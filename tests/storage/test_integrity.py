@@ -27,12 +27,14 @@ FINGERPRINT = {
 }
 
 
-def fingerprint(layout: DatabaseLayout) -> dict:
-    return {table: catalog.query(layout, sql).to_pylist() for table, sql in FINGERPRINT.items()}
+def fingerprint(layout: DatabaseLayout, *, detached: bool = False) -> dict:
+    """`detached`: through catalog.connect_snapshot, as `structome sql` reads (else catalog.connect, as `get`)."""
+    return {table: catalog.query(layout, sql, detached=detached).to_pylist() for table, sql in FINGERPRINT.items()}
 
 
-def entry_ids(layout: DatabaseLayout) -> set[str]:
-    return set(catalog.query(layout, "SELECT entryId FROM entries").column("entryId").to_pylist())
+def entry_ids(layout: DatabaseLayout, *, detached: bool = False) -> set[str]:
+    rows = catalog.query(layout, "SELECT entryId FROM entries", detached=detached)
+    return set(rows.column("entryId").to_pylist())
 
 
 def shard_entries(layout: DatabaseLayout, shard: str) -> set[str]:
@@ -75,6 +77,7 @@ def test_a_damaged_shard_is_left_out_by_name_and_the_healthy_rest_answers(databa
     damage(layout.root / "shards" / shard / f"{table}.parquet")
     with caplog.at_level(logging.WARNING):
         assert entry_ids(layout) == healthy  # the stale catalog notices, and reads the healthy files
+        assert entry_ids(layout, detached=True) == healthy  # so does its snapshot
         catalog.refresh_catalog(layout)  # a build's refresh: no DuckDB error, the shard left out
         assert entry_ids(layout) == healthy
     assert f"shard {shard} is damaged" in caplog.text and f"shards/{shard}/{table}.parquet" in caplog.text
@@ -86,12 +89,13 @@ def test_a_damaged_shard_is_left_out_by_name_and_the_healthy_rest_answers(databa
     assert "structome verify" in str(refused.value)
 
 
-def test_a_garbage_catalog_is_rebuilt(database, caplog):
+@pytest.mark.parametrize("detached", [False, True], ids=["connect", "snapshot"])
+def test_a_garbage_catalog_is_rebuilt(database, caplog, detached):
     layout = database
     expected = fingerprint(layout)
     layout.catalog.write_bytes(b"garbage" * 1000)
     with caplog.at_level(logging.WARNING):
-        assert fingerprint(layout) == expected
+        assert fingerprint(layout, detached=detached) == expected
     assert "unreadable" in caplog.text and "rebuilding" in caplog.text
     layout.catalog.write_bytes(b"")
     catalog.refresh_catalog(layout)  # the writer's way in rebuilds it too
