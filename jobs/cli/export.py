@@ -54,8 +54,8 @@ def export_command(db, query, out, kinds) -> None:
     """Write the files of every entry QUERY selects into one tar (AFDB bulk layout, manifest.json first)."""
     layout = DatabaseLayout(db)
     try:
-        check_statement(query)  # a SELECT, as for `structome sql`: COPY ... TO would write files
-        entry_ids = entry_ids_of(catalog.query(layout, query, detached=True))
+        # a SELECT, as for `structome sql`: COPY ... TO would write files
+        entry_ids = entry_ids_of(catalog.query(layout, query, detached=True, check=check_statement))
         if not entry_ids:
             raise click.ClickException("the query returned no rows: nothing to export")
         files = export_files(layout, entry_ids, parse_kinds(kinds))
