@@ -359,8 +359,10 @@ def _whole_number(key: str, value: str | None, largest: int) -> int | str | None
     a sentence saying what is wrong with it."""
     if not value:
         return None
-    if value.isascii() and value.isdigit() and 1 <= int(value) <= largest:
-        return int(value)
+    # the digits' count first: int() refuses strings of over 4,300 digits (ValueError), none of which fits anyway
+    digits = value.lstrip("0") if value.isascii() and value.isdigit() else ""
+    if digits and len(digits) <= len(str(largest)) and int(digits) <= largest:
+        return int(digits)
     shown = value if len(value) <= 30 else f"{value[:30]}... ({len(value)} characters)"
     return f"{key}={shown!r} is not a whole number from 1 to {largest}"
 

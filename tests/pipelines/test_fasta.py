@@ -357,6 +357,9 @@ def test_semicolon_line_inside_a_sequence_is_kept_for_ingest_to_refuse(tmp_path:
         ("sp|P12345|A_B d OX=0", "OX='0' is not"),
         ("sp|P12345.99999999999|A_B d", "accession version='99999999999' is not a whole number"),
         ("sp|P12345|A_B d SV=two", "SV='two' is not"),
+        # over Python's 4,300-digit limit of int(str): int() raised ValueError and the whole ingest stopped
+        (f"sp|P12345|A_B d OX={'9' * 5000}", "OX='999999999999999999999999999999... (5000 characters)' is not"),
+        (f"sp|P12345.{'7' * 5000}|A_B d", "accession version='777777777777777777777777777777... (5000 char"),
     ],
 )
 def test_header_numbers_the_schema_cannot_hold_are_named(header: str, problem: str) -> None:
@@ -369,6 +372,7 @@ def test_largest_header_numbers_the_schema_holds_are_kept() -> None:
     record = parse_header(f"sp|P1|A_B d OX={2**63 - 1} SV={2**31 - 1}")
     assert (record.tax_id, record.sequence_version, record.header_problem) == (2**63 - 1, 2**31 - 1, "")
     assert parse_header("sp|P1.7|A_B d OX= SV=").sequence_version is None  # empty fields: absent, as before
+    assert parse_header(f"sp|P1|A_B d OX={'0' * 5000}9606").tax_id == 9606  # leading zeros are no digits too many
 
 
 def test_long_header_text_is_cut_and_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
