@@ -322,13 +322,17 @@ def _retrying(layout: DatabaseLayout, open_catalog: Callable[[], Opened], attemp
 
 
 def _locked_by_another_process(path: Path) -> bool:
-    """Whether another process holds a DuckDB write lock (an fcntl lock) on the file."""
+    """Whether another process holds a DuckDB lock (an fcntl lock) on the file: a writer's exclusive one, or a
+    reader's shared one (read_only connections hold it shared, which a shared test lock would not see). Without
+    write permission only a writer's lock can be seen."""
     try:
-        descriptor = os.open(path, os.O_RDONLY)
+        descriptor, kind = os.open(path, os.O_RDWR), fcntl.LOCK_EX
+    except PermissionError:
+        descriptor, kind = os.open(path, os.O_RDONLY), fcntl.LOCK_SH
     except FileNotFoundError:
         return False
     try:
-        fcntl.lockf(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB, 0, 0)
+        fcntl.lockf(descriptor, kind | fcntl.LOCK_NB, 0, 0)
         fcntl.lockf(descriptor, fcntl.LOCK_UN, 0, 0)
         return False
     except OSError:  # EAGAIN/EACCES: a conflicting lock

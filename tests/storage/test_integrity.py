@@ -7,9 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 from fake_database import add_entries
 
@@ -100,6 +103,27 @@ def test_a_garbage_catalog_is_rebuilt(database, caplog, detached):
     layout.catalog.write_bytes(b"")
     catalog.refresh_catalog(layout)  # the writer's way in rebuilds it too
     assert fingerprint(layout) == expected
+
+
+def test_a_catalog_a_reader_in_another_process_holds_is_not_taken_for_unreadable(database, caplog):
+    """DuckDB holds a read-only file with a shared lock: a writer's open fails (IOException), and the check for a
+    lock must see that shared lock too, not rebuild (replace) a healthy catalog under its readers."""
+    layout = database
+    reader = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, sys; held = duckdb.connect({str(layout.catalog)!r}, read_only=True); "
+         "print('open', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "open\n"
+        inode = layout.catalog.stat().st_ino
+        assert catalog._locked_by_another_process(layout.catalog)
+        with caplog.at_level(logging.WARNING), pytest.raises(duckdb.IOException):
+            catalog._retrying(layout, lambda: duckdb.connect(str(layout.catalog), read_only=False), attempts=2)
+        assert "rebuilding" not in caplog.text and layout.catalog.stat().st_ino == inode
+    finally:
+        reader.communicate("")
+    assert not catalog._locked_by_another_process(layout.catalog)
 
 
 @pytest.mark.parametrize("damage", [truncate, garble, os.remove])
