@@ -72,7 +72,8 @@ class FileDigest:
 
     @classmethod
     def from_json(cls, item: dict) -> FileDigest:
-        return cls(int(item["size"]), str(item["sha256"]), item.get("rows"))
+        rows = item.get("rows")
+        return cls(int(item["size"]), str(item["sha256"]), None if rows is None else int(rows))
 
 
 def digest_file(fs: pafs.FileSystem, path: str, *, parquet: bool) -> FileDigest:
@@ -105,7 +106,8 @@ def parse_shard_checksums(data: bytes, where: str) -> dict[str, FileDigest]:
         document = json.loads(data)
         check_format(document, "checksums", CHECKSUMS_VERSION, where)
         return {name: FileDigest.from_json(item) for name, item in document["files"].items()}
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
+        # AttributeError: valid JSON of another shape (a list, a string; "files" not an object) has no .get/.items
         raise FormatError(f"{where} is corrupt ({error!r})") from error
 
 

@@ -203,6 +203,25 @@ def test_verify_names_each_damaged_file_and_repair_quarantines_exactly_their_sha
     assert committed_entries(layout, lost) == {}
 
 
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"[]",
+        b'"checksums"',
+        b'{"files": []}',
+        b'{"files": {"entries.parquet": {"size": 1, "sha256": "x", "rows": "many"}}}',
+    ],
+)
+def test_a_checksums_record_of_the_wrong_shape_is_named_not_a_crash(database, record):
+    """Valid JSON that is no checksums record (a list, a string, files not an object, rows no number) is damage
+    verify names; it raised AttributeError (or kept rows='many') before."""
+    layout = database
+    shard = sorted(layout.committed_shards())[0]
+    (layout.root / "shards" / shard / "checksums.json").write_bytes(record)
+    damage = [d for d in verify(layout).damage if d.file.endswith("checksums.json")]
+    assert [(d.shard, d.problem.startswith("unreadable record of checksums")) for d in damage] == [(shard, True)]
+
+
 def test_compaction_leaves_a_damaged_shard_uncompacted(database):
     layout = database
     shard = sorted(layout.committed_shards())[0]
