@@ -356,9 +356,12 @@ class _Loop:
         self.starting[replacement.describe.remote()] = replacement  # takes shards once its model is loaded
         outcomes = _settled(refs)
         calls = [self.predicting.pop(r) for r in refs]
-        failed = next(i for i, outcome in enumerate(outcomes) if isinstance(outcome, RayError))
+        # None: every call ended before the kill (a call killed as hung that finished just then)
+        failed = next((i for i, outcome in enumerate(outcomes) if isinstance(outcome, RayError)), None)
         for call, outcome in zip(calls[:failed], outcomes[:failed], strict=True):
             self._on_call_ended(call, outcome)
+        if failed is None:
+            return
         error = outcomes[failed]
         assert isinstance(error, RayError)
         self._retry_or_fail(calls[failed], hung if hung is not None and failed == 0 else error)

@@ -3,6 +3,7 @@ every worker it meets, a predictor error, an out-of-memory protein, and a second
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import subprocess
@@ -219,3 +220,36 @@ def test_a_build_that_lost_its_lease_stops_before_it_dispatches_more(tmp_path):
     with pytest.raises(LeaseLostError, match="could not be renewed"):
         loop.run()
     assert dispatched == []
+
+
+def test_a_call_that_ends_just_as_its_worker_is_killed_as_hung_is_written_not_a_crash(monkeypatch):
+    """The deadline passed, but the call ended between ray.wait's timeout and the kill: every call the worker held
+    has a result. It is written as usual (next() over the calls found no failed one: StopIteration stopped the
+    build)."""
+    from types import SimpleNamespace
+
+    from structome.jobs.build import runner as runner_module
+    from structome.jobs.build.runner import _Loop, _Running
+    from structome.pipelines.build import BuildCounters
+
+    replacement = SimpleNamespace(describe=SimpleNamespace(remote=lambda: "describe-ref"))
+    runner = SimpleNamespace(
+        counters=BuildCounters(),
+        plan=SimpleNamespace(shards=(), entries_planned=1),  # s1 is already running
+        settings=RunnerSettings(progress=False),
+        start_worker=lambda: replacement,
+    )
+    records = []
+    loop = _Loop(runner, manifest=SimpleNamespace(record=lambda *args, **kwargs: records.append(args)))
+    written = []
+    loop.write_task = SimpleNamespace(remote=lambda context, shard, result: written.append((shard, result)) or "w")
+    runner.context = None
+    worker, shard = object(), SimpleNamespace(shard_id="s1", entries=())
+    loop.queued = {worker: ["stats-ref"]}
+    loop.predicting = {"stats-ref": _Running(worker, shard, 0, "result-ref", deadline_s=1.0, started=0.0)}
+    monkeypatch.setattr(runner_module.ray, "kill", lambda actor, no_restart: None)
+    monkeypatch.setattr(runner_module, "_settled", lambda refs: [{"worker": "w", "predictions": 1}])
+    loop._replace_hung_workers()
+    assert written == [(shard, "result-ref")] and loop.pending == collections.deque()
+    assert loop.starting == {"describe-ref": replacement} and loop.predicting == {} and worker not in loop.queued
+    assert not any(record[1] in ("retried", "failed") for record in records)
