@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 from urllib.parse import parse_qs, urlsplit
 
-from structome.storage.formats import check_format, format_tag
+from structome.storage.formats import FormatError, check_format, format_tag
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -125,7 +125,10 @@ class LeaseLock:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        current, _ = self.store.read()
+        try:
+            current, _ = self.store.read()
+        except FormatError:  # a newer structome's lease: never ours to delete
+            return
         if current is not None and current["owner"] == self.owner:
             self.store.delete()
 
@@ -166,6 +169,8 @@ class LeaseLock:
             except OSError as failure:
                 error = failure
                 logger.warning("could not renew the lease on %s: %s", self.where, failure)
+            except FormatError as failure:  # a newer structome's lease: not ours any more
+                self._lose(f"the lease could not be read ({failure})")
             if self._lost is None and time.time() - self._renewed > LOST_AFTER_SECONDS:
                 self._lose(f"it could not be renewed for {time.time() - self._renewed:.0f} s ({error})")
 
@@ -298,7 +303,11 @@ def parse_lease(data: bytes, where: str) -> dict:
         lease = json.loads(data)
     except json.JSONDecodeError:  # not ours to judge: treat as held until it goes stale
         return {"owner": "unreadable lease", "renewedAt": time.time()}
+    if not isinstance(lease, dict):  # JSON of another shape: as unreadable (check_format and ["owner"] need a dict)
+        return {"owner": "unreadable lease", "renewedAt": time.time()}
     check_format(lease, "lease", LEASE_VERSION, where)
+    if not isinstance(lease.get("owner"), str) or not isinstance(lease.get("renewedAt"), int | float):
+        return {"owner": "unreadable lease", "renewedAt": time.time()}
     return lease
 
 

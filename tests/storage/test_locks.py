@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
+import pyarrow.fs as pafs
 import pytest
 
 from structome.storage import locks
@@ -107,3 +109,28 @@ def test_two_builds_taking_a_stale_lease_at_once_never_both_hold_it(s3_database,
     holder.store.read = lambda: locks._S3LeaseObject.read(holder.store)
     holder.__exit__(None, None, None)
     assert not layout.exists(".build.lock")
+
+
+@pytest.mark.parametrize(
+    "lease",
+    [
+        b'{"format": "structome-lease/9", "owner": "a newer structome", "renewedAt": 1e12}',  # FormatError
+        b'{"format": "structome-lease/1", "renewedAt": 1e12}',  # no owner: KeyError
+        b"[1, 2]",  # JSON of another shape: AttributeError
+    ],
+)
+def test_a_renewal_that_cannot_read_the_lease_loses_it_instead_of_ending_the_renewer_silently(
+    tmp_path, fast_lease, lease
+):
+    """Without conditional writes a renewal reads the lease first; an error other than OSError there ended the
+    renewer thread and left `ensure_held` passing while nobody renewed: after LEASE_SECONDS another build could
+    take the lease beside this one."""
+    fs, path = pafs.LocalFileSystem(), str(tmp_path / ".build.lock")
+    with locks.LeaseLock(fs, path, where=str(tmp_path)) as lock:
+        lock.ensure_held()
+        with fs.open_output_stream(path) as stream:
+            stream.write(lease)
+        assert re.search("could not be read|unreadable lease took it over", str(wait_until_lost(lock, timeout_s=2.0)))
+        assert lock._renewer is not None
+        lock._renewer.join(2.0)
+        assert not lock._renewer.is_alive()
