@@ -25,6 +25,7 @@ Repair (a local database; it takes the build and compaction locks):
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -172,16 +173,25 @@ def _member_damage(
 ) -> tuple[list[Damage], int]:
     """Every member the readable `files` tables list, read at its recorded offset and checked; one Damage per
     archive (its first bad member, and how many)."""
-    sources = [f"{folder}/files.parquet" for folder in level0.values()]
-    sources += [part.path for segment in manifest.segments for part in segment.table_files("files")]
+    sources = [Damage(f"{folder}/files.parquet", "", shard=shard) for shard, folder in level0.items()]
+    sources += [
+        Damage(part.path, "", segment=segment.segment_id)
+        for segment in manifest.segments
+        for part in segment.table_files("files")
+    ]
     members: dict[str, list[dict]] = {}
-    for source in sources:
-        if source in damaged:
-            continue
-        with layout.fs.open_input_file(layout.path(source)) as handle:
-            for row in pq.read_table(handle, columns=_MEMBER_COLUMNS).to_pylist():
-                members.setdefault(row["archive"], []).append(row)
     damage, count = [], 0
+    for source in sources:
+        if source.file in damaged:
+            continue
+        try:  # a footer that holds says nothing of the pages (no checksum recorded for older shards and segments)
+            with layout.fs.open_input_file(layout.path(source.file)) as handle:
+                rows = pq.read_table(handle, columns=_MEMBER_COLUMNS).to_pylist()
+        except (OSError, ValueError) as error:  # pyarrow: OSError for a damaged page, ArrowInvalid a ValueError
+            damage.append(dataclasses.replace(source, problem=f"unreadable ({error})".replace("\n", " ")))
+            continue
+        for row in rows:
+            members.setdefault(row["archive"], []).append(row)
     for archive, rows in sorted(members.items()):
         count += len(rows)
         if archive in damaged:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 from fake_database import add_entries
 
@@ -220,6 +221,29 @@ def test_a_checksums_record_of_the_wrong_shape_is_named_not_a_crash(database, re
     (layout.root / "shards" / shard / "checksums.json").write_bytes(record)
     damage = [d for d in verify(layout).damage if d.file.endswith("checksums.json")]
     assert [(d.shard, d.problem.startswith("unreadable record of checksums")) for d in damage] == [(shard, True)]
+
+
+def test_a_damaged_page_of_an_older_shards_files_table_is_named_and_repaired(database):
+    """A shard written before checksums were recorded: its footer holds, a page of its files table does not.
+    verify read that table to check the archive members and stopped with pyarrow's OSError."""
+    layout = database
+    shard = sorted(layout.committed_shards())[0]
+    folder = layout.root / "shards" / shard
+    (folder / "checksums.json").unlink()
+    metadata = pq.ParquetFile(folder / "files.parquet").metadata.row_group(0)
+    (column,) = [
+        metadata.column(i) for i in range(metadata.num_columns) if metadata.column(i).path_in_schema == "offset"
+    ]
+    with open(folder / "files.parquet", "r+b") as handle:
+        handle.seek(column.data_page_offset + 4)
+        handle.write(b"\xff" * 20)
+    report = verify(layout)
+    assert [(d.file, d.shard, d.problem.startswith("unreadable")) for d in report.damage] == [
+        (f"shards/{shard}/files.parquet", shard, True)
+    ]
+    repair(layout)  # the shard is quarantined: the next build re-folds its entries
+    assert verify(layout).ok and shard not in layout.committed_shards()
+    assert next((layout.root / QUARANTINE).glob(f"*/shards/{shard}")).is_dir()
 
 
 def test_compaction_leaves_a_damaged_shard_uncompacted(database):
