@@ -169,8 +169,12 @@ def open_text(path: str | os.PathLike, digest: Any = None) -> Iterator[Iterable[
         raw = _Replay(stack.enter_context(open(path, "rb")), digest)
         layer, kinds = raw, list[str]()
         while (magic := _magic(layer.head)) is not None:
-            if magic.opener is None or len(kinds) == _MAX_LAYERS:
+            if magic.opener is None:
                 raise InputError(f"{name} is {magic.name}, not FASTA text{magic.hint}")
+            if len(kinds) == _MAX_LAYERS:
+                raise InputError(
+                    f"{name} is compressed more than {_MAX_LAYERS} times ({magic.name} inside {kinds[-1]} ...)"
+                )
             kinds.append(magic.name)
             decompressed = stack.enter_context(magic.opener(io.BufferedReader(layer, _BUFFER_BYTES)))
             layer = _guarded(name, raw, kinds, _Replay, decompressed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import functools
 import gzip
 import hashlib
 import inspect
@@ -278,6 +279,11 @@ def test_utf16_and_utf32_are_decoded_by_byte_order_mark(tmp_path: Path, encoding
         (gzip.compress(b"PK\x03\x04" + bytes(40)), "is a ZIP archive"),  # a zip inside gzip
         (b">a\nMKV\x00\x01\x02" + bytes(100), "is binary data"),
         (b"\x7fELF\x02\x01\x01" + bytes(100), "is binary data"),
+        # five layers: it said "is gzip, not FASTA text", as if gzip were not read
+        (
+            functools.reduce(lambda data, _: gzip.compress(data), range(5), b">a\nMKV\n"),
+            "is compressed more than 4 times",
+        ),
     ],
 )
 def test_binary_and_archive_inputs_are_refused_naming_the_file(tmp_path: Path, content: bytes, said: str) -> None:
