@@ -52,6 +52,10 @@ class FormatError(ValueError):
     """A stored file this structome cannot read: corrupt, not ours, or written by a newer structome."""
 
 
+class NewerFormatError(FormatError):
+    """A stored file written by a newer structome: whole, only not readable by this one (never damage)."""
+
+
 def format_tag(kind: str, version: int = 1) -> str:
     """The `format` value of a JSON file: structome-manifest/1."""
     return f"structome-{kind}/{version}"
@@ -64,7 +68,7 @@ def check_format(document: dict, kind: str, known: int, where: str) -> int:
     if name != f"structome-{kind}" or not version.isdigit():
         raise FormatError(f"{where}: format {tag!r} is not a structome-{kind} file")
     if int(version) > known:
-        raise FormatError(
+        raise NewerFormatError(
             f"{where} is {tag}, newer than this structome ({structome.__version__}) reads "
             f"({format_tag(kind, known)}): upgrade structome"
         )

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from structome.storage.formats import FormatError, check_format, format_tag
+from structome.storage.formats import FormatError, NewerFormatError, check_format, format_tag
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -106,6 +106,8 @@ def parse_shard_checksums(data: bytes, where: str) -> dict[str, FileDigest]:
         document = json.loads(data)
         check_format(document, "checksums", CHECKSUMS_VERSION, where)
         return {name: FileDigest.from_json(item) for name, item in document["files"].items()}
+    except NewerFormatError:  # a ValueError too: not corrupt, only newer
+        raise
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
         # AttributeError: valid JSON of another shape (a list, a string; "files" not an object) has no .get/.items
         raise FormatError(f"{where} is corrupt ({error!r})") from error

@@ -38,7 +38,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from structome.storage import catalog
-from structome.storage.formats import FormatError
+from structome.storage.formats import FormatError, NewerFormatError
 from structome.storage.integrity import (
     SHARD_CHECKSUMS,
     Damage,
@@ -110,6 +110,8 @@ def _recorded(layout: DatabaseLayout, folder: str) -> tuple[dict[str, FileDigest
         return parse_shard_checksums(layout.read_bytes(relative), f"{layout.location}/{relative}"), None
     except FileNotFoundError:
         return {}, None
+    except NewerFormatError:  # a newer structome's record of a whole shard: refuse, never quarantine the shard
+        raise
     except FormatError as error:
         return {}, f"unreadable record of checksums ({error})"
 

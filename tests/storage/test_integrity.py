@@ -19,6 +19,7 @@ from fake_database import add_entries
 
 from structome.storage import catalog
 from structome.storage.compaction import CompactionPolicy, collect_garbage, compact
+from structome.storage.formats import FormatError
 from structome.storage.integrity import DamagedDatabaseError
 from structome.storage.layout import DatabaseLayout
 from structome.storage.reader import EntryNotFoundError, committed_entries, read_entry_file
@@ -244,6 +245,19 @@ def test_a_damaged_page_of_an_older_shards_files_table_is_named_and_repaired(dat
     repair(layout)  # the shard is quarantined: the next build re-folds its entries
     assert verify(layout).ok and shard not in layout.committed_shards()
     assert next((layout.root / QUARANTINE).glob(f"*/shards/{shard}")).is_dir()
+
+
+def test_a_checksums_record_of_a_newer_structome_is_refused_not_taken_for_damage(database):
+    """A newer structome's checksums.json is whole: verify says to upgrade, and repair quarantines nothing (it was
+    'corrupt', damage of its shard, and repair quarantined a healthy shard)."""
+    layout = database
+    shard = sorted(layout.committed_shards())[0]
+    (layout.root / "shards" / shard / "checksums.json").write_bytes(b'{"format": "structome-checksums/9", "files": {}}')
+    with pytest.raises(FormatError, match="newer than this structome .* upgrade structome"):
+        verify(layout)
+    with pytest.raises(FormatError, match="upgrade structome"):
+        repair(layout)
+    assert shard in layout.committed_shards() and not (layout.root / QUARANTINE).exists()
 
 
 def test_compaction_leaves_a_damaged_shard_uncompacted(database):
