@@ -231,7 +231,8 @@ class _S3LeaseObject:
             answer = self._call(self.client.get_object, Bucket=self.bucket, Key=self.key)
         except FileNotFoundError:
             return None, None
-        return parse_lease(answer["Body"].read(), f"s3://{self.bucket}/{self.key}"), answer["ETag"]
+        written = answer["LastModified"].timestamp()
+        return parse_lease(answer["Body"].read(), f"s3://{self.bucket}/{self.key}", written), answer["ETag"]
 
     def create(self, body: bytes) -> str | None:
         return self._put(body, IfNoneMatch="*")
@@ -293,21 +294,26 @@ def read_lease(fs: pafs.FileSystem, path: str) -> dict | None:
     """The lease at `path`, None if there is none; FormatError for a lease of a newer structome."""
     try:
         with fs.open_input_stream(path) as stream:
-            return parse_lease(stream.read(), path)
+            data = stream.read()
+        modified = fs.get_file_info(path).mtime
     except FileNotFoundError:
         return None
+    return parse_lease(data, path, modified.timestamp() if modified is not None else None)
 
 
-def parse_lease(data: bytes, where: str) -> dict:
+def parse_lease(data: bytes, where: str, written: float | None = None) -> dict:
+    """The lease in DATA; one that cannot be read counts as renewed when its object was WRITTEN (now if unknown):
+    held until it goes stale, like any other."""
+    unreadable = {"owner": "unreadable lease", "renewedAt": time.time() if written is None else written}
     try:
         lease = json.loads(data)
-    except json.JSONDecodeError:  # not ours to judge: treat as held until it goes stale
-        return {"owner": "unreadable lease", "renewedAt": time.time()}
+    except ValueError:  # JSONDecodeError, or UnicodeDecodeError for bytes that are no UTF-8: not ours to judge
+        return unreadable
     if not isinstance(lease, dict):  # JSON of another shape: as unreadable (check_format and ["owner"] need a dict)
-        return {"owner": "unreadable lease", "renewedAt": time.time()}
+        return unreadable
     check_format(lease, "lease", LEASE_VERSION, where)
     if not isinstance(lease.get("owner"), str) or not isinstance(lease.get("renewedAt"), int | float):
-        return {"owner": "unreadable lease", "renewedAt": time.time()}
+        return unreadable
     return lease
 
 

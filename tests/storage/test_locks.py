@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -134,3 +135,18 @@ def test_a_renewal_that_cannot_read_the_lease_loses_it_instead_of_ending_the_ren
         assert lock._renewer is not None
         lock._renewer.join(2.0)
         assert not lock._renewer.is_alive()
+
+
+@pytest.mark.parametrize("lease", [b"{not json", b"\xff\xfe garbage", b"[]"])
+def test_an_unreadable_lease_goes_stale_like_any_other(tmp_path, lease):
+    """An unreadable lease counts as renewed when it was written: after LEASE_SECONDS a build takes it over (it
+    was renewed 'now' at every read, and refused every build for ever; bytes that are no UTF-8 raised)."""
+    fs, path = pafs.LocalFileSystem(), str(tmp_path / ".build.lock")
+    (tmp_path / ".build.lock").write_bytes(lease)
+    with pytest.raises(DatabaseLockedError, match="unreadable lease"):  # fresh: held
+        locks.LeaseLock(fs, path, where=str(tmp_path)).__enter__()
+    old = time.time() - locks.LEASE_SECONDS - 5
+    os.utime(tmp_path / ".build.lock", (old, old))
+    with locks.LeaseLock(fs, path, where=str(tmp_path)) as lock:
+        lock.ensure_held()
+        assert lock.owner.encode() in (tmp_path / ".build.lock").read_bytes()
