@@ -100,11 +100,16 @@ def _ensure_schema_files(layout: DatabaseLayout) -> None:
             raise OSError(
                 f"{layout.location}/{damage.file} is {damage.problem} and cannot be rewritten: {error}"
             ) from error
-    for table, table_schema in schema.TABLES.items():  # a table whose schema grew (failures' uniprotAccession)
-        relative = layout.schema_file(table)
+
+    def written_names(relative: str) -> list[str]:
         with layout.fs.open_input_file(layout.path(relative)) as handle:  # not pq.read_schema: it imports pandas
-            written = pq.ParquetFile(handle).schema_arrow
-        if written.names != table_schema.names:  # names, not types: Parquet keeps timestamp[s] as [ms]
+            return pq.ParquetFile(handle).schema_arrow.names
+
+    relatives = [layout.schema_file(table) for table in schema.TABLE_NAMES]
+    written = dict(zip(schema.TABLE_NAMES, layout.map_files(written_names, relatives), strict=True))
+    for table, relative in zip(schema.TABLE_NAMES, relatives, strict=True):
+        table_schema = schema.TABLES[table]  # a table whose schema grew (failures' uniprotAccession)
+        if written[table] != table_schema.names:  # names, not types: Parquet keeps timestamp[s] as [ms]
             layout.write_parquet_atomic(table_schema.empty_table(), relative)
 
 

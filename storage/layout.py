@@ -36,10 +36,11 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from structome.storage import formats
 from structome.storage.atomic import (
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 __all__ = [
     "DatabaseLayout",
@@ -87,7 +89,7 @@ _TABLE_GLOBS = {
     "builds": ("builds/*.parquet",),
 }
 _LOOSE_TABLES = {"failures": "failures", "builds": "builds"}  # tables with files outside shards
-_REMOTE_CHECKS = 16  # files checked at once on an object store
+_REMOTE_REQUESTS = 16  # files read at once on an object store
 _WARNED: set[tuple[str, Damage]] = set()  # damage already reported by this process
 
 
@@ -504,12 +506,16 @@ class DatabaseLayout:
         def check(relative: str) -> str | None:
             return parquet_problem(None if self.is_local else self.fs, self.path(relative), sizes.get(relative))
 
-        if self.is_local or len(files) < 2:
-            problems = list(map(check, files))
-        else:
-            with ThreadPoolExecutor(_REMOTE_CHECKS) as pool:
-                problems = list(pool.map(check, files))
+        problems = self.map_files(check, files)
         return [Damage(file, problem) for file, problem in zip(files, problems, strict=True) if problem is not None]
+
+    def map_files(self, function: Callable[[str], T], files: list[str]) -> list[T]:
+        """function(file) of each file, in order: in parallel on object stores, where each call is a request or
+        two, so that n files cost about one round trip, not n."""
+        if self.is_local or len(files) < 2:
+            return list(map(function, files))
+        with ThreadPoolExecutor(_REMOTE_REQUESTS) as pool:
+            return list(pool.map(function, files))
 
     # ---- compacted tables (storage.segments) ----------------------------------------------------------
 
