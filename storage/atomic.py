@@ -139,7 +139,8 @@ def publish_folder(staged: str | os.PathLike, target: str | os.PathLike) -> None
 
 
 def publish_file(staged: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Move a fully written file into place durably (same file system): the file, the rename and both folders."""
+    """Move a fully written file into place durably (same file system): the file, its new folders, and the rename
+    in the target's folder (the staging side is not synced: a file left there after a power loss is scratch)."""
     staged, target = Path(staged), Path(target)
     make_folders_durably(target.parent)
     _fsync(staged)

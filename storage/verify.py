@@ -38,6 +38,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from structome.storage import catalog
+from structome.storage.atomic import make_folders_durably, sync_folder
 from structome.storage.formats import FormatError, NewerFormatError
 from structome.storage.integrity import (
     SHARD_CHECKSUMS,
@@ -374,7 +375,9 @@ def _tables_whole(layout: DatabaseLayout, folder: str) -> bool:
 
 def _move(layout: DatabaseLayout, relative: str, quarantine: str) -> None:
     """Out of the visible layout with one rename, to the same relative path under the quarantine folder."""
-    target = Path(layout.path(f"{quarantine}/{relative}"))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(layout.path(relative), target)
+    source, target = Path(layout.path(relative)), Path(layout.path(f"{quarantine}/{relative}"))
+    make_folders_durably(target.parent)
+    os.rename(source, target)
+    sync_folder(source.parent)  # gone from the layout for good: a power loss must not bring it back
+    sync_folder(target.parent)
     logger.info("moved %s to %s", relative, target)

@@ -67,3 +67,34 @@ def s3_database(s3_server):
     fs, _ = pafs.FileSystem.from_uri(f"s3://{bucket}?{options}")
     fs.create_dir(bucket)
     return f"s3://{bucket}/db?{options.removesuffix('&allow_bucket_creation=true')}"
+
+
+@pytest.fixture()
+def disk_calls(monkeypatch) -> list[tuple[str, str]]:
+    """Every fsync (of the path its descriptor names), rename and mkdir, in the order made."""
+    from structome.storage import atomic as _atomic
+
+    calls: list[tuple[str, str]] = []
+    real_fsync, real_rename, real_replace, real_mkdir = os.fsync, os.rename, os.replace, _atomic.Path.mkdir
+
+    def fsync(descriptor: int) -> None:
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        real_fsync(descriptor)
+
+    def rename(source, target) -> None:
+        real_rename(source, target)
+        calls.append(("rename", str(target)))
+
+    def replace(source, target) -> None:
+        real_replace(source, target)
+        calls.append(("rename", str(target)))
+
+    def mkdir(path, *args, **kwargs) -> None:
+        real_mkdir(path, *args, **kwargs)
+        calls.append(("mkdir", str(path)))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(_atomic.Path, "mkdir", mkdir)
+    return calls

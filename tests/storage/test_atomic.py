@@ -100,35 +100,6 @@ def test_a_database_this_account_may_not_write_says_so(tmp_path, monkeypatch):
     assert "umask 002" in message and "mode 0" in message
 
 
-@pytest.fixture()
-def disk_calls(monkeypatch) -> list[tuple[str, str]]:
-    """Every fsync (of the path its descriptor names), rename and mkdir, in the order made."""
-    calls: list[tuple[str, str]] = []
-    real_fsync, real_rename, real_replace, real_mkdir = os.fsync, os.rename, os.replace, atomic.Path.mkdir
-
-    def fsync(descriptor: int) -> None:
-        calls.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
-        real_fsync(descriptor)
-
-    def rename(source, target) -> None:
-        real_rename(source, target)
-        calls.append(("rename", str(target)))
-
-    def replace(source, target) -> None:
-        real_replace(source, target)
-        calls.append(("rename", str(target)))
-
-    def mkdir(path, *args, **kwargs) -> None:
-        real_mkdir(path, *args, **kwargs)
-        calls.append(("mkdir", str(path)))
-
-    monkeypatch.setattr(atomic.os, "fsync", fsync)
-    monkeypatch.setattr(atomic.os, "rename", rename)
-    monkeypatch.setattr(atomic.os, "replace", replace)
-    monkeypatch.setattr(atomic.Path, "mkdir", mkdir)
-    return calls
-
-
 def test_a_published_shard_is_synced_file_by_file_before_the_rename_and_its_folder_after(tmp_path, disk_calls):
     staged, target = tmp_path / "staging" / "s1.x", tmp_path / "shards" / "s1"
     staged.mkdir(parents=True)

@@ -205,6 +205,18 @@ def test_verify_names_each_damaged_file_and_repair_quarantines_exactly_their_sha
     assert committed_entries(layout, lost) == {}
 
 
+def test_a_quarantine_move_is_made_durable_in_both_folders(database, disk_calls):
+    layout = database
+    shard = sorted(layout.committed_shards())[0]
+    truncate(layout.root / "shards" / shard / "archive.tar", 3000)
+    disk_calls.clear()
+    repair(layout)
+    moved = [c for c in disk_calls if c[0] == "rename" and c[1].endswith(f"/shards/{shard}")]
+    assert len(moved) == 1 and QUARANTINE in moved[0][1]
+    after = disk_calls[disk_calls.index(moved[0]) + 1 :][:2]
+    assert set(after) == {("fsync", str(layout.root / "shards")), ("fsync", str(Path(moved[0][1]).parent))}
+
+
 @pytest.mark.parametrize(
     "record",
     [
