@@ -257,7 +257,7 @@ class _Builder:
         accepted = self._accept(record, number)
         if isinstance(accepted, Rejection):
             failure = Failure(
-                record.record_id,
+                record.record_id[:MAX_RECORD_ID],  # a refused id of megabytes is known by its file and number too
                 record.source_file,
                 accepted.reason,
                 accepted.message,

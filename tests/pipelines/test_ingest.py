@@ -17,6 +17,7 @@ from structome.models.types import STANDARD_RESIDUES, Entry, Failure, to_model_a
 from structome.pipelines.build import BuildCounters, build_record, build_report, plan_build
 from structome.pipelines.fasta import MAX_TEXT, InputError, iter_fasta
 from structome.pipelines.ingest import (
+    MAX_RECORD_ID,
     IngestResult,
     IngestSettings,
     clean_sequence,
@@ -321,6 +322,15 @@ HOSTILE_HEADERS = [
     "sp|P00004.99999999999999|A_B huge accession version",
     f"{'L' * 500} an accession far too long for a file name",
 ]
+
+
+def test_a_refused_id_of_megabytes_goes_to_the_ledger_cut(tmp_path: Path) -> None:
+    path = write_fasta(tmp_path / "long.fasta", [("x" * 2_000_000, "MKVLA"), ("sp|P11111|G_H fine", "MKVLA")])
+    result = ingest([path], DEFAULTS, MODEL)
+    (failure,) = result.failures
+    assert failure.reason == "invalid_header" and failure.record_number == 1
+    assert failure.record_id == "x" * MAX_RECORD_ID and "id of 2000000" in failure.message
+    assert [e.accession for e in result.entries] == ["P11111"]
 
 
 def test_a_bad_header_field_fails_only_its_own_record(tmp_path: Path) -> None:
