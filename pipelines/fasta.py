@@ -153,12 +153,6 @@ def source_path(path: str | os.PathLike) -> str:
     return os.path.abspath(os.fspath(path))
 
 
-def is_gzip(path: str | os.PathLike) -> bool:
-    """True when the file starts with the gzip magic bytes (the extension is ignored)."""
-    with open(path, "rb") as handle:
-        return handle.read(2) == _MAGICS[0].prefix
-
-
 @contextlib.contextmanager
 def open_text(path: str | os.PathLike, digest: Any = None) -> Iterator[Iterable[str]]:
     """Open a FASTA file or stream as text, whatever compression it has (sniffed by magic bytes, layer under layer):
