@@ -109,7 +109,7 @@ class LeaseLock:
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self._version: str | None = None  # the lease object's version as this holder last wrote it
-        self._renewed = 0.0  # time.time() of the last successful write
+        self._renewed = 0.0  # time.monotonic() of the last successful write (a clock step must not lose it)
         self._lost: str | None = None  # why the lease is lost
 
     def __enter__(self) -> LeaseLock:
@@ -146,7 +146,7 @@ class LeaseLock:
         taken = self.store.create(body) if current is None else self.store.replace(body, version)
         if taken is None:
             raise _refusal(self.where, "lease taken by another writer at the same moment", self.activity)
-        self._version, self._renewed = taken, time.time()
+        self._version, self._renewed = taken, time.monotonic()
         if self.store.conditional:
             return
         time.sleep(SETTLE_SECONDS)
@@ -171,8 +171,8 @@ class LeaseLock:
                 logger.warning("could not renew the lease on %s: %s", self.where, failure)
             except FormatError as failure:  # a newer structome's lease: not ours any more
                 self._lose(f"the lease could not be read ({failure})")
-            if self._lost is None and time.time() - self._renewed > LOST_AFTER_SECONDS:
-                self._lose(f"it could not be renewed for {time.time() - self._renewed:.0f} s ({error})")
+            if self._lost is None and time.monotonic() - self._renewed > LOST_AFTER_SECONDS:
+                self._lose(f"it could not be renewed for {time.monotonic() - self._renewed:.0f} s ({error})")
 
     def _renew_once(self) -> None:
         if not self.store.conditional:  # look first: the write itself cannot tell
@@ -184,7 +184,7 @@ class LeaseLock:
         if version is None:
             self._lose("another writer took it over")
             return
-        self._version, self._renewed = version, time.time()
+        self._version, self._renewed = version, time.monotonic()
 
     def _lose(self, reason: str) -> None:
         logger.error(

@@ -7,6 +7,7 @@ import os
 import re
 import threading
 import time
+import types
 
 import pyarrow.fs as pafs
 import pytest
@@ -67,6 +68,23 @@ def test_a_renewal_that_fails_once_is_tried_again(s3_database, fast_lease):
         time.sleep(0.6)  # beyond LOST_AFTER_SECONDS: renewals after the failure kept it
         lock.ensure_held()
         assert len(calls) > 3
+
+
+def test_a_wall_clock_step_does_not_lose_the_lease(s3_database, fast_lease, monkeypatch):
+    layout = DatabaseLayout(s3_database)
+    with layout.lock() as lock:
+        replace, calls = lock.store.replace, []
+
+        def fail_once(*args, **kwargs):
+            calls.append(1)
+            return failing() if len(calls) == 1 else replace(*args, **kwargs)
+
+        stepped = types.SimpleNamespace(time=lambda: time.time() + 3600, monotonic=time.monotonic)
+        monkeypatch.setattr(locks, "time", stepped)  # the clock jumps an hour ahead (NTP, a suspended VM)
+        lock.store.replace = fail_once
+        time.sleep(0.15)  # one failed renewal, then good ones, well within LOST_AFTER_SECONDS
+        lock.ensure_held()
+        assert len(calls) > 2
 
 
 def test_a_holder_whose_lease_was_taken_over_stops_at_its_next_renewal(s3_database, fast_lease):
