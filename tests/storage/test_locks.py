@@ -39,6 +39,18 @@ def failing(*args, **kwargs):
     raise OSError("injected: the store refused the write")
 
 
+def fail_the_next_renewal(lock) -> list[int]:
+    """Make the lease's next write fail and the later ones succeed; one item per write tried."""
+    replace, calls = lock.store.replace, []
+
+    def fail_once(*args, **kwargs):
+        calls.append(1)
+        return failing() if len(calls) == 1 else replace(*args, **kwargs)
+
+    lock.store.replace = fail_once
+    return calls
+
+
 @pytest.mark.parametrize("conditional", [True, False])
 def test_a_lease_that_cannot_be_renewed_is_lost_and_the_build_told_so(s3_database, fast_lease, conditional):
     layout = DatabaseLayout(s3_database)
@@ -58,13 +70,7 @@ def test_a_lease_that_cannot_be_renewed_is_lost_and_the_build_told_so(s3_databas
 def test_a_renewal_that_fails_once_is_tried_again(s3_database, fast_lease):
     layout = DatabaseLayout(s3_database)
     with layout.lock() as lock:
-        replace, calls = lock.store.replace, []
-
-        def fail_once(*args, **kwargs):
-            calls.append(1)
-            return failing() if len(calls) == 1 else replace(*args, **kwargs)
-
-        lock.store.replace = fail_once
+        calls = fail_the_next_renewal(lock)
         time.sleep(0.6)  # beyond LOST_AFTER_SECONDS: renewals after the failure kept it
         lock.ensure_held()
         assert len(calls) > 3
@@ -73,15 +79,9 @@ def test_a_renewal_that_fails_once_is_tried_again(s3_database, fast_lease):
 def test_a_wall_clock_step_does_not_lose_the_lease(s3_database, fast_lease, monkeypatch):
     layout = DatabaseLayout(s3_database)
     with layout.lock() as lock:
-        replace, calls = lock.store.replace, []
-
-        def fail_once(*args, **kwargs):
-            calls.append(1)
-            return failing() if len(calls) == 1 else replace(*args, **kwargs)
-
         stepped = types.SimpleNamespace(time=lambda: time.time() + 3600, monotonic=time.monotonic)
         monkeypatch.setattr(locks, "time", stepped)  # the clock jumps an hour ahead (NTP, a suspended VM)
-        lock.store.replace = fail_once
+        calls = fail_the_next_renewal(lock)
         time.sleep(0.15)  # one failed renewal, then good ones, well within LOST_AFTER_SECONDS
         lock.ensure_held()
         assert len(calls) > 2
