@@ -105,11 +105,9 @@ def _ensure_schema_files(layout: DatabaseLayout) -> None:
         with layout.fs.open_input_file(layout.path(relative)) as handle:  # not pq.read_schema: it imports pandas
             return pq.ParquetFile(handle).schema_arrow.names
 
-    relatives = [layout.schema_file(table) for table in schema.TABLE_NAMES]
-    written = dict(zip(schema.TABLE_NAMES, layout.map_files(written_names, relatives), strict=True))
-    for table, relative in zip(schema.TABLE_NAMES, relatives, strict=True):
+    for (relative, table), names in zip(files.items(), layout.map_files(written_names, list(files)), strict=True):
         table_schema = schema.TABLES[table]  # a table whose schema grew (failures' uniprotAccession)
-        if written[table] != table_schema.names:  # names, not types: Parquet keeps timestamp[s] as [ms]
+        if names != table_schema.names:  # names, not types: Parquet keeps timestamp[s] as [ms]
             layout.write_parquet_atomic(table_schema.empty_table(), relative)
 
 
